@@ -1,0 +1,2 @@
+//! campfire streaming client: typed wire messages, mapping to chat-model, async client.
+#![forbid(unsafe_code)]

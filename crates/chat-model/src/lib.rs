@@ -1,0 +1,24 @@
+//! The one vocabulary every Tributary crate speaks: the normalized chat [`Event`], its
+//! [`Kind`], [`Author`] and [`Service`], plus the notions the supervisor and the protocol
+//! crates share — a resume [`Cursor`], a [`DisconnectReason`] and a redacting [`Secret`].
+//!
+//! This crate does no IO. Its JSON form is Tributary's output schema, version 1
+//! (`docs/event-schema.md`): one [`Event`] per line.
+#![forbid(unsafe_code)]
+
+mod cursor;
+mod event;
+mod item;
+mod reason;
+mod secret;
+
+pub use cursor::{Cursor, CursorError};
+pub use event::{
+    Author, ConnectionInfo, ConnectionState, Event, GapSpan, Kind, SCHEMA_VERSION, Service,
+};
+pub use item::SourceItem;
+pub use reason::{DisconnectReason, Disposition};
+pub use secret::{Secret, redact_url};
+
+/// UTC timestamps as used throughout the model.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,1 @@
+//! The ustream emulator.

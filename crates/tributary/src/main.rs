@@ -1,0 +1,2 @@
+//! Tributary: many live chat streams in, one clean stream out.
+fn main() {}
