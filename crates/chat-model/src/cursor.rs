@@ -55,7 +55,7 @@ mod tests {
         let c = Cursor::from_typed(&s);
         assert_eq!(c.to_typed::<S>().unwrap(), s);
         let text = serde_json::to_string(&c).unwrap();
-        assert_eq!(text, r#"{"last_id":42,"ignored":["a"]}"#);
+        assert_eq!(text, r#"{"ignored":["a"],"last_id":42}"#);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use crate::{Cursor, Event};
 ///
 /// Protocol clients yield these; the supervisor consumes them. An `Err(DisconnectReason)` from
 /// the connection (not an item) ends it.
+// Events dominate the stream; boxing them would add an allocation per event for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum SourceItem {

@@ -1,2 +1,92 @@
 //! Sans-IO incremental decoders for Server-Sent Events, delimited JSON and concatenated JSON.
+//!
+//! Every decoder takes byte chunks of any size through `feed`, appends what it decoded to a
+//! caller-owned `Vec`, and is told about the end of the stream with `finish`. No decoder does
+//! IO, spawns tasks or reads clocks, so they work the same under tokio, blocking IO or a test.
+//!
+//! * [`SseDecoder`]: `text/event-stream` exactly as the WHATWG HTML standard parses it.
+//! * [`JsonLinesDecoder`]: one JSON text per delimiter-separated frame (Campfire, Flowdock's
+//!   JSON stream), whitespace-only gaps reported as [`Item::KeepAlive`].
+//! * [`JsonSeqDecoder`]: JSON objects and arrays back to back (concatenated JSON).
+//!
+//! Guarantees shared by all three:
+//! * **Chunking never changes the result**: any split of a stream into chunks yields exactly
+//!   the items of the unsplit stream, in the same order.
+//! * **Linear work**: each byte is examined a bounded number of times whatever the chunking;
+//!   partial frames keep a scan position and are never re-scanned from the start.
+//! * **Bounded memory**: a frame larger than [`Limits::max_frame`] is reported as an
+//!   [`Item::Error`] with [`FrameErrorKind::Oversize`] as soon as it is known to be too big and
+//!   skipped up to the next boundary; the decoder never buffers more than the limit
+//!   (see each decoder's `buffered_len`).
+//! * **Offsets**: frames and errors carry the byte offset, counted from the start of the stream
+//!   (the first byte fed after `new` or `finish`), of the first byte they concern.
+//!
+//! The decoders do not parse JSON: consumers parse [`Frame::bytes`] (for example with
+//! `serde_json::from_slice`), which keeps framing at close to `memchr` speed.
 #![forbid(unsafe_code)]
+
+mod error;
+mod json_lines;
+mod json_seq;
+mod sse;
+
+#[doc(hidden)]
+pub mod check;
+
+pub use error::{FrameError, FrameErrorKind};
+pub use json_lines::{Delimiter, JsonLinesDecoder};
+pub use json_seq::JsonSeqDecoder;
+pub use sse::{SseDecoder, SseEvent, SseItem};
+
+/// Size limits a decoder enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame (JSON text, SSE line or SSE event data) accepted, in bytes.
+    pub max_frame: usize,
+}
+
+impl Limits {
+    /// The default maximum frame size: 1 MiB.
+    pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+
+    /// Limits with the given maximum frame size in bytes (at least 1).
+    pub fn with_max_frame(max_frame: usize) -> Self {
+        Limits {
+            max_frame: max_frame.max(1),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: Self::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// One thing a decoder found in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item<F> {
+    /// A complete frame.
+    Frame(F),
+    /// Whitespace between frames: the server is alive but sent nothing (liveness only).
+    KeepAlive,
+    /// A malformed or oversize frame that was skipped; decoding goes on after it.
+    Error(FrameError),
+}
+
+/// A raw JSON frame: the bytes of one JSON text, not parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Byte offset of the frame's first byte in the stream.
+    pub offset: u64,
+    /// The frame's bytes, without delimiters or surrounding whitespace.
+    pub bytes: bytes::Bytes,
+}
+
+/// JSON insignificant whitespace (RFC 8259): space, tab, LF, CR.
+#[inline]
+pub(crate) fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}

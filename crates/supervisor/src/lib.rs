@@ -1,8 +1,18 @@
-//! Reconnect supervisor: keeps any number of chat sources alive and merges them into one
-//! ordered, deduplicated event stream, with backoff and jitter, stall detection, resume
-//! cursors that survive restarts, and explicit gap events where a protocol cannot replay.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod dedup;
+mod driver;
+pub mod machine;
 mod source;
+pub mod state;
 
-pub use source::{Backoff, Connection, Policy, Resume, Source};
+pub use dedup::RecentIds;
+pub use driver::{
+    EventStream, Options, Report, SourceReport, Supervisor, SupervisorError, SupervisorHandle,
+};
+pub use machine::{
+    Action, Jitter, MachineConfig, Outcome, Restored, SourceMachine, SourceState, SourceStats,
+};
+pub use source::{Backoff, Connection, Overrides, Policy, Resume, Source};
+pub use state::{SavedSource, StateFile};

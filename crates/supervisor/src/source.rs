@@ -94,3 +94,119 @@ pub trait Connection: Send + 'static {
     /// clean end).
     fn next_item(&mut self) -> impl Future<Output = Result<SourceItem, DisconnectReason>> + Send;
 }
+
+/// Per-source settings from the user's config, applied on top of a source's own
+/// [`Source::policy`]; every field left `None` keeps the source's default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// Replaces [`Backoff::initial`] (the floor of every backoff delay).
+    pub backoff_initial: Option<Duration>,
+    /// Replaces [`Backoff::max`] (the cap of every backoff delay).
+    pub backoff_max: Option<Duration>,
+    /// Replaces [`Policy::stall_timeout`].
+    pub stall_timeout: Option<Duration>,
+    /// Replaces [`Policy::max_retries`].
+    pub max_retries: Option<u32>,
+    /// Replaces [`Policy::max_elapsed`].
+    pub max_elapsed: Option<Duration>,
+}
+
+impl Policy {
+    /// This policy with the user's overrides applied.
+    pub fn with_overrides(mut self, overrides: &Overrides) -> Policy {
+        if let Some(d) = overrides.backoff_initial {
+            self.backoff.initial = d;
+        }
+        if let Some(d) = overrides.backoff_max {
+            self.backoff.max = d;
+        }
+        if let Some(d) = overrides.stall_timeout {
+            self.stall_timeout = d;
+        }
+        if overrides.max_retries.is_some() {
+            self.max_retries = overrides.max_retries;
+        }
+        if overrides.max_elapsed.is_some() {
+            self.max_elapsed = overrides.max_elapsed;
+        }
+        self
+    }
+
+    /// Checks that the policy can work: a non-zero backoff floor not above its cap, a finite
+    /// multiplier of at least 1 and a non-zero stall timeout. The error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let b = &self.backoff;
+        if b.initial.is_zero() {
+            return Err("backoff initial delay must be above zero".into());
+        }
+        if b.initial > b.max {
+            return Err(format!(
+                "backoff initial delay {:?} is above the maximum {:?}",
+                b.initial, b.max
+            ));
+        }
+        if !b.multiplier.is_finite() || b.multiplier < 1.0 {
+            return Err(format!(
+                "backoff multiplier {} must be a finite number of at least 1",
+                b.multiplier
+            ));
+        }
+        if self.stall_timeout.is_zero() {
+            return Err("stall timeout must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_only_what_is_set() {
+        let base = Policy {
+            max_retries: Some(3),
+            ..Policy::default()
+        };
+        let same = base.clone().with_overrides(&Overrides::default());
+        assert_eq!(same, base);
+        let o = Overrides {
+            backoff_initial: Some(Duration::from_millis(500)),
+            backoff_max: Some(Duration::from_secs(10)),
+            stall_timeout: Some(Duration::from_secs(7)),
+            max_retries: Some(9),
+            max_elapsed: Some(Duration::from_secs(600)),
+        };
+        let p = base.clone().with_overrides(&o);
+        assert_eq!(p.backoff.initial, Duration::from_millis(500));
+        assert_eq!(p.backoff.max, Duration::from_secs(10));
+        assert_eq!(p.backoff.multiplier, base.backoff.multiplier);
+        assert_eq!(p.backoff.healthy_after, base.backoff.healthy_after);
+        assert_eq!(p.stall_timeout, Duration::from_secs(7));
+        assert_eq!(p.max_retries, Some(9));
+        assert_eq!(p.max_elapsed, Some(Duration::from_secs(600)));
+        assert_eq!(p.resume, base.resume);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(Policy::default().validate().is_ok());
+        let mut p = Policy::default();
+        p.backoff.initial = Duration::from_secs(300);
+        assert!(p.validate().unwrap_err().contains("above the maximum"));
+        let mut p = Policy::default();
+        p.backoff.initial = Duration::ZERO;
+        assert!(p.validate().unwrap_err().contains("above zero"));
+        let mut p = Policy::default();
+        p.backoff.multiplier = 0.5;
+        assert!(p.validate().unwrap_err().contains("multiplier"));
+        let mut p = Policy::default();
+        p.backoff.multiplier = f64::NAN;
+        assert!(p.validate().is_err());
+        let p = Policy {
+            stall_timeout: Duration::ZERO,
+            ..Policy::default()
+        };
+        assert!(p.validate().unwrap_err().contains("stall timeout"));
+    }
+}

@@ -1,2 +1,97 @@
 //! Tributary: many live chat streams in, one clean stream out.
-fn main() {}
+//!
+//! `tributary run` keeps every configured chat source connected — Campfire, Flowdock,
+//! Multistreamer, Ustream — and prints one ordered, deduplicated stream of normalized events.
+#![allow(dead_code)] // lead: remove once every subcommand is wired
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod config;
+mod config_types;
+mod decode;
+mod emulate;
+mod metrics;
+mod output;
+mod relay;
+mod run;
+mod sources;
+
+/// Many live chat streams in, one clean stream out.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tributary",
+    version,
+    about = "Many live chat streams in, one clean stream out",
+    long_about = "Tributary keeps live chat streams from Campfire, Flowdock, Multistreamer and \
+Ustream connected — reconnecting with backoff, detecting stalled connections, resuming \
+without loss and dropping duplicates — and prints them as one stream of normalized events \
+(NDJSON or readable lines). It can also send to Multistreamer and StreamIn, relay events \
+between services, decode captured streams, and run faithful local emulators of all five \
+services.",
+    after_help = "Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.\n\
+Exit status: 0 success, 1 failure (e.g. every source failed), 2 bad command line or config."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Stream every configured source to stdout.
+    Run(run::RunArgs),
+    /// Decode a captured stream (SSE, delimited JSON, concatenated JSON) into one JSON object
+    /// per frame.
+    Decode(decode::DecodeArgs),
+    /// Run one service's local emulator and print a config table that reads it.
+    Emulate(emulate::EmulateArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run(args) => runtime().block_on(run::run(args)),
+        Command::Decode(args) => decode::run(&args),
+        Command::Emulate(args) => runtime().block_on(emulate::run(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "tributary", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// The config file used when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "tributary.toml";
+
+/// Where `--config` points by default.
+pub fn default_config_path() -> PathBuf {
+    PathBuf::from(DEFAULT_CONFIG)
+}

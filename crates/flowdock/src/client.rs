@@ -1,0 +1,623 @@
+//! The async client: a thin reqwest driver around [`StreamDecoder`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chat_model::{DisconnectReason, Secret, SourceItem, redact_url};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::session::{FlowdockCursor, StreamDecoder, Transport};
+use crate::wire::WireMessage;
+
+/// The real streaming host.
+pub const DEFAULT_STREAM_URL: &str = "https://stream.flowdock.com";
+/// The real REST host (backfill).
+pub const DEFAULT_API_URL: &str = "https://api.flowdock.com";
+/// The most messages the REST API returns per request (its `limit` is 1-100).
+pub const MAX_BACKFILL_LIMIT: u32 = 100;
+/// How many backfill pages one reconnect fetches at most per flow.
+pub const MAX_BACKFILL_PAGES: usize = 50;
+
+/// The `active` parameter: how the user appears to others while streaming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Active {
+    /// `active=true`: shown as active.
+    True,
+    /// `active=idle`: shown as idle.
+    Idle,
+}
+
+impl Active {
+    /// Parses `"true"` or `"idle"`.
+    pub fn parse(s: &str) -> Option<Active> {
+        match s {
+            "true" => Some(Active::True),
+            "idle" => Some(Active::Idle),
+            _ => None,
+        }
+    }
+
+    /// The query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Active::True => "true",
+            Active::Idle => "idle",
+        }
+    }
+}
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The `source` name put on every event.
+    pub source: String,
+    /// Streaming base URL (default [`DEFAULT_STREAM_URL`]).
+    pub url: String,
+    /// REST base URL for backfill (None: [`DEFAULT_API_URL`] for the real host, else `url`).
+    pub api_url: Option<String>,
+    /// The access token (HTTP basic user, empty password).
+    pub token: Secret,
+    /// Flows to stream, as `org/flow` (or flow ids).
+    pub flows: Vec<String>,
+    /// Also stream private messages (`user=1`).
+    pub private: bool,
+    /// The `active` parameter, when set.
+    pub active: Option<Active>,
+    /// Which content type to stream.
+    pub transport: Transport,
+    /// Largest frame accepted, in bytes.
+    pub max_frame: usize,
+    /// Extra trusted root certificates (PEM), for self-hosted servers and tests.
+    pub root_certificates_pem: Vec<Vec<u8>>,
+    /// Messages per REST backfill request (1-100).
+    pub backfill_limit: u32,
+}
+
+impl ClientConfig {
+    /// Settings for `flows` with `token`, the SSE transport and the real hosts.
+    pub fn new(source: impl Into<String>, token: Secret, flows: Vec<String>) -> Self {
+        ClientConfig {
+            source: source.into(),
+            url: DEFAULT_STREAM_URL.to_owned(),
+            api_url: None,
+            token,
+            flows,
+            private: false,
+            active: None,
+            transport: Transport::EventStream,
+            max_frame: 1024 * 1024,
+            root_certificates_pem: Vec::new(),
+            backfill_limit: MAX_BACKFILL_LIMIT,
+        }
+    }
+}
+
+/// A Flowdock streaming client; cheap to clone, one [`Client::connect`] per connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    cfg: ClientConfig,
+    http: reqwest::Client,
+    base: url::Url,
+    api: url::Url,
+}
+
+/// Percent-encodes a query value, keeping the characters flow names use (`/`, `:`, `,`).
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/:,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn encode_segment(s: &str) -> String {
+    encode_query(s).replace('/', "%2F").replace(',', "%2C")
+}
+
+impl Client {
+    /// Checks the settings and builds the HTTP client (rustls; extra roots added).
+    pub fn new(cfg: ClientConfig) -> Result<Client, Error> {
+        if cfg.flows.is_empty() && !cfg.private {
+            return Err(Error::Config(
+                "no flows to stream: set at least one flow (org/flow) or private = true".into(),
+            ));
+        }
+        if let Some(bad) = cfg.flows.iter().find(|f| f.trim().is_empty()) {
+            return Err(Error::Config(format!("empty flow name {bad:?}")));
+        }
+        if cfg.token.is_empty() {
+            return Err(Error::Config("the access token is empty".into()));
+        }
+        let parse = |what: &str, s: &str| {
+            let u = url::Url::parse(s.trim_end_matches('/'))
+                .map_err(|e| Error::Config(format!("bad {what} {:?}: {e}", redact_url(s))))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(Error::Config(format!(
+                    "bad {what} {:?}: the scheme must be http or https",
+                    redact_url(s)
+                )));
+            }
+            Ok(u)
+        };
+        let base = parse("url", &cfg.url)?;
+        let api = match &cfg.api_url {
+            Some(a) => parse("api_url", a)?,
+            None if base.host_str() == Some("stream.flowdock.com") => {
+                parse("api_url", DEFAULT_API_URL)?
+            }
+            None => base.clone(),
+        };
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30));
+        for pem in &cfg.root_certificates_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Config(format!("bad root certificate (PEM): {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Config(
+                    "bad root certificate (PEM): no certificate found in it".into(),
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            cfg,
+            http,
+            base,
+            api,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// The streaming URL: `/flows/:org/:flow` for exactly one `org/flow` and no private
+    /// stream, else `/flows?filter=...` (with `user=1`); plus `active` when set. The token is
+    /// never in it.
+    pub fn stream_url(&self) -> String {
+        let base = self.base.as_str().trim_end_matches('/');
+        let mut params = Vec::new();
+        let single = match self.cfg.flows.as_slice() {
+            [flow] if !self.cfg.private => flow
+                .split_once('/')
+                .filter(|(o, f)| !o.is_empty() && !f.is_empty() && !f.contains('/')),
+            _ => None,
+        };
+        let path = match single {
+            Some((org, flow)) => format!(
+                "{base}/flows/{}/{}",
+                encode_segment(org),
+                encode_segment(flow)
+            ),
+            None => {
+                if !self.cfg.flows.is_empty() {
+                    params.push(format!(
+                        "filter={}",
+                        encode_query(&self.cfg.flows.join(","))
+                    ));
+                }
+                if self.cfg.private {
+                    params.push("user=1".to_owned());
+                }
+                format!("{base}/flows")
+            }
+        };
+        if let Some(active) = self.cfg.active {
+            params.push(format!("active={}", active.as_str()));
+        }
+        if params.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", params.join("&"))
+        }
+    }
+
+    /// Names what this client streams, for errors: `flows a/b, c/d (+ private) at URL`.
+    pub fn describe(&self) -> String {
+        let mut what = if self.cfg.flows.is_empty() {
+            "private messages".to_owned()
+        } else {
+            let mut w = format!(
+                "flow{} {}",
+                if self.cfg.flows.len() == 1 { "" } else { "s" },
+                self.cfg.flows.join(", ")
+            );
+            if self.cfg.private {
+                w.push_str(" and private messages");
+            }
+            w
+        };
+        what.push_str(&format!(" at {}", redact_url(&self.stream_url())));
+        what
+    }
+
+    /// Opens the stream, resuming from `resume`.
+    ///
+    /// Event-Stream: sends `Last-Event-ID` so the server replays what was missed. JSON stream:
+    /// takes a per-flow baseline (latest message id) for flows the cursor does not know yet,
+    /// opens the stream, then backfills every flow over REST (`since_id`) so missed messages
+    /// come first, in order, before the live ones (duplicates dropped by id). Event-Stream
+    /// without an event id yet (first connection, or a drop before the first event) does the
+    /// same, best effort: REST failures are logged and the live stream goes on.
+    pub async fn connect(&self, resume: Option<FlowdockCursor>) -> Result<FlowdockStream, Error> {
+        let mut cursor = resume.unwrap_or_default();
+        let transport = self.cfg.transport;
+        // The JSON stream always resumes over REST; Event-Stream does when it has no event id
+        // yet (a drop before the first event), best effort.
+        let rest_resume = transport == Transport::Json || cursor.last_event_id.is_none();
+        if rest_resume {
+            for flow in self.backfill_flows() {
+                if cursor.last_message_id.contains_key(&flow) {
+                    continue;
+                }
+                match self.messages(&flow, None, 1).await {
+                    Ok(latest) => {
+                        let id = latest.iter().filter_map(WireMessage::id_u64).max();
+                        cursor.last_message_id.insert(flow.clone(), id.unwrap_or(0));
+                    }
+                    Err(e) if transport == Transport::Json => return Err(e),
+                    Err(e) => tracing::warn!(
+                        source = %self.cfg.source,
+                        error = %e,
+                        "flowdock: no REST baseline; a drop before the first event may lose messages"
+                    ),
+                }
+            }
+        }
+        let what = self.describe();
+        let mut req = self
+            .http
+            .get(self.stream_url())
+            .basic_auth(self.cfg.token.expose(), Some(""))
+            .header(ACCEPT, transport.accept());
+        if transport == Transport::EventStream {
+            if let Some(id) = cursor.last_event_id.as_deref().filter(|i| !i.is_empty()) {
+                let _ = id;
+            }
+        }
+        tracing::debug!(url = %redact_url(&self.stream_url()), ?transport, "flowdock: connecting");
+        let resp = req.send().await.map_err(|e| Error::Network {
+            what: what.clone(),
+            detail: error_chain(&e),
+        })?;
+        check_response(&resp, &what, transport.accept())?;
+        let mut dec = StreamDecoder::new(
+            self.cfg.source.clone(),
+            transport,
+            cursor,
+            self.cfg.max_frame,
+        );
+        let mut pending = VecDeque::new();
+        if rest_resume {
+            match self.backfill(&mut dec, &mut pending).await {
+                Ok(()) => {}
+                Err(e) if transport == Transport::Json => return Err(e),
+                Err(e) => tracing::warn!(
+                    source = %self.cfg.source,
+                    error = %e,
+                    "flowdock: REST backfill failed; going on with the live stream"
+                ),
+            }
+        }
+        Ok(FlowdockStream {
+            resp,
+            dec,
+            pending,
+            what,
+            ended: false,
+        })
+    }
+
+    /// The configured flows that can be backfilled over REST (those written `org/flow`).
+    fn backfill_flows(&self) -> Vec<String> {
+        self.cfg
+            .flows
+            .iter()
+            .filter(|f| f.split('/').filter(|p| !p.is_empty()).count() == 2)
+            .cloned()
+            .collect()
+    }
+
+    async fn backfill(
+        &self,
+        dec: &mut StreamDecoder,
+        out: &mut VecDeque<SourceItem>,
+    ) -> Result<(), Error> {
+        let limit = self.cfg.backfill_limit.clamp(1, MAX_BACKFILL_LIMIT);
+        for flow in self.backfill_flows() {
+            // Only flows with a known position: never replay a whole history.
+            if !dec.cursor().last_message_id.contains_key(&flow) {
+                continue;
+            }
+            for _page in 0..MAX_BACKFILL_PAGES {
+                let since = dec
+                    .cursor()
+                    .last_message_id
+                    .get(&flow)
+                    .copied()
+                    .unwrap_or(0);
+                let page = self.messages_raw(&flow, Some(since), limit).await?;
+                let n = page.len();
+                let now = chrono::Utc::now();
+                let mut msgs: Vec<(WireMessage, Value)> = Vec::with_capacity(n);
+                for raw in page {
+                    match serde_json::from_value::<WireMessage>(raw.clone()) {
+                        Ok(m) => msgs.push((m, raw)),
+                        Err(e) => out.push_back(SourceItem::Malformed {
+                            error: format!("flowdock backfill of {flow}: bad message ({e})"),
+                        }),
+                    }
+                }
+                msgs.sort_by_key(|(m, _)| m.id_u64().unwrap_or(0));
+                let delivered = msgs.len();
+                for (mut m, raw) in msgs {
+                    if m.flow.is_none() {
+                        m.flow = Some(flow.clone());
+                    }
+                    dec.deliver(m, raw, now, out);
+                }
+                tracing::debug!(flow, since, delivered, "flowdock: backfilled");
+                if n < limit as usize {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches messages of `flow` (`org/flow`) over REST: those after `since_id` (oldest
+    /// first), or the latest `limit` when `since_id` is `None`.
+    pub async fn messages(
+        &self,
+        flow: &str,
+        since_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<WireMessage>, Error> {
+        let what = format!("messages of flow {flow}");
+        self.messages_raw(flow, since_id, limit)
+            .await?
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value(v).map_err(|e| Error::NotJson {
+                    what: what.clone(),
+                    expected: "a JSON array of messages",
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Like [`Client::messages`], as the JSON objects the server sent.
+    pub async fn messages_raw(
+        &self,
+        flow: &str,
+        since_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Value>, Error> {
+        let (org, name) = flow
+            .split_once('/')
+            .ok_or_else(|| Error::Config(format!("flow {flow:?} is not written org/flow")))?;
+        let mut url = format!(
+            "{}/flows/{}/{}/messages?limit={}",
+            self.api.as_str().trim_end_matches('/'),
+            encode_segment(org),
+            encode_segment(name),
+            limit.clamp(1, MAX_BACKFILL_LIMIT)
+        );
+        if let Some(since) = since_id {
+            url.push_str(&format!("&since_id={since}&sort=asc"));
+        }
+        let what = format!("messages of flow {flow} at {}", redact_url(&url));
+        let resp = self
+            .http
+            .get(&url)
+            .basic_auth(self.cfg.token.expose(), Some(""))
+            .header(ACCEPT, "application/json")
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| Error::Network {
+                what: what.clone(),
+                detail: error_chain(&e),
+            })?;
+        check_response(&resp, &what, "application/json")?;
+        let body = resp.bytes().await.map_err(|e| Error::Network {
+            what: what.clone(),
+            detail: error_chain(&e),
+        })?;
+        serde_json::from_slice::<Vec<Value>>(&body).map_err(|e| Error::NotJson {
+            what,
+            expected: "a JSON array of messages",
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// Checks the status and content type of a response.
+fn check_response(
+    resp: &reqwest::Response,
+    what: &str,
+    expected: &'static str,
+) -> Result<(), Error> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(Error::Http {
+            status: status.as_u16(),
+            what: what.to_owned(),
+            retry_after: retry_after(resp.headers()),
+        });
+    }
+    let got = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mime = got
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != expected {
+        return Err(Error::ContentType {
+            what: what.to_owned(),
+            got: if got.is_empty() { "(none)".into() } else { got },
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// Parses `Retry-After` given in seconds.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// An error and its causes on one line (reqwest hides the interesting part in `source`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    redact_url(&s)
+}
+
+/// One live Flowdock stream: yields [`SourceItem`]s until it ends with a
+/// [`DisconnectReason`].
+#[derive(Debug)]
+pub struct FlowdockStream {
+    resp: reqwest::Response,
+    dec: StreamDecoder,
+    pending: VecDeque<SourceItem>,
+    what: String,
+    ended: bool,
+}
+
+impl FlowdockStream {
+    /// The next item: backfilled events first, then live events, keep-alives, retry hints
+    /// and malformed-frame reports. An error ends the stream
+    /// ([`DisconnectReason::EndOfStream`] for a clean end).
+    pub async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
+        // Bounded: every turn either returns or consumes one chunk of the response.
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Ok(item);
+            }
+            if self.ended {
+                return Err(DisconnectReason::EndOfStream);
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.dec.feed(&chunk, chrono::Utc::now(), &mut self.pending),
+                Ok(None) => {
+                    self.ended = true;
+                    let partial = self.dec.buffered_len();
+                    if partial > 0 {
+                        return Err(DisconnectReason::Network(format!(
+                            "the stream of {} ended in the middle of a frame ({partial} bytes unfinished)",
+                            self.what
+                        )));
+                    }
+                    self.dec.finish(chrono::Utc::now(), &mut self.pending);
+                }
+                Err(e) => {
+                    self.ended = true;
+                    return Err(DisconnectReason::Network(format!(
+                        "the stream of {} was cut: {}",
+                        self.what,
+                        error_chain(&e)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The resume cursor after everything yielded so far.
+    pub fn cursor(&self) -> &FlowdockCursor {
+        self.dec.cursor()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(flows: &[&str], private: bool, active: Option<Active>) -> Client {
+        let mut cfg = ClientConfig::new(
+            "s",
+            Secret::new("tok"),
+            flows.iter().map(|s| s.to_string()).collect(),
+        );
+        cfg.url = "http://127.0.0.1:9/".into();
+        cfg.private = private;
+        cfg.active = active;
+        Client::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn stream_urls() {
+        assert_eq!(
+            client(&["a/b"], false, None).stream_url(),
+            "http://127.0.0.1:9/flows/a/b"
+        );
+        assert_eq!(
+            client(&["a/b", "c/d"], false, Some(Active::Idle)).stream_url(),
+            "http://127.0.0.1:9/flows?filter=a/b,c/d&active=idle"
+        );
+        assert_eq!(
+            client(&["a/b"], true, None).stream_url(),
+            "http://127.0.0.1:9/flows?filter=a/b&user=1"
+        );
+        assert_eq!(
+            client(&[], true, Some(Active::True)).stream_url(),
+            "http://127.0.0.1:9/flows?user=1&active=true"
+        );
+        assert_eq!(
+            client(&["0f8b0c5e-flow-id"], false, None).stream_url(),
+            "http://127.0.0.1:9/flows?filter=0f8b0c5e-flow-id"
+        );
+    }
+
+    #[test]
+    fn config_errors() {
+        let cfg = ClientConfig::new("s", Secret::new("t"), vec![]);
+        assert!(matches!(Client::new(cfg), Err(Error::Config(m)) if m.contains("no flows")));
+        let mut cfg = ClientConfig::new("s", Secret::new("t"), vec!["a/b".into()]);
+        cfg.url = "ftp://x".into();
+        assert!(matches!(Client::new(cfg), Err(Error::Config(m)) if m.contains("scheme")));
+        let mut cfg = ClientConfig::new("s", Secret::new("t"), vec!["a/b".into()]);
+        cfg.root_certificates_pem = vec![b"not a pem".to_vec()];
+        assert!(matches!(Client::new(cfg), Err(Error::Config(m)) if m.contains("certificate")));
+    }
+
+    #[test]
+    fn real_api_host_is_derived() {
+        let c = Client::new(ClientConfig::new("s", Secret::new("t"), vec!["a/b".into()])).unwrap();
+        assert_eq!(c.api.as_str(), "https://api.flowdock.com/");
+        assert!(c.describe().contains("flow a/b"));
+    }
+}

@@ -1,0 +1,109 @@
+//! The error type of this crate's public API.
+
+use std::time::Duration;
+
+use chat_model::DisconnectReason;
+
+/// What went wrong talking to Flowdock. Every variant names the flow(s) concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client settings can never work (no flows and no private stream, a bad URL, a bad
+    /// CA file).
+    #[error("flowdock configuration: {0}")]
+    Config(String),
+    /// The server answered with an HTTP error status.
+    #[error("flowdock answered HTTP {status} for {what}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The flows (and URL, redacted) the request was for.
+        what: String,
+        /// The `Retry-After` header, when sent.
+        retry_after: Option<Duration>,
+    },
+    /// The response had the wrong content type for the transport asked for.
+    #[error("flowdock answered {what} with content type {got:?}, expected {expected}")]
+    ContentType {
+        /// The flows (and URL, redacted) the request was for.
+        what: String,
+        /// The content type received.
+        got: String,
+        /// The content type expected.
+        expected: &'static str,
+    },
+    /// A REST response was not the JSON expected.
+    #[error("flowdock answered {what} with something that is not {expected}: {detail}")]
+    NotJson {
+        /// The flow (and URL, redacted) the request was for.
+        what: String,
+        /// What was expected (e.g. "a JSON array of messages").
+        expected: &'static str,
+        /// The parse error.
+        detail: String,
+    },
+    /// A network or transport failure.
+    #[error("network error talking to flowdock for {what}: {detail}")]
+    Network {
+        /// The flows (and URL, redacted) the request was for.
+        what: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The reason a supervisor should see for this error.
+    pub fn to_disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            Error::Config(msg) => DisconnectReason::Config(msg.clone()),
+            Error::Http {
+                status,
+                what,
+                retry_after,
+            } => DisconnectReason::from_http_status(*status, what, *retry_after),
+            Error::ContentType { .. } | Error::NotJson { .. } => {
+                DisconnectReason::Protocol(self.to_string())
+            }
+            Error::Network { .. } => DisconnectReason::Network(self.to_string()),
+        }
+    }
+}
+
+impl From<Error> for DisconnectReason {
+    fn from(e: Error) -> Self {
+        e.to_disconnect_reason()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_model::Disposition;
+
+    #[test]
+    fn statuses_classify() {
+        let e = |status| Error::Http {
+            status,
+            what: "flows a/b".into(),
+            retry_after: None,
+        };
+        let r: DisconnectReason = e(401).into();
+        assert!(r.is_fatal());
+        assert!(r.to_string().contains("flows a/b"));
+        assert!(DisconnectReason::from(e(403)).is_fatal());
+        assert!(DisconnectReason::from(e(404)).is_fatal());
+        assert_eq!(
+            DisconnectReason::from(e(500)).disposition(),
+            Disposition::Backoff
+        );
+        let ct = Error::ContentType {
+            what: "flows a/b".into(),
+            got: "text/html".into(),
+            expected: "text/event-stream",
+        };
+        let r = DisconnectReason::from(ct);
+        assert_eq!(r.code(), "protocol");
+        assert!(r.to_string().contains("text/html") && r.to_string().contains("a/b"));
+    }
+}

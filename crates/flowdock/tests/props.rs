@@ -1,0 +1,135 @@
+//! Property tests: chunking never changes what the decoder yields, and the mapping never
+//! fails on any message shape.
+
+use std::collections::VecDeque;
+
+use chat_model::{Event, SourceItem};
+use flowdock::{FlowdockCursor, StreamDecoder, Transport, WireMessage, to_event};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn now() -> chat_model::Timestamp {
+    chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+}
+
+fn message(id: u64, flow: &str, text: &str) -> Value {
+    json!({"id": id, "event": "message", "flow": flow, "content": text, "user": "3", "sent": 1_400_000_000_000u64 + id})
+}
+
+/// A stream body for `transport` holding `msgs`, with keep-alives between some of them.
+fn body(transport: Transport, msgs: &[Value], crlf: bool, keepalive_every: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if keepalive_every > 0 && i % keepalive_every == 0 {
+            out.extend_from_slice(match transport {
+                Transport::Json => b"\n",
+                Transport::EventStream => b": ka\n\n",
+            });
+        }
+        match transport {
+            Transport::Json => {
+                out.extend_from_slice(m.to_string().as_bytes());
+                out.extend_from_slice(if crlf { b"\r\n" } else { b"\r" });
+            }
+            Transport::EventStream => {
+                out.extend_from_slice(format!("id: {i}\ndata: {m}\n\n").as_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn decode(
+    transport: Transport,
+    bytes: &[u8],
+    cuts: &[usize],
+) -> (Vec<Event>, usize, FlowdockCursor) {
+    let mut d = StreamDecoder::new("p", transport, FlowdockCursor::default(), 1 << 20);
+    let mut out = VecDeque::new();
+    let mut start = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    cuts.sort_unstable();
+    for c in cuts.into_iter().chain([bytes.len()]) {
+        if c >= start {
+            d.feed(&bytes[start..c], now(), &mut out);
+            start = c;
+        }
+    }
+    d.finish(now(), &mut out);
+    let mut events = Vec::new();
+    let mut keepalives = 0;
+    for i in out {
+        match i {
+            SourceItem::Event { event, .. } => events.push(event),
+            SourceItem::KeepAlive => keepalives += 1,
+            SourceItem::Malformed { error } => panic!("unexpected malformed: {error}"),
+            _ => {}
+        }
+    }
+    (events, keepalives, d.cursor().clone())
+}
+
+fn text_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z ]{0,20}",
+        Just("日本語 ü 🎉".to_owned()),
+        Just("two\nlines".to_owned()),
+        Just("quote \" and \\ backslash".to_owned()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_chunking_yields_the_same_events(
+        texts in proptest::collection::vec(text_strategy(), 1..12),
+        cuts in proptest::collection::vec(0usize..10_000, 0..20),
+        crlf in any::<bool>(),
+        sse in any::<bool>(),
+        keepalive_every in 0usize..4,
+    ) {
+        let transport = if sse { Transport::EventStream } else { Transport::Json };
+        let msgs: Vec<Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| message(i as u64 + 1, if i % 2 == 0 { "o:a" } else { "o:b" }, t))
+            .collect();
+        let bytes = body(transport, &msgs, crlf, keepalive_every);
+        let (whole, ka_whole, cur_whole) = decode(transport, &bytes, &[]);
+        let (split, ka_split, cur_split) = decode(transport, &bytes, &cuts);
+        prop_assert_eq!(&whole, &split);
+        prop_assert_eq!(ka_whole, ka_split);
+        prop_assert_eq!(cur_whole, cur_split);
+        prop_assert_eq!(whole.len(), texts.len());
+        for (e, t) in whole.iter().zip(&texts) {
+            prop_assert_eq!(&e.text, t);
+        }
+    }
+
+    #[test]
+    fn mapping_never_fails_on_any_shape(
+        event in prop_oneof![
+            Just("message"), Just("comment"), Just("message-edit"), Just("tag-change"),
+            Just("action"), Just("status"), Just("file"), Just("activity.user"),
+            Just("activity"), Just("discussion"), Just("vcs"), Just("flow-add"), Just("")
+        ],
+        content in prop_oneof![
+            Just(Value::Null),
+            "[a-z]{0,8}".prop_map(Value::String),
+            any::<i64>().prop_map(|n| json!(n)),
+            Just(json!({"type": "join"})),
+            Just(json!({"message": 3, "updated_content": "x"})),
+            Just(json!({"message": "3", "add": ["a"], "remove": []})),
+            Just(json!({"text": "t", "title": "x"})),
+            Just(json!([1, 2])),
+        ],
+        id in prop_oneof![Just(Value::Null), any::<u32>().prop_map(|n| json!(n)), "[0-9a-z]{0,6}".prop_map(Value::String)],
+        user in prop_oneof![Just(Value::Null), Just(json!(0)), Just(json!("0")), Just(json!("7"))],
+        sent in prop_oneof![Just(Value::Null), any::<i64>().prop_map(|n| json!(n)), Just(json!("2012-04-20T18:11:05.446Z")), Just(json!("garbage"))],
+        tags in proptest::collection::vec("[a-z:0-9]{0,10}", 0..4),
+    ) {
+        let raw = json!({"event": event, "content": content, "id": id, "user": user, "sent": sent, "tags": tags, "flow": "o:f"});
+        let msg: WireMessage = serde_json::from_value(raw.clone()).unwrap();
+        let e = to_event("p", &msg, raw, now());
+        prop_assert!(e.id.starts_with("flowdock:o/f:"));
+    }
+}

@@ -1,0 +1,573 @@
+//! Sending chat: choosing the accounts, the writer flow, and confirmation by the server's echo.
+
+use std::time::Duration;
+
+use chat_model::{Event, SourceItem};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::Error;
+use crate::client::{ConnectOptions, Connection, connect};
+use crate::wire::{
+    AccountId, ClientMessage, OutgoingChat, ServerMessage, Status, WriterRequest, private_target,
+};
+
+/// What to send.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendRequest {
+    /// The account to send from (None: the best writable one, see [`plan_send`]).
+    pub account: Option<AccountId>,
+    /// The stream account to send to (None: see [`plan_send`]).
+    pub to_account: Option<AccountId>,
+    /// The text; `/msg user text` sends a private message.
+    pub text: String,
+    /// Send an emote instead of a text message.
+    pub emote: bool,
+}
+
+/// Why a message could not be sent.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Connecting failed or the connection broke.
+    #[error("connection failed: {0}")]
+    Connection(#[from] Error),
+    /// The server sent no status in time, so the accounts are unknown.
+    #[error("{target} sent no status within {}s", timeout.as_secs_f64())]
+    NoStatus {
+        /// The stream and its redacted URL.
+        target: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The message is empty.
+    #[error("nothing to send: the message text is empty")]
+    EmptyText,
+    /// The sending account is not on the stream.
+    #[error("account {account} is not on stream {stream} (accounts: {known})")]
+    UnknownAccount {
+        /// The account asked for.
+        account: AccountId,
+        /// The stream.
+        stream: u64,
+        /// The accounts the stream has, described.
+        known: String,
+    },
+    /// The stream account to send to is not on the stream.
+    #[error("target account {account} is not on stream {stream} (accounts: {known})")]
+    UnknownTargetAccount {
+        /// The account asked for.
+        account: AccountId,
+        /// The stream.
+        stream: u64,
+        /// The accounts the stream has, described.
+        known: String,
+    },
+    /// The sending account cannot write chat.
+    #[error("account {account} ({name}) is not writable: its chat cannot be written to")]
+    NotWritable {
+        /// The account.
+        account: AccountId,
+        /// Its name and network.
+        name: String,
+    },
+    /// No account of the stream can write chat.
+    #[error("no account of stream {stream} is writable (accounts: {known})")]
+    NoWritableAccount {
+        /// The stream.
+        stream: u64,
+        /// The accounts the stream has, described.
+        known: String,
+    },
+    /// The chat writer was requested but no `writerresult` arrived in time.
+    #[error("the chat writer for account {account} → {to_account} did not become ready within {}s", timeout.as_secs_f64())]
+    WriterTimeout {
+        /// The sending account.
+        account: AccountId,
+        /// The stream account.
+        to_account: AccountId,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The message was sent but the server did not echo it back in time.
+    #[error("sent from account {account} to {to_account}, but the server did not echo it within {}s: it may not have been delivered", timeout.as_secs_f64())]
+    NotConfirmed {
+        /// The sending account.
+        account: AccountId,
+        /// The stream account.
+        to_account: AccountId,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+/// What [`plan_send`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendPlan {
+    /// The sending account.
+    pub account: AccountId,
+    /// The stream account it sends to.
+    pub to_account: AccountId,
+    /// The sending account's name (the echo comes from it).
+    pub account_name: String,
+    /// The sending account's network.
+    pub network: String,
+    /// A `writer` request is needed first (writable but not ready).
+    pub needs_writer: bool,
+    /// The message to send.
+    pub message: ClientMessage,
+    /// The recipient of a `/msg user ...` private message.
+    pub private_to: Option<String>,
+    /// The text the echo should carry (without `/msg user`).
+    pub body: String,
+    /// Whether it is an emote.
+    pub emote: bool,
+}
+
+fn describe_accounts(status: &Status) -> String {
+    if status.accounts.is_empty() {
+        return "none".to_owned();
+    }
+    status
+        .accounts
+        .iter()
+        .map(|(id, a)| {
+            let mut flags = Vec::new();
+            if a.live {
+                flags.push("live");
+            }
+            if a.writable {
+                flags.push(if a.ready {
+                    "writable"
+                } else {
+                    "writable, not ready"
+                });
+            } else {
+                flags.push("read-only");
+            }
+            format!(
+                "{id} {} on {} [{}]",
+                a.name,
+                if a.network.name.is_empty() {
+                    "?"
+                } else {
+                    &a.network.name
+                },
+                flags.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Decides who sends to whom, from the stream's `status`.
+///
+/// The sending account is `req.account`, or else the first writable account in this order:
+/// ready and live, ready, live, any (lowest id first within each). The stream account is
+/// `req.to_account`, or else the sender itself when it is live, else the first live account on
+/// the sender's network, else the sender itself (as for IRC, account 0).
+pub fn plan_send(status: &Status, stream: u64, req: &SendRequest) -> Result<SendPlan, SendError> {
+    if req.text.trim().is_empty() {
+        return Err(SendError::EmptyText);
+    }
+    let known = || describe_accounts(status);
+    let account = match req.account {
+        Some(id) => {
+            let a = status
+                .account(id)
+                .ok_or_else(|| SendError::UnknownAccount {
+                    account: id,
+                    stream,
+                    known: known(),
+                })?;
+            if !a.writable {
+                return Err(SendError::NotWritable {
+                    account: id,
+                    name: format!("{} on {}", a.name, a.network.name),
+                });
+            }
+            id
+        }
+        None => {
+            let rank = |a: &crate::wire::Account| match (a.ready, a.live) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            };
+            status
+                .accounts
+                .iter()
+                .filter(|(_, a)| a.writable)
+                .min_by_key(|(id, a)| (rank(a), **id))
+                .map(|(id, _)| *id)
+                .ok_or_else(|| SendError::NoWritableAccount {
+                    stream,
+                    known: known(),
+                })?
+        }
+    };
+    let sender = status.account(account).cloned().unwrap_or_default();
+    let to_account = match req.to_account {
+        Some(id) => {
+            if status.account(id).is_none() {
+                return Err(SendError::UnknownTargetAccount {
+                    account: id,
+                    stream,
+                    known: known(),
+                });
+            }
+            id
+        }
+        None if sender.live => account,
+        None => status
+            .accounts
+            .iter()
+            .find(|(_, a)| a.live && a.network.name == sender.network.name)
+            .map(|(id, _)| *id)
+            .unwrap_or(account),
+    };
+    let (private_to, body) = match private_target(&req.text) {
+        Some((user, body)) => (Some(user.to_owned()), body.to_owned()),
+        None => (None, req.text.clone()),
+    };
+    let out = OutgoingChat {
+        account_id: account,
+        cur_stream_account_id: to_account,
+        text: req.text.clone(),
+    };
+    Ok(SendPlan {
+        account,
+        to_account,
+        account_name: sender.name.clone(),
+        network: sender.network.name.clone(),
+        needs_writer: !sender.ready,
+        message: if req.emote {
+            ClientMessage::Emote(out)
+        } else {
+            ClientMessage::Text(out)
+        },
+        private_to,
+        body,
+        emote: req.emote,
+    })
+}
+
+impl SendPlan {
+    /// The `writer` request for this plan.
+    pub fn writer_request(&self) -> ClientMessage {
+        ClientMessage::Writer(WriterRequest {
+            account_id: self.account,
+            cur_stream_account_id: self.to_account,
+        })
+    }
+
+    /// Whether `msg` is the `writerresult` this plan waits for.
+    pub fn is_writer_result(&self, msg: &ServerMessage) -> bool {
+        matches!(msg, ServerMessage::WriterResult(w)
+            if w.account_id == self.account && w.cur_stream_account_id == self.to_account)
+    }
+
+    /// Whether `msg` is the server's echo of the message this plan sends: same type, on one of
+    /// the two accounts, from the sending account's name (when both are known), with the same
+    /// text (the `/msg user` prefix removed for private messages, when the server removes it).
+    pub fn is_echo(&self, msg: &ServerMessage) -> bool {
+        let m = match (msg, self.emote) {
+            (ServerMessage::Text(m), false) | (ServerMessage::Emote(m), true) => m,
+            _ => return false,
+        };
+        if m.account_id
+            .is_some_and(|a| a != self.account && a != self.to_account)
+        {
+            return false;
+        }
+        let other_author = m.from.name.as_deref().is_some_and(|name| {
+            !self.account_name.is_empty() && !name.eq_ignore_ascii_case(&self.account_name)
+        });
+        if other_author {
+            return false;
+        }
+        let full = match &self.message {
+            ClientMessage::Text(o) | ClientMessage::Emote(o) => o.text.as_str(),
+            _ => "",
+        };
+        match &self.private_to {
+            Some(user) => {
+                let to_matches =
+                    m.to.as_ref()
+                        .and_then(|t| t.name.as_deref())
+                        .is_none_or(|n| n.eq_ignore_ascii_case(user));
+                to_matches && (m.text == self.body || m.text == full)
+            }
+            None => m.to.is_none() && m.text == full,
+        }
+    }
+}
+
+/// What the server confirmed about a sent message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SendConfirmation {
+    /// The account it was sent from.
+    pub account_id: AccountId,
+    /// The stream account it was sent to.
+    pub cur_stream_account_id: AccountId,
+    /// The sending account's name.
+    pub account_name: String,
+    /// The sending account's network.
+    pub network: String,
+    /// Whether it was an emote.
+    pub emote: bool,
+    /// The recipient, for a private message.
+    pub private_to: Option<String>,
+    /// The text as the server echoed it.
+    pub text: String,
+    /// Whether a chat writer had to be created first.
+    pub writer_created: bool,
+    /// The echo as a normalized event (with its stable id).
+    pub event: Event,
+}
+
+impl SendConfirmation {
+    /// One human line: "sent text as jprjrdev (twitch, account 14 → 14): hello".
+    pub fn summary(&self) -> String {
+        let what = match (&self.private_to, self.emote) {
+            (Some(u), _) => format!("private message to {u}"),
+            (None, true) => "emote".to_owned(),
+            (None, false) => "text".to_owned(),
+        };
+        format!(
+            "sent {what} as {} ({}, account {} → {}{}): {}",
+            self.account_name,
+            self.network,
+            self.account_id,
+            self.cur_stream_account_id,
+            if self.writer_created {
+                ", chat writer created"
+            } else {
+                ""
+            },
+            self.text
+        )
+    }
+}
+
+impl Connection {
+    /// Sends one chat message and waits for the server's echo, all within `timeout`.
+    ///
+    /// Waits for a status if none arrived yet, picks the accounts ([`plan_send`]), requests a
+    /// chat writer when the account is writable but not ready and waits for its
+    /// `writerresult`, sends, then waits for the echo the server sends every client. Events
+    /// read meanwhile stay queued for [`Connection::next_item`].
+    pub async fn send_chat(
+        &mut self,
+        req: &SendRequest,
+        timeout: Duration,
+    ) -> Result<SendConfirmation, SendError> {
+        let deadline = Instant::now() + timeout;
+        let status = self.wait_status(timeout).await?;
+        let plan = plan_send(&status, self.stream(), req)?;
+        let mut writer_created = false;
+        if plan.needs_writer {
+            tracing::debug!(
+                account = plan.account,
+                to = plan.to_account,
+                "requesting a chat writer"
+            );
+            self.send(&plan.writer_request()).await?;
+            loop {
+                match tokio::time::timeout_at(deadline, self.next_message()).await {
+                    Err(_) => {
+                        return Err(SendError::WriterTimeout {
+                            account: plan.account,
+                            to_account: plan.to_account,
+                            timeout,
+                        });
+                    }
+                    Ok(msg) => {
+                        if plan.is_writer_result(&msg?) {
+                            break;
+                        }
+                    }
+                }
+            }
+            writer_created = true;
+        }
+        self.send(&plan.message).await?;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_message()).await {
+                Err(_) => {
+                    return Err(SendError::NotConfirmed {
+                        account: plan.account,
+                        to_account: plan.to_account,
+                        timeout,
+                    });
+                }
+                Ok(msg) => {
+                    let msg = msg?;
+                    if !plan.is_echo(&msg) {
+                        continue;
+                    }
+                    let event = match self.last_queued() {
+                        Some(SourceItem::Event { event, .. }) => event.clone(),
+                        _ => continue,
+                    };
+                    return Ok(SendConfirmation {
+                        account_id: plan.account,
+                        cur_stream_account_id: plan.to_account,
+                        account_name: plan.account_name,
+                        network: plan.network,
+                        emote: plan.emote,
+                        private_to: plan.private_to,
+                        text: event.text.clone(),
+                        writer_created,
+                        event,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Connects, sends one message as [`Connection::send_chat`] does, and closes.
+///
+/// `timeout` bounds everything after the connection is up (status, writer, echo); connecting
+/// is bounded by [`ConnectOptions::connect_timeout`].
+pub async fn send_once(
+    opts: &ConnectOptions,
+    req: &SendRequest,
+    timeout: Duration,
+) -> Result<SendConfirmation, SendError> {
+    let mut conn = connect(opts).await?;
+    let result = conn.send_chat(req, timeout).await;
+    conn.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ChatMessage;
+
+    fn doc_status() -> Status {
+        serde_json::from_str(
+            r#"{"status":{"data_pushing":true},"accounts":{
+            "14":{"live":true,"writable":true,"ready":true,"name":"jprjrdev","network":{"name":"twitch","displayName":"Twitch"}},
+            "17":{"live":false,"writable":true,"ready":false,"name":"gamethattunedev","network":{"name":"twitch","displayName":"Twitch"}},
+            "25":{"live":true,"writable":false,"ready":false,"name":"tube","network":{"name":"youtube","displayName":"YouTube"}},
+            "0":{"live":false,"writable":true,"ready":true,"name":"john","network":{"name":"irc","displayName":"IRC"}}}}"#,
+        )
+        .unwrap()
+    }
+
+    fn req(account: Option<u64>, to: Option<u64>, text: &str) -> SendRequest {
+        SendRequest {
+            account,
+            to_account: to,
+            text: text.into(),
+            emote: false,
+        }
+    }
+
+    #[test]
+    fn default_account_prefers_ready_and_live() {
+        let p = plan_send(&doc_status(), 21, &req(None, None, "hi")).unwrap();
+        assert_eq!((p.account, p.to_account, p.needs_writer), (14, 14, false));
+    }
+
+    #[test]
+    fn not_ready_sender_goes_to_the_live_account_of_its_network() {
+        let p = plan_send(&doc_status(), 21, &req(Some(17), None, "hi")).unwrap();
+        assert_eq!((p.account, p.to_account, p.needs_writer), (17, 14, true));
+        assert_eq!(
+            p.writer_request(),
+            ClientMessage::Writer(WriterRequest {
+                account_id: 17,
+                cur_stream_account_id: 14
+            })
+        );
+    }
+
+    #[test]
+    fn irc_sends_to_itself() {
+        let p = plan_send(&doc_status(), 21, &req(Some(0), None, "/msg somebody hey")).unwrap();
+        assert_eq!((p.account, p.to_account), (0, 0));
+        assert_eq!(p.private_to.as_deref(), Some("somebody"));
+        assert_eq!(p.body, "hey");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = plan_send(&doc_status(), 21, &req(Some(99), None, "hi")).unwrap_err();
+        assert!(matches!(e, SendError::UnknownAccount { account: 99, .. }));
+        assert!(
+            e.to_string()
+                .contains("14 jprjrdev on twitch [live, writable]"),
+            "{e}"
+        );
+        let e = plan_send(&doc_status(), 21, &req(Some(25), None, "hi")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("25 (tube on youtube) is not writable"),
+            "{e}"
+        );
+        let e = plan_send(&doc_status(), 21, &req(Some(14), Some(3), "hi")).unwrap_err();
+        assert!(
+            matches!(e, SendError::UnknownTargetAccount { account: 3, .. }),
+            "{e}"
+        );
+        let e = plan_send(&doc_status(), 21, &req(None, None, "  ")).unwrap_err();
+        assert_eq!(e, SendError::EmptyText);
+        let mut none = doc_status();
+        none.accounts.retain(|_, a| !a.writable);
+        let e = plan_send(&none, 21, &req(None, None, "hi")).unwrap_err();
+        assert!(matches!(e, SendError::NoWritableAccount { .. }), "{e}");
+    }
+
+    fn chat(v: serde_json::Value) -> ChatMessage {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn echo_matching() {
+        let p = plan_send(&doc_status(), 21, &req(Some(17), None, "hello")).unwrap();
+        let echo = chat(serde_json::json!({"account_id":14,"network":"twitch",
+            "from":{"name":"gamethattunedev","id":"9"},"text":"hello"}));
+        assert!(p.is_echo(&ServerMessage::Text(echo.clone())));
+        assert!(!p.is_echo(&ServerMessage::Emote(echo.clone())));
+        let mut other = echo.clone();
+        other.from.name = Some("someone".into());
+        assert!(!p.is_echo(&ServerMessage::Text(other)));
+        let mut other = echo.clone();
+        other.text = "hello!".into();
+        assert!(!p.is_echo(&ServerMessage::Text(other)));
+        let mut other = echo.clone();
+        other.account_id = Some(0);
+        assert!(!p.is_echo(&ServerMessage::Text(other)));
+
+        let p = plan_send(&doc_status(), 21, &req(Some(0), None, "/msg bob psst")).unwrap();
+        let echo = chat(serde_json::json!({"account_id":0,"network":"irc",
+            "from":{"name":"john","id":1},"to":{"name":"bob"},"text":"psst"}));
+        assert!(p.is_echo(&ServerMessage::Text(echo.clone())));
+        let mut elsewhere = echo.clone();
+        elsewhere.to = Some(crate::wire::User {
+            name: Some("carol".into()),
+            ..Default::default()
+        });
+        assert!(!p.is_echo(&ServerMessage::Text(elsewhere)));
+    }
+
+    #[test]
+    fn writer_result_matching() {
+        let p = plan_send(&doc_status(), 21, &req(Some(17), None, "hello")).unwrap();
+        let ok = ServerMessage::WriterResult(crate::wire::WriterResult {
+            account_id: 17,
+            cur_stream_account_id: 14,
+        });
+        let other = ServerMessage::WriterResult(crate::wire::WriterResult {
+            account_id: 17,
+            cur_stream_account_id: 0,
+        });
+        assert!(p.is_writer_result(&ok));
+        assert!(!p.is_writer_result(&other));
+    }
+}

@@ -1,0 +1,260 @@
+//! Throughput of the stream-frame decoders on realistic streams, beside two baselines measured
+//! in the same run: a plain `memchr` scan for the delimiter and the `eventsource-stream` crate.
+//!
+//! Inputs: 64 MiB streams of Flowdock-like events (`id: N`, `data: {json of 300-600 bytes}`),
+//! fed in 16 KiB chunks, in a sweep of chunk sizes from 1 KiB to 1 MiB, and (on a 4 MiB prefix,
+//! to keep the run short) in 1-byte chunks. Run with `cargo bench -p stream-frame`.
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use eventsource_stream::Eventsource;
+use futures_util::Stream;
+use stream_frame::{Delimiter, JsonLinesDecoder, JsonSeqDecoder, Limits, SseDecoder};
+
+const STREAM: usize = 64 << 20;
+const SMALL: usize = 4 << 20;
+const KIB: usize = 1024;
+
+/// A small deterministic generator (xorshift) so the inputs are the same in every run.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo) as u64) as usize
+    }
+}
+
+const WORDS: &[&str] = &[
+    "deploy", "the", "build", "is", "green", "again", "who", "broke", "staging", "lunch?",
+    "ship", "it", "review", "please", "merged", "on", "prod", "@team", "rollback", "#ops",
+];
+
+/// Non-ASCII words; one message in eight carries one. (The real Flowdock fixtures in
+/// `shared/fixtures/flowdock` contain no non-ASCII byte at all, so this is on the heavy side.)
+const INTL: &[&str] = &["p\u{e4}ivitys", "caf\u{e9}", "\u{1F680}", "na\u{ef}ve", "\u{5b8c}\u{4e86}"];
+
+/// One Flowdock-like message event as JSON, 300-600 bytes.
+fn json_event(rng: &mut Rng, id: usize) -> String {
+    let target = rng.range(300, 600);
+    let mut content = String::new();
+    let head = format!(
+        "{{\"event\":\"message\",\"tags\":[\"#deploy\",\":thread\"],\"uuid\":\"{:016x}\",\
+         \"id\":{id},\"flow\":\"0a1b2c3d-4e5f-6789-abcd-ef0123456789\",\"sent\":{},\
+         \"app\":\"chat\",\"attachments\":[],\"user\":\"{}\",\"content\":\"",
+        rng.next(),
+        1_700_000_000_000u64 + id as u64 * 1000,
+        rng.range(1, 99_999),
+    );
+    let tail = "\"}";
+    if rng.range(0, 8) == 0 {
+        content.push_str(INTL[rng.range(0, INTL.len())]);
+        content.push(' ');
+    }
+    while head.len() + content.len() + tail.len() < target {
+        content.push_str(WORDS[rng.range(0, WORDS.len())]);
+        content.push(' ');
+    }
+    format!("{head}{content}{tail}")
+}
+
+/// A `text/event-stream` of about `size` bytes: `id: N\ndata: {json}\n\n`, with an occasional
+/// `:` keep-alive comment.
+fn sse_stream(size: usize) -> Vec<u8> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::with_capacity(size + 1024);
+    let mut id = 1;
+    while out.len() < size {
+        out.extend_from_slice(format!("id: {id}\ndata: {}\n\n", json_event(&mut rng, id)).as_bytes());
+        if id % 50 == 0 {
+            out.extend_from_slice(b":\n\n");
+        }
+        id += 1;
+    }
+    out
+}
+
+/// A delimited JSON stream (`\n` after each frame, the occasional blank keep-alive line).
+fn lines_stream(size: usize) -> Vec<u8> {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut out = Vec::with_capacity(size + 1024);
+    let mut id = 1;
+    while out.len() < size {
+        out.extend_from_slice(json_event(&mut rng, id).as_bytes());
+        out.push(b'\n');
+        if id % 50 == 0 {
+            out.push(b'\n');
+        }
+        id += 1;
+    }
+    out
+}
+
+/// A concatenated JSON stream: values separated by `\r\n` or nothing.
+fn seq_stream(size: usize) -> Vec<u8> {
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut out = Vec::with_capacity(size + 1024);
+    let mut id = 1;
+    while out.len() < size {
+        out.extend_from_slice(json_event(&mut rng, id).as_bytes());
+        if id % 2 == 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        id += 1;
+    }
+    out
+}
+
+fn run_sse(input: &[u8], chunk: usize) -> usize {
+    let mut d = SseDecoder::new(Limits::default());
+    let mut out = Vec::with_capacity(256);
+    let mut n = 0;
+    for c in input.chunks(chunk) {
+        d.feed(c, &mut out);
+        n += out.len();
+        out.clear();
+    }
+    d.finish(&mut out);
+    n + out.len()
+}
+
+fn run_lines(input: &[u8], chunk: usize) -> usize {
+    let mut d = JsonLinesDecoder::new(Delimiter::Lf, Limits::default());
+    let mut out = Vec::with_capacity(256);
+    let mut n = 0;
+    for c in input.chunks(chunk) {
+        d.feed(c, &mut out);
+        n += out.len();
+        out.clear();
+    }
+    d.finish(&mut out);
+    n + out.len()
+}
+
+fn run_seq(input: &[u8], chunk: usize) -> usize {
+    let mut d = JsonSeqDecoder::new(Limits::default());
+    let mut out = Vec::with_capacity(256);
+    let mut n = 0;
+    for c in input.chunks(chunk) {
+        d.feed(c, &mut out);
+        n += out.len();
+        out.clear();
+    }
+    d.finish(&mut out);
+    n + out.len()
+}
+
+fn run_memchr(input: &[u8], chunk: usize) -> usize {
+    input
+        .chunks(chunk)
+        .map(|c| memchr::memchr_iter(b'\n', c).count())
+        .sum()
+}
+
+/// Drives `eventsource-stream` over in-memory chunks. The source stream is always ready, so
+/// polling with a no-op waker is a complete executor (no runtime overhead is measured).
+fn run_eventsource_stream(chunks: &[Bytes]) -> usize {
+    let stream = futures_util::stream::iter(chunks.iter().cloned().map(Ok::<Bytes, Infallible>));
+    let mut events = std::pin::pin!(stream.eventsource());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut n = 0;
+    loop {
+        match events.as_mut().poll_next(&mut cx) {
+            Poll::Ready(Some(ev)) => n += ev.map(|e| e.data.len()).unwrap_or(0),
+            Poll::Ready(None) => return n,
+            Poll::Pending => unreachable!("in-memory stream is always ready"),
+        }
+    }
+}
+
+fn sse(c: &mut Criterion) {
+    let input = sse_stream(STREAM);
+    let small = &input[..SMALL];
+    let mut g = c.benchmark_group("sse");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Bytes(input.len() as u64));
+    g.bench_function("stream-frame/16KiB", |b| {
+        b.iter(|| black_box(run_sse(black_box(&input), 16 * KIB)))
+    });
+    let shared = Bytes::copy_from_slice(&input);
+    let chunks: Vec<Bytes> = (0..shared.len())
+        .step_by(16 * KIB)
+        .map(|i| shared.slice(i..(i + 16 * KIB).min(shared.len())))
+        .collect();
+    g.bench_function("eventsource-stream/16KiB", |b| {
+        b.iter(|| black_box(run_eventsource_stream(black_box(&chunks))))
+    });
+    g.bench_function("memchr-baseline/16KiB", |b| {
+        b.iter(|| black_box(run_memchr(black_box(&input), 16 * KIB)))
+    });
+    g.throughput(Throughput::Bytes(small.len() as u64));
+    g.bench_function("stream-frame/1B (4 MiB)", |b| {
+        b.iter(|| black_box(run_sse(black_box(small), 1)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("sse-chunk-sweep");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(input.len() as u64));
+    for size in [KIB, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB] {
+        g.bench_function(format!("{}KiB", size / KIB), |b| {
+            b.iter(|| black_box(run_sse(black_box(&input), size)))
+        });
+    }
+    g.finish();
+}
+
+fn json(c: &mut Criterion) {
+    let input = lines_stream(STREAM);
+    let mut g = c.benchmark_group("json-lines");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(input.len() as u64));
+    g.bench_function("stream-frame/16KiB", |b| {
+        b.iter(|| black_box(run_lines(black_box(&input), 16 * KIB)))
+    });
+    g.bench_function("memchr-baseline/16KiB", |b| {
+        b.iter(|| black_box(run_memchr(black_box(&input), 16 * KIB)))
+    });
+    let small = &input[..SMALL];
+    g.throughput(Throughput::Bytes(small.len() as u64));
+    g.bench_function("stream-frame/1B (4 MiB)", |b| {
+        b.iter(|| black_box(run_lines(black_box(small), 1)))
+    });
+    g.finish();
+    drop(input);
+
+    let input = seq_stream(STREAM);
+    let mut g = c.benchmark_group("json-seq");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(input.len() as u64));
+    g.bench_function("stream-frame/16KiB", |b| {
+        b.iter(|| black_box(run_seq(black_box(&input), 16 * KIB)))
+    });
+    let small = &input[..SMALL];
+    g.throughput(Throughput::Bytes(small.len() as u64));
+    g.bench_function("stream-frame/1B (4 MiB)", |b| {
+        b.iter(|| black_box(run_seq(black_box(small), 1)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sse, json);
+criterion_main!(benches);

@@ -1,0 +1,189 @@
+//! Consistency checks shared by the fuzz targets and the corpus-replay test (not public API).
+//!
+//! Each `check_*` function decodes its input whole, in chunks chosen by the input's first
+//! bytes, and byte by byte, panics if the results differ, and checks invariants every decoder
+//! promises: bounded buffering, offsets in order and pointing at the frame's bytes, frames
+//! within the limit.
+
+use crate::{
+    Delimiter, Frame, Item, JsonLinesDecoder, JsonSeqDecoder, Limits, SseDecoder, SseItem,
+};
+
+/// Number of leading control bytes taken from a fuzz input.
+pub const CONTROL_BYTES: usize = 4;
+
+/// Splits a fuzz input into (limits, chunk sizes, body): byte 0 picks the limit (small limits
+/// exercise the oversize paths), bytes 1..4 give a cycle of chunk sizes (1..=64).
+pub fn split_input(input: &[u8]) -> (Limits, Vec<usize>, &[u8]) {
+    if input.len() < CONTROL_BYTES {
+        return (Limits::default(), vec![1], input);
+    }
+    let (ctrl, body) = input.split_at(CONTROL_BYTES);
+    let limits = match ctrl[0] {
+        b @ 0..=191 => Limits::with_max_frame(1 + usize::from(b) * 2),
+        _ => Limits::default(),
+    };
+    let sizes = ctrl[1..].iter().map(|&b| usize::from(b % 64) + 1).collect();
+    (limits, sizes, body)
+}
+
+/// Splits `body` into chunks whose sizes cycle through `sizes` (zero sizes count as 1).
+pub fn chunks<'a>(body: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    let mut k = 0;
+    while !rest.is_empty() {
+        let size = sizes.get(k % sizes.len().max(1)).copied().unwrap_or(1).max(1);
+        let (a, b) = rest.split_at(size.min(rest.len()));
+        out.push(a);
+        rest = b;
+        k += 1;
+    }
+    out
+}
+
+/// Decodes `chunks` as SSE, checking the buffering bound after every chunk.
+pub fn decode_sse(chunks: &[&[u8]], limits: Limits) -> Vec<Item<SseItem>> {
+    let mut d = SseDecoder::new(limits);
+    let mut out = Vec::new();
+    for c in chunks {
+        d.feed(c, &mut out);
+        assert!(d.buffered_len() <= limits.max_frame.max(1), "SSE buffered past the limit");
+    }
+    d.finish(&mut out);
+    out
+}
+
+/// Decodes `chunks` as delimited JSON, checking the buffering bound after every chunk.
+pub fn decode_lines(chunks: &[&[u8]], delim: Delimiter, limits: Limits) -> Vec<Item<Frame>> {
+    let mut d = JsonLinesDecoder::new(delim, limits);
+    let mut out = Vec::new();
+    for c in chunks {
+        d.feed(c, &mut out);
+        assert!(d.buffered_len() <= limits.max_frame.max(1), "buffered past the limit");
+    }
+    d.finish(&mut out);
+    out
+}
+
+/// Decodes `chunks` as concatenated JSON, checking the buffering bound after every chunk.
+pub fn decode_seq(chunks: &[&[u8]], limits: Limits) -> Vec<Item<Frame>> {
+    let mut d = JsonSeqDecoder::new(limits);
+    let mut out = Vec::new();
+    for c in chunks {
+        d.feed(c, &mut out);
+        assert!(d.buffered_len() <= limits.max_frame.max(1), "buffered past the limit");
+    }
+    d.finish(&mut out);
+    out
+}
+
+/// SSE: whole == chunked == byte by byte, plus invariants.
+pub fn check_sse_with(body: &[u8], limits: Limits, sizes: &[usize]) {
+    let whole = decode_sse(&[body], limits);
+    let split = decode_sse(&chunks(body, sizes), limits);
+    assert_eq!(whole, split, "SSE: chunking changed the result");
+    let bytes = decode_sse(&chunks(body, &[1]), limits);
+    assert_eq!(whole, bytes, "SSE: byte-by-byte feeding changed the result");
+    let mut last = None;
+    for item in &whole {
+        match item {
+            Item::Error(e) => {
+                assert!(e.offset < body.len() as u64, "SSE error offset past the input");
+                assert!(last.is_none_or(|l| e.offset > l), "SSE error offsets out of order");
+                last = Some(e.offset);
+            }
+            Item::Frame(SseItem::Event(ev)) => {
+                assert!(ev.data.len() <= limits.max_frame * 3, "SSE event data past the limit");
+            }
+            Item::KeepAlive => panic!("SSE never yields KeepAlive"),
+            Item::Frame(_) => {}
+        }
+    }
+}
+
+/// Delimited JSON (every delimiter): whole == chunked == byte by byte, plus invariants.
+pub fn check_lines_with(body: &[u8], limits: Limits, sizes: &[usize]) {
+    for delim in [
+        Delimiter::Cr,
+        Delimiter::Lf,
+        Delimiter::CrLf,
+        Delimiter::Any,
+    ] {
+        let whole = decode_lines(&[body], delim, limits);
+        let split = decode_lines(&chunks(body, sizes), delim, limits);
+        assert_eq!(whole, split, "{delim:?}: chunking changed the result");
+        let bytes = decode_lines(&chunks(body, &[1]), delim, limits);
+        assert_eq!(whole, bytes, "{delim:?}: byte-by-byte feeding changed the result");
+        check_frames(body, &whole, limits, |f| {
+            let b = &f[..];
+            assert!(!crate::is_ws(b[0]) && !crate::is_ws(b[b.len() - 1]), "frame not trimmed");
+            let bad = match delim {
+                Delimiter::Cr => b.contains(&b'\r'),
+                Delimiter::Lf => b.contains(&b'\n'),
+                Delimiter::Any => b.contains(&b'\r') || b.contains(&b'\n'),
+                Delimiter::CrLf => b.windows(2).any(|w| w == b"\r\n"),
+            };
+            assert!(!bad, "{delim:?}: frame contains a delimiter");
+        });
+    }
+}
+
+/// Concatenated JSON: whole == chunked == byte by byte, plus invariants.
+pub fn check_seq_with(body: &[u8], limits: Limits, sizes: &[usize]) {
+    let whole = decode_seq(&[body], limits);
+    let split = decode_seq(&chunks(body, sizes), limits);
+    assert_eq!(whole, split, "json-seq: chunking changed the result");
+    let bytes = decode_seq(&chunks(body, &[1]), limits);
+    assert_eq!(whole, bytes, "json-seq: byte-by-byte feeding changed the result");
+    check_frames(body, &whole, limits, |b| {
+        assert!(matches!(b[0], b'{' | b'['), "value does not start with {{ or [");
+        assert!(matches!(b[b.len() - 1], b'}' | b']'), "value does not end with }} or ]");
+    });
+}
+
+/// Fuzz entry point for SSE.
+pub fn check_sse(input: &[u8]) {
+    let (limits, sizes, body) = split_input(input);
+    check_sse_with(body, limits, &sizes);
+}
+
+/// Fuzz entry point for delimited JSON.
+pub fn check_lines(input: &[u8]) {
+    let (limits, sizes, body) = split_input(input);
+    check_lines_with(body, limits, &sizes);
+}
+
+/// Fuzz entry point for concatenated JSON.
+pub fn check_seq(input: &[u8]) {
+    let (limits, sizes, body) = split_input(input);
+    check_seq_with(body, limits, &sizes);
+}
+
+fn check_frames(body: &[u8], items: &[Item<Frame>], limits: Limits, each: impl Fn(&[u8])) {
+    let mut last_end: Option<u64> = None;
+    for item in items {
+        match item {
+            Item::Frame(f) => {
+                let b = &f.bytes[..];
+                assert!(!b.is_empty(), "empty frame");
+                assert!(b.len() <= limits.max_frame, "frame past the limit");
+                let start = usize::try_from(f.offset).expect("offset fits");
+                assert_eq!(
+                    body.get(start..start + b.len()),
+                    Some(b),
+                    "frame bytes are not at their offset"
+                );
+                assert!(last_end.is_none_or(|e| f.offset >= e), "offsets out of order");
+                last_end = Some(f.offset + b.len() as u64);
+                each(b);
+            }
+            Item::Error(e) => {
+                assert!(e.offset < body.len() as u64, "error offset past the input");
+                assert!(last_end.is_none_or(|l| e.offset >= l), "offsets out of order");
+                last_end = Some(e.offset + 1);
+            }
+            Item::KeepAlive => {}
+        }
+    }
+}

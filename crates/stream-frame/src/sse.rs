@@ -1,0 +1,410 @@
+//! Server-Sent Events (`text/event-stream`), parsed exactly as the WHATWG HTML standard says.
+
+use std::borrow::Cow;
+
+use memchr::{memchr, memchr2, memrchr2};
+
+use crate::{FrameError, Item, Limits};
+
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// One thing an SSE stream delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseItem {
+    /// A dispatched event.
+    Event(SseEvent),
+    /// A valid `retry:` field: the reconnection time the server asks for, in milliseconds.
+    Retry(u64),
+    /// A comment line (`:` ...), text after the colon with one leading space removed.
+    /// Servers send comments as keep-alives; consumers should treat them as such.
+    Comment(String),
+}
+
+/// A dispatched Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The event type: the last `event:` field of the event, or `"message"` when none (or empty).
+    pub event: String,
+    /// The data: the event's `data:` values joined with `\n`.
+    pub data: String,
+    /// The last event id at dispatch time (`""` when none was ever set).
+    pub id: String,
+}
+
+/// Incremental Server-Sent Events decoder following the WHATWG HTML event-stream rules.
+///
+/// * One UTF-8 BOM at the very start of the stream is skipped (also when split across
+///   chunks); any later BOM is data.
+/// * Lines end in `\r\n`, `\n` or `\r` (a `\r` and the `\n` after it count once, also when they
+///   arrive in different chunks).
+/// * A line starting with `:` is a comment, reported as [`SseItem::Comment`] (consumers treat
+///   comments as keep-alives); the decoder never yields [`Item::KeepAlive`].
+/// * Otherwise the line is split at its first colon into field name and value (one leading
+///   space of the value removed); a line without a colon is a field with an empty value.
+///   `event` sets the event type, `data` appends to the data, `id` sets the last event id
+///   buffer unless the value contains NUL, `retry` yields [`SseItem::Retry`] when the value is
+///   non-empty and all ASCII digits (saturating at `u64::MAX`); other fields are ignored.
+/// * A blank line dispatches: the last event id is set from the id buffer (even when nothing is
+///   dispatched); if no `data` field arrived nothing is dispatched, otherwise an
+///   [`SseItem::Event`] is; either way the event type and data are reset.
+/// * Invalid UTF-8 in values becomes U+FFFD (as `String::from_utf8_lossy`).
+/// * At [`finish`](Self::finish) an unterminated line and an undispatched event are discarded.
+/// * Limit: the event being built (its data so far plus the current line) may not exceed
+///   [`Limits::max_frame`]. Past that, one [`Item::Error`] (`Oversize`, offset of the line's
+///   first byte) is reported as soon as it is known, the event being built and the line are
+///   discarded, and every further line is ignored up to and including the next blank line
+///   (that event's `id` and `retry` fields too).
+#[derive(Debug, Clone)]
+pub struct SseDecoder {
+    limits: Limits,
+    /// Stream offset of the next byte given to `feed_data`.
+    pos: u64,
+    /// BOM bytes matched so far while the start of the stream is being examined.
+    bom: Option<u8>,
+    /// The last byte was a `\r` ending a line: a `\n` right after it is part of that ending.
+    after_cr: bool,
+    /// An incomplete line spanning chunks.
+    line: Vec<u8>,
+    line_start: u64,
+    /// Discarding the rest of an oversize line (or a line of a skipped event).
+    skip_line: bool,
+    /// Discarding lines up to the next blank line after an oversize error.
+    skip_event: bool,
+    /// The event's data so far, as text (each value validated or made valid when appended).
+    data: String,
+    has_data: bool,
+    event_type: String,
+    id_buf: String,
+    /// `id_buf` was set since the last dispatch.
+    id_dirty: bool,
+    last_id: String,
+}
+
+impl SseDecoder {
+    /// A decoder refusing events and lines larger than `limits.max_frame`.
+    pub fn new(limits: Limits) -> Self {
+        SseDecoder {
+            limits: Limits::with_max_frame(limits.max_frame),
+            pos: 0,
+            bom: Some(0),
+            after_cr: false,
+            line: Vec::new(),
+            line_start: 0,
+            skip_line: false,
+            skip_event: false,
+            data: String::new(),
+            has_data: false,
+            event_type: String::new(),
+            id_buf: String::new(),
+            id_dirty: false,
+            last_id: String::new(),
+        }
+    }
+
+    /// The last event id: set at each dispatch (blank line) from the last valid `id:` field.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_id
+    }
+
+    /// Sets the last event id (and the id buffer), e.g. when resuming after a reconnect with
+    /// the `Last-Event-ID` that was sent; events keep it until the server sends another id.
+    pub fn set_last_event_id(&mut self, id: &str) {
+        self.last_id.clear();
+        self.last_id.push_str(id);
+        self.id_buf.clear();
+        self.id_buf.push_str(id);
+        self.id_dirty = false;
+    }
+
+    /// Bytes currently held for the event being built (partial line plus data; never more
+    /// than `max_frame`).
+    pub fn buffered_len(&self) -> usize {
+        self.line.len() + self.data.len()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Decodes the next chunk of the stream, appending what it completed to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item<SseItem>>) {
+        let mut chunk = chunk;
+        if let Some(matched) = self.bom {
+            let mut m = matched as usize;
+            let mut i = 0;
+            loop {
+                if m == BOM.len() {
+                    self.bom = None;
+                    self.pos = BOM.len() as u64;
+                    chunk = &chunk[i..];
+                    break;
+                }
+                if i == chunk.len() {
+                    self.bom = Some(m as u8);
+                    return;
+                }
+                if chunk[i] == BOM[m] {
+                    m += 1;
+                    i += 1;
+                } else {
+                    // Not a BOM: the bytes matched so far are ordinary data.
+                    self.bom = None;
+                    self.feed_data(&BOM[..m], out);
+                    chunk = &chunk[i..];
+                    break;
+                }
+            }
+        }
+        self.feed_data(chunk, out);
+    }
+
+    /// Ends the stream: an unterminated line and an undispatched event are discarded (as the
+    /// standard says). The last event id is kept; the decoder is then ready for a new stream
+    /// (BOM check again, offsets restart at 0), with the id buffer set to the last event id.
+    pub fn finish(&mut self, out: &mut Vec<Item<SseItem>>) {
+        let _ = out;
+        self.pos = 0;
+        self.bom = Some(0);
+        self.after_cr = false;
+        self.line.clear();
+        self.skip_line = false;
+        self.skip_event = false;
+        self.data = String::new();
+        self.has_data = false;
+        self.event_type.clear();
+        self.id_buf.clear();
+        self.id_buf.push_str(&self.last_id);
+        self.id_dirty = false;
+    }
+
+    fn feed_data(&mut self, chunk: &[u8], out: &mut Vec<Item<SseItem>>) {
+        let n = chunk.len();
+        if n == 0 {
+            return;
+        }
+        let base = self.pos;
+        let mut i = 0;
+        if self.after_cr {
+            self.after_cr = false;
+            if chunk[0] == b'\n' {
+                i = 1;
+            }
+        }
+        // The complete lines of a large chunk are validated as UTF-8 in one pass (cheaper than
+        // one validation per value); values inside that region are then used as `&str` as is.
+        let mut region: Option<(usize, &str)> = None;
+        let mut region_end = 0;
+        let mut region_tried = n < REGION_MIN;
+        while i < n {
+            // Blank lines (a third of all lines) are checked without a memchr call.
+            let found = if matches!(chunk[i], b'\n' | b'\r') {
+                Some(0)
+            } else {
+                memchr2(b'\n', b'\r', &chunk[i..])
+            };
+            match found {
+                Some(k) => {
+                    let end = i + k;
+                    if self.line.is_empty() && !self.skip_line {
+                        // Fast path: the whole line is in this chunk, no copy.
+                        if !region_tried {
+                            region_tried = true;
+                            // Lines start and end at ASCII bytes, so validating from this line's
+                            // start to the last line ending gives char boundaries at every line.
+                            region_end = i + memrchr2(b'\n', b'\r', &chunk[i..]).unwrap_or(0);
+                            region = simdutf8::basic::from_utf8(&chunk[i..region_end])
+                                .ok()
+                                .map(|s| (i, s));
+                        }
+                        let text = match region {
+                            Some((rs, s)) if end <= region_end => s.get(i - rs..end - rs),
+                            _ => None,
+                        };
+                        self.line_done(&chunk[i..end], text, base + i as u64, out);
+                    } else {
+                        self.partial(&chunk[i..end], base + i as u64, out);
+                        self.buffered_line_done(out);
+                    }
+                    if chunk[end] == b'\r' {
+                        if end + 1 < n {
+                            i = if chunk[end + 1] == b'\n' { end + 2 } else { end + 1 };
+                        } else {
+                            self.after_cr = true;
+                            i = n;
+                        }
+                    } else {
+                        i = end + 1;
+                    }
+                }
+                None => {
+                    self.partial(&chunk[i..], base + i as u64, out);
+                    break;
+                }
+            }
+        }
+        self.pos += n as u64;
+    }
+
+    /// Adds the bytes of an incomplete line, refusing it once the event would be oversize.
+    fn partial(&mut self, bytes: &[u8], off: u64, out: &mut Vec<Item<SseItem>>) {
+        if bytes.is_empty() || self.skip_line {
+            return;
+        }
+        if self.line.is_empty() {
+            self.line_start = off;
+        }
+        if self.skip_event {
+            // The line belongs to a skipped event: only its end matters.
+            self.skip_line = true;
+            return;
+        }
+        if self.line.len() + bytes.len() + self.data.len() > self.limits.max_frame {
+            self.oversize(self.line_start, out);
+            self.skip_line = true;
+            self.line.clear();
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn buffered_line_done(&mut self, out: &mut Vec<Item<SseItem>>) {
+        if self.skip_line {
+            // A non-empty line that was discarded.
+            self.skip_line = false;
+            self.line.clear();
+            return;
+        }
+        let line = std::mem::take(&mut self.line);
+        self.line_done(&line, None, self.line_start, out);
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn oversize(&mut self, off: u64, out: &mut Vec<Item<SseItem>>) {
+        out.push(Item::Error(FrameError::oversize(off, self.limits.max_frame)));
+        self.skip_event = true;
+        self.data.clear();
+        self.has_data = false;
+        self.event_type.clear();
+    }
+
+    /// Processes one complete line (without its ending); `text` is the line as `&str` when it
+    /// is already known to be valid UTF-8.
+    #[inline]
+    fn line_done(
+        &mut self,
+        line: &[u8],
+        text: Option<&str>,
+        off: u64,
+        out: &mut Vec<Item<SseItem>>,
+    ) {
+        if line.is_empty() {
+            if self.skip_event {
+                self.skip_event = false;
+            } else {
+                self.dispatch(out);
+            }
+            return;
+        }
+        if self.skip_event {
+            return;
+        }
+        let max = self.limits.max_frame;
+        if line.len() + self.data.len() > max {
+            self.oversize(off, out);
+            return;
+        }
+        let (name, vstart) = match memchr(b':', line) {
+            Some(c) => {
+                let v = c + 1;
+                (&line[..c], if line.get(v) == Some(&b' ') { v + 1 } else { v })
+            }
+            None => (line, line.len()),
+        };
+        // Field values start after an ASCII byte and end at the line end: char boundaries.
+        let value = &line[vstart..];
+        let text = |v| value_text(text, vstart, v);
+        match name {
+            b"data" => {
+                let v = text(value);
+                let sep = usize::from(self.has_data);
+                if self.data.len() + sep + v.len() > max {
+                    // Only possible when U+FFFD replacements made the text longer.
+                    self.oversize(off, out);
+                    return;
+                }
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(&v);
+                self.has_data = true;
+            }
+            b"" => out.push(Item::Frame(SseItem::Comment(text(value).into_owned()))),
+            b"id" => {
+                if memchr(0, value).is_none() {
+                    self.id_buf.clear();
+                    self.id_buf.push_str(&text(value));
+                    self.id_dirty = true;
+                }
+            }
+            b"event" => {
+                self.event_type.clear();
+                self.event_type.push_str(&text(value));
+            }
+            b"retry" => {
+                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
+                    let ms = value.iter().fold(0u64, |acc, d| {
+                        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                    });
+                    out.push(Item::Frame(SseItem::Retry(ms)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<Item<SseItem>>) {
+        if self.id_dirty {
+            self.id_dirty = false;
+            self.last_id.clone_from(&self.id_buf);
+        }
+        if !self.has_data {
+            self.event_type.clear();
+            return;
+        }
+        self.has_data = false;
+        // The data is already text; the next event's data gets a fresh, exact-size buffer.
+        let data = std::mem::take(&mut self.data);
+        let event = if self.event_type.is_empty() {
+            String::from("message")
+        } else {
+            std::mem::take(&mut self.event_type)
+        };
+        out.push(Item::Frame(SseItem::Event(SseEvent {
+            event,
+            data,
+            id: self.last_id.clone(),
+        })));
+    }
+}
+
+/// Chunks shorter than this are not validated as a whole (per-value validation is cheaper).
+const REGION_MIN: usize = 256;
+
+/// A field value as text: a slice of the line's text when known, else `to_str` of the bytes.
+#[inline]
+fn value_text<'a>(line: Option<&'a str>, vstart: usize, value: &'a [u8]) -> Cow<'a, str> {
+    match line.and_then(|t| t.get(vstart..)) {
+        Some(s) => Cow::Borrowed(s),
+        None => to_str(value),
+    }
+}
+
+/// Bytes as text: borrowed when valid UTF-8, invalid sequences replaced by U+FFFD otherwise.
+fn to_str(bytes: &[u8]) -> Cow<'_, str> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}

@@ -1,0 +1,199 @@
+//! Property tests: chunking never changes the result (all three decoders), the SSE decoder
+//! matches a straightforward reference reading of the WHATWG rules, JSON frames round-trip,
+//! and arbitrary bytes never panic.
+
+use proptest::prelude::*;
+use stream_frame::check::{
+    check_lines_with, check_seq_with, check_sse, check_sse_with, decode_lines, decode_seq,
+    decode_sse,
+};
+use stream_frame::{Delimiter, Item, Limits, SseEvent, SseItem};
+
+const SSE_TOKENS: &[&[u8]] = &[
+    b"data", b"event", b"id", b"retry", b"Data", b":", b": ", b" ", b"\r", b"\n", b"\r\n",
+    b"\n\n", b"\xEF\xBB\xBF", b"x", b"hello", b"\0", b"\xFF", b"\xC3\xA9", b"\xE2\x82", b"12",
+    b"0", b"\t", b"{\"a\":1}",
+];
+
+const JSON_TOKENS: &[&[u8]] = &[
+    b"{", b"}", b"[", b"]", b"\"", b"\\", b"\\\"", b"\\\\", b":", b",", b"1", b"true", b" ",
+    b"\r", b"\n", b"\r\n", b"\t", b"a", b"\xC3\xA9", b"{\"k\":\"v\"}",
+];
+
+fn tokens(set: &'static [&'static [u8]], max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(set), 0..max).prop_map(|v| v.concat())
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    prop_oneof![
+        Just(Limits::default()),
+        (1usize..64).prop_map(Limits::with_max_frame),
+    ]
+}
+
+fn sizes() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(1usize..40, 1..6)
+}
+
+/// A plain reading of the WHATWG event-stream rules on the whole input (no limits).
+fn sse_reference(input: &[u8]) -> Vec<Item<SseItem>> {
+    let text = String::from_utf8_lossy(input);
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                lines.push(std::mem::take(&mut cur));
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+            }
+            '\n' => lines.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    let (mut data, mut event, mut id_buf) = (String::new(), String::new(), String::new());
+    let mut out = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            let last_id = id_buf.clone();
+            if data.is_empty() {
+                event.clear();
+                continue;
+            }
+            if data.ends_with('\n') {
+                data.pop();
+            }
+            let ev = if event.is_empty() { "message".to_string() } else { event.clone() };
+            out.push(Item::Frame(SseItem::Event(SseEvent {
+                event: ev,
+                data: std::mem::take(&mut data),
+                id: last_id.clone(),
+            })));
+            event.clear();
+            continue;
+        }
+        if let Some(c) = line.strip_prefix(':') {
+            out.push(Item::Frame(SseItem::Comment(c.strip_prefix(' ').unwrap_or(c).to_string())));
+            continue;
+        }
+        let (name, value) = match line.find(':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (line.as_str(), ""),
+        };
+        match name {
+            "data" => {
+                data.push_str(value);
+                data.push('\n');
+            }
+            "event" => event = value.to_string(),
+            "id" if !value.contains('\0') => id_buf = value.to_string(),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                let ms = value.bytes().fold(0u64, |a, d| {
+                    a.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                out.push(Item::Frame(SseItem::Retry(ms)));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sse_any_split_gives_the_same_items(body in tokens(SSE_TOKENS, 80), l in limits(), s in sizes()) {
+        check_sse_with(&body, l, &s);
+    }
+
+    #[test]
+    fn sse_matches_the_reference_reading_of_the_standard(body in tokens(SSE_TOKENS, 80), s in sizes()) {
+        let expected = sse_reference(&body);
+        prop_assert_eq!(decode_sse(&[&body], Limits::default()), expected.clone());
+        let chunks = stream_frame::check::chunks(&body, &s);
+        prop_assert_eq!(decode_sse(&chunks, Limits::default()), expected);
+    }
+
+    #[test]
+    fn json_lines_any_split_gives_the_same_items(body in tokens(JSON_TOKENS, 80), l in limits(), s in sizes()) {
+        check_lines_with(&body, l, &s);
+    }
+
+    #[test]
+    fn json_seq_any_split_gives_the_same_items(body in tokens(JSON_TOKENS, 80), l in limits(), s in sizes()) {
+        check_seq_with(&body, l, &s);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_split_consistently(body in prop::collection::vec(any::<u8>(), 0..400)) {
+        check_sse(&body);
+        stream_frame::check::check_lines(&body);
+        stream_frame::check::check_seq(&body);
+    }
+
+    #[test]
+    fn json_lines_frames_round_trip(
+        frames in prop::collection::vec("[{\\[][a-z0-9\":, {}\\[\\]]{0,20}[}\\]]", 0..12),
+        seps in prop::collection::vec(prop::sample::select(vec!["\r\n", "\n", "\r", "\r\n \r\n"]), 12),
+    ) {
+        let mut body = String::new();
+        for (f, sep) in frames.iter().zip(&seps) {
+            body.push_str(f);
+            body.push_str(sep);
+        }
+        let got: Vec<String> = decode_lines(&[body.as_bytes()], Delimiter::Any, Limits::default())
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Frame(f) => Some(String::from_utf8(f.bytes.to_vec()).unwrap()),
+                Item::KeepAlive => None,
+                Item::Error(e) => panic!("{e}"),
+            })
+            .collect();
+        prop_assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn json_seq_values_round_trip(values in prop::collection::vec(json_value(), 0..8), ws in "[ \n\r\t]{0,3}") {
+        let body = values.join(&ws);
+        let got: Vec<String> = decode_seq(&[body.as_bytes()], Limits::default())
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Frame(f) => Some(String::from_utf8(f.bytes.to_vec()).unwrap()),
+                Item::KeepAlive => None,
+                Item::Error(e) => panic!("{e}"),
+            })
+            .collect();
+        prop_assert_eq!(got, values);
+    }
+}
+
+/// Valid JSON objects/arrays with nesting and strings full of brackets, quotes and escapes.
+fn json_value() -> impl Strategy<Value = String> {
+    let string = r#"[a-z{}\[\] ]{0,6}(\\"|\\\\)?[a-z{}]{0,3}"#.prop_map(|s| format!("\"{s}\""));
+    let leaf = prop_oneof![string, Just("1".to_string()), Just("null".to_string())];
+    let container = leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec(inner, 0..4).prop_map(|v| {
+                let fields: Vec<String> =
+                    v.iter().enumerate().map(|(i, x)| format!("\"k{i}\":{x}")).collect();
+                format!("{{{}}}", fields.join(", "))
+            }),
+        ]
+    });
+    prop_oneof![
+        prop::collection::vec(container.clone(), 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+        prop::collection::vec(container, 0..3).prop_map(|v| {
+            let fields: Vec<String> =
+                v.iter().enumerate().map(|(i, x)| format!("\"f{i}\" : {x}")).collect();
+            format!("{{{}}}", fields.join(",\n"))
+        }),
+    ]
+}

@@ -1,0 +1,878 @@
+//! Reading and checking `tributary.toml`.
+//!
+//! Every error names the file, the line and the key, and lists the valid choices where there
+//! are some. Secrets are resolved here (from an environment variable, a file, or — with a
+//! warning — a literal string) and never printed.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chat_model::{Kind, Secret};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use crate::config_types::*;
+
+/// The services a `[[source]]` may name.
+pub const SOURCE_SERVICES: &[&str] = &["campfire", "flowdock", "multistreamer", "ustream"];
+/// The services a `[[target]]` may name.
+pub const TARGET_SERVICES: &[&str] = &["streamin"];
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from (None when built in memory, as by `demo`).
+    pub path: Option<PathBuf>,
+    /// Where cursors are kept.
+    pub state_file: PathBuf,
+    /// The sources, in file order.
+    pub sources: Vec<SourceConfig>,
+    /// The write-only targets.
+    pub targets: Vec<TargetConfig>,
+    /// The relays.
+    pub relays: Vec<RelayConfig>,
+    /// Non-fatal remarks (literal secrets, ...), to be logged.
+    pub warnings: Vec<String>,
+}
+
+/// A `[[relay]]` table.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Source names whose events are relayed.
+    pub from: Vec<String>,
+    /// A target or multistreamer source name.
+    pub to: String,
+    /// Only these kinds (None: chat kinds — message, emote, paste, upload).
+    pub kinds: Option<Vec<Kind>>,
+    /// Only events whose text matches this regular expression.
+    pub pattern: Option<String>,
+    /// How the relayed text is built (`{author}`, `{room}`, `{text}`, `{source}`, `{kind}`).
+    pub template: Option<String>,
+}
+
+/// A configuration that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the config file: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid: syntax, types or meaning.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The 1-based line of the offending key or table.
+        line: usize,
+        /// What is wrong and what would be valid.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_file: Option<Spanned<String>>,
+    #[serde(default)]
+    source: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    target: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    relay: Vec<Spanned<RawRelay>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecret {
+    Literal(String),
+    Env { env: String },
+    File { file: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    initial: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
+    token: Option<Spanned<RawSecret>>,
+    url: Option<Spanned<String>>,
+    stall_timeout: Option<Spanned<String>>,
+    backoff: Option<Spanned<RawBackoff>>,
+    max_retries: Option<Spanned<u32>>,
+    max_elapsed: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    // campfire
+    room: Option<Spanned<u64>>,
+    join: Option<Spanned<bool>>,
+    // campfire and flowdock
+    api_url: Option<Spanned<String>>,
+    // flowdock
+    flows: Option<Spanned<Vec<String>>>,
+    private: Option<Spanned<bool>>,
+    transport: Option<Spanned<String>>,
+    active: Option<Spanned<String>>,
+    // multistreamer
+    stream: Option<Spanned<u64>>,
+    // ustream
+    channel: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
+    api_key: Option<Spanned<RawSecret>>,
+    url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    from: Option<Spanned<Vec<String>>>,
+    to: Option<Spanned<String>>,
+    kinds: Option<Spanned<Vec<String>>>,
+    #[serde(rename = "match")]
+    pattern: Option<Spanned<String>>,
+    template: Option<Spanned<String>>,
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Checks config text as if read from `path` (relative paths resolve against its folder);
+/// `env` looks up environment variables.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let cx = Cx { text, path, env, base: path.parent().unwrap_or(Path::new(".")) };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| cx.line(s.start)).unwrap_or(1);
+        cx.err_at(line, e.message().trim_end().to_owned())
+    })?;
+    let mut warnings = Vec::new();
+
+    let state_file = match &raw.state_file {
+        Some(s) => cx.resolve_path(s.get_ref()),
+        None => default_state_file(),
+    };
+
+    let mut names = HashSet::new();
+    let mut sources = Vec::new();
+    for table in &raw.source {
+        let src = cx.source(table, &mut warnings)?;
+        if !names.insert(src.name.clone()) {
+            return Err(cx.err(
+                table.span(),
+                format!("two sources or targets are named `{}`; names must be unique", src.name),
+            ));
+        }
+        sources.push(src);
+    }
+    let mut targets = Vec::new();
+    for table in &raw.target {
+        let t = cx.target(table, &mut warnings)?;
+        if !names.insert(t.name.clone()) {
+            return Err(cx.err(
+                table.span(),
+                format!("two sources or targets are named `{}`; names must be unique", t.name),
+            ));
+        }
+        targets.push(t);
+    }
+    let mut relays = Vec::new();
+    for table in &raw.relay {
+        relays.push(cx.relay(table, &sources, &targets)?);
+    }
+    Ok(Config { path: Some(path.to_path_buf()), state_file, sources, targets, relays, warnings })
+}
+
+/// `$XDG_STATE_HOME/tributary/state.json`, or `~/.local/state/tributary/state.json`.
+pub fn default_state_file() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("tributary").join("state.json")
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    path: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base: &'a Path,
+}
+
+impl Cx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn err_at(&self, line: usize, message: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.display().to_string(), line, message }
+    }
+
+    fn err(&self, span: Range<usize>, message: String) -> ConfigError {
+        self.err_at(self.line(span.start), message)
+    }
+
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+
+    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(v.get_ref()).map_err(|e| {
+            self.err(
+                v.span(),
+                format!(
+                    "`{key}` = \"{}\" is not a duration ({e}); write e.g. \"30s\", \"2m\", \"1h 30m\"",
+                    v.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn url(&self, v: &Spanned<String>, key: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let s = v.get_ref().trim_end_matches('/');
+        let scheme = s.split_once("://").map(|(sch, _)| sch);
+        match scheme {
+            Some(sch) if schemes.contains(&sch) && s.len() > sch.len() + 3 => Ok(s.to_owned()),
+            _ => Err(self.err(
+                v.span(),
+                format!(
+                    "`{key}` = \"{}\" is not a valid URL; it must start with {}",
+                    chat_model::redact_url(v.get_ref()),
+                    schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ")
+                ),
+            )),
+        }
+    }
+
+    fn secret(
+        &self,
+        v: &Spanned<RawSecret>,
+        key: &str,
+        owner: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Secret, Option<PathBuf>), ConfigError> {
+        match v.get_ref() {
+            RawSecret::Literal(s) => {
+                warnings.push(format!(
+                    "{}:{}: `{key}` of `{owner}` is written in the config file; prefer {{ env = \"VAR\" }} or {{ file = \"path\" }}",
+                    self.path.display(),
+                    self.line(v.span().start)
+                ));
+                Ok((Secret::new(s.clone()), None))
+            }
+            RawSecret::Env { env } => match (self.env)(env) {
+                Some(value) if !value.trim().is_empty() => {
+                    Ok((Secret::new(value.trim().to_owned()), None))
+                }
+                Some(_) => Err(self.err(
+                    v.span(),
+                    format!("`{key}` of `{owner}`: environment variable {env} is empty"),
+                )),
+                None => Err(self.err(
+                    v.span(),
+                    format!("`{key}` of `{owner}`: environment variable {env} is not set"),
+                )),
+            },
+            RawSecret::File { file } => {
+                let path = self.resolve_path(file);
+                let value = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        v.span(),
+                        format!("`{key}` of `{owner}`: cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let value = value.trim();
+                if value.is_empty() {
+                    return Err(self.err(
+                        v.span(),
+                        format!("`{key}` of `{owner}`: {} is empty", path.display()),
+                    ));
+                }
+                Ok((Secret::new(value.to_owned()), Some(path)))
+            }
+        }
+    }
+
+    fn name(&self, v: &Option<Spanned<String>>, span: Range<usize>, what: &str) -> Result<String, ConfigError> {
+        let Some(name) = v else {
+            return Err(self.err(span, format!("this [[{what}]] has no `name`")));
+        };
+        let n = name.get_ref();
+        if n.is_empty() || !n.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
+            return Err(self.err(
+                name.span(),
+                format!("`name` = \"{n}\": use letters, digits, `-`, `_` or `.`"),
+            ));
+        }
+        Ok(n.clone())
+    }
+
+    fn source(
+        &self,
+        table: &Spanned<RawSource>,
+        warnings: &mut Vec<String>,
+    ) -> Result<SourceConfig, ConfigError> {
+        let r = table.get_ref();
+        let name = self.name(&r.name, table.span(), "source")?;
+        let Some(service) = &r.service else {
+            return Err(self.err(
+                table.span(),
+                format!(
+                    "source `{name}` has no `service`; valid: {}",
+                    SOURCE_SERVICES.join(", ")
+                ),
+            ));
+        };
+        let svc = service.get_ref().as_str();
+        if !SOURCE_SERVICES.contains(&svc) {
+            let hint = if TARGET_SERVICES.contains(&svc) {
+                " (streamin is write-only: declare it as a [[target]])"
+            } else {
+                ""
+            };
+            return Err(self.err(
+                service.span(),
+                format!(
+                    "source `{name}`: unknown `service` = \"{svc}\"; valid: {}{hint}",
+                    SOURCE_SERVICES.join(", ")
+                ),
+            ));
+        }
+
+        // Keys that only some services accept.
+        let only = |present: bool, key: &str, span: Range<usize>, allowed: &[&str]| {
+            if present && !allowed.contains(&svc) {
+                Err(self.err(
+                    span,
+                    format!(
+                        "source `{name}`: `{key}` is not a {svc} setting (it applies to {})",
+                        allowed.join(", ")
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        macro_rules! check_only {
+            ($field:ident, $allowed:expr) => {
+                if let Some(v) = &r.$field {
+                    only(true, stringify!($field), v.span(), $allowed)?;
+                }
+            };
+        }
+        check_only!(room, &["campfire"]);
+        check_only!(join, &["campfire"]);
+        check_only!(api_url, &["campfire", "flowdock"]);
+        check_only!(flows, &["flowdock"]);
+        check_only!(private, &["flowdock"]);
+        check_only!(transport, &["flowdock"]);
+        check_only!(active, &["flowdock"]);
+        check_only!(stream, &["multistreamer"]);
+        check_only!(channel, &["ustream"]);
+        if svc == "ustream" {
+            if let Some(t) = &r.token {
+                return Err(self.err(
+                    t.span(),
+                    format!("source `{name}`: ustream needs no `token` (the Social Stream is public)"),
+                ));
+            }
+        }
+
+        let mut common = Common::default();
+        let web_schemes: &[&str] = if svc == "multistreamer" { &["ws", "wss"] } else { &["http", "https"] };
+        if let Some(u) = &r.url {
+            common.url = Some(self.url(u, "url", web_schemes)?);
+        }
+        if let Some(v) = &r.stall_timeout {
+            let d = self.duration(v, "stall_timeout")?;
+            if d < Duration::from_secs(1) {
+                return Err(self.err(v.span(), "`stall_timeout` must be at least 1s".into()));
+            }
+            common.stall_timeout = Some(d);
+        }
+        if let Some(b) = &r.backoff {
+            let b = b.get_ref();
+            if let Some(v) = &b.initial {
+                common.backoff_initial = Some(self.duration(v, "backoff.initial")?);
+            }
+            if let Some(v) = &b.max {
+                common.backoff_max = Some(self.duration(v, "backoff.max")?);
+            }
+            if let (Some(i), Some(m), Some(span)) =
+                (common.backoff_initial, common.backoff_max, b.max.as_ref().map(|m| m.span()))
+            {
+                if i > m {
+                    return Err(self.err(
+                        span,
+                        format!("source `{name}`: `backoff.max` is shorter than `backoff.initial`"),
+                    ));
+                }
+            }
+        }
+        common.max_retries = r.max_retries.as_ref().map(|v| *v.get_ref());
+        if let Some(v) = &r.max_elapsed {
+            common.max_elapsed = Some(self.duration(v, "max_elapsed")?);
+        }
+        if let Some(v) = &r.ca_file {
+            let p = self.resolve_path(v.get_ref());
+            if !p.is_file() {
+                return Err(self.err(
+                    v.span(),
+                    format!("source `{name}`: `ca_file` {} does not exist", p.display()),
+                ));
+            }
+            common.ca_file = Some(p);
+        }
+
+        let token = |warnings: &mut Vec<String>| -> Result<Secret, ConfigError> {
+            match &r.token {
+                Some(t) => Ok(self.secret(t, "token", &name, warnings)?.0),
+                None => Err(self.err(
+                    table.span(),
+                    format!(
+                        "source `{name}` ({svc}) has no `token`; write token = {{ env = \"VAR\" }} or {{ file = \"path\" }}"
+                    ),
+                )),
+            }
+        };
+        let missing = |key: &str, example: &str| {
+            self.err(table.span(), format!("source `{name}` ({svc}) needs `{key}`, e.g. {example}"))
+        };
+        let api_url = |warnings: &mut Vec<String>| -> Result<Option<String>, ConfigError> {
+            let _ = warnings;
+            r.api_url.as_ref().map(|u| self.url(u, "api_url", &["http", "https"])).transpose()
+        };
+
+        let kind = match svc {
+            "campfire" => {
+                let token = token(warnings)?;
+                let room = r.room.as_ref().ok_or_else(|| missing("room", "room = 111"))?;
+                SourceKind::Campfire(CampfireConfig {
+                    token,
+                    room: *room.get_ref(),
+                    api_url: api_url(warnings)?,
+                    join: r.join.as_ref().map(|j| *j.get_ref()).unwrap_or(false),
+                })
+            }
+            "flowdock" => {
+                let token = token(warnings)?;
+                let flows = r.flows.as_ref().map(|f| f.get_ref().clone()).unwrap_or_default();
+                if let Some(f) = &r.flows {
+                    for flow in f.get_ref() {
+                        let ok = match flow.split_once('/') {
+                            Some((org, fl)) => !org.is_empty() && !fl.is_empty() && !fl.contains('/'),
+                            None => !flow.is_empty() && !flow.contains(char::is_whitespace),
+                        };
+                        if !ok {
+                            return Err(self.err(
+                                f.span(),
+                                format!("source `{name}`: flow \"{flow}\" is not `organization/flow` or a flow id"),
+                            ));
+                        }
+                    }
+                }
+                let private = r.private.as_ref().map(|p| *p.get_ref()).unwrap_or(false);
+                if flows.is_empty() && !private {
+                    return Err(self.err(
+                        table.span(),
+                        format!(
+                            "source `{name}` (flowdock) needs `flows = [\"org/flow\", ...]` and/or `private = true`"
+                        ),
+                    ));
+                }
+                let transport = match r.transport.as_ref().map(|t| t.get_ref().as_str()) {
+                    None | Some("sse") => FlowdockTransport::Sse,
+                    Some("json") => FlowdockTransport::Json,
+                    Some(other) => {
+                        return Err(self.err(
+                            r.transport.as_ref().map(|t| t.span()).unwrap_or(table.span()),
+                            format!("source `{name}`: unknown `transport` = \"{other}\"; valid: sse, json"),
+                        ));
+                    }
+                };
+                let active = match &r.active {
+                    None => None,
+                    Some(a) if a.get_ref() == "true" || a.get_ref() == "idle" => Some(a.get_ref().clone()),
+                    Some(a) => {
+                        return Err(self.err(
+                            a.span(),
+                            format!("source `{name}`: unknown `active` = \"{}\"; valid: \"true\", \"idle\"", a.get_ref()),
+                        ));
+                    }
+                };
+                SourceKind::Flowdock(FlowdockConfig {
+                    token,
+                    flows,
+                    private,
+                    transport,
+                    active,
+                    api_url: api_url(warnings)?,
+                })
+            }
+            "multistreamer" => {
+                let token = token(warnings)?;
+                let url = common
+                    .url
+                    .clone()
+                    .ok_or_else(|| missing("url", "url = \"wss://multistreamer.example.com\""))?;
+                let stream = r.stream.as_ref().ok_or_else(|| missing("stream", "stream = 21"))?;
+                SourceKind::Multistreamer(MultistreamerConfig { token, url, stream: *stream.get_ref() })
+            }
+            "ustream" => {
+                let channel = r.channel.as_ref().ok_or_else(|| missing("channel", "channel = 1234"))?;
+                SourceKind::Ustream(UstreamConfig { channel: *channel.get_ref() })
+            }
+            _ => unreachable!("service checked above"),
+        };
+        Ok(SourceConfig { name, common, kind })
+    }
+
+    fn target(
+        &self,
+        table: &Spanned<RawTarget>,
+        warnings: &mut Vec<String>,
+    ) -> Result<TargetConfig, ConfigError> {
+        let r = table.get_ref();
+        let name = self.name(&r.name, table.span(), "target")?;
+        let Some(service) = &r.service else {
+            return Err(self.err(
+                table.span(),
+                format!("target `{name}` has no `service`; valid: {}", TARGET_SERVICES.join(", ")),
+            ));
+        };
+        if service.get_ref() != "streamin" {
+            let hint = if SOURCE_SERVICES.contains(&service.get_ref().as_str()) {
+                format!(" ({} is read as a [[source]])", service.get_ref())
+            } else {
+                String::new()
+            };
+            return Err(self.err(
+                service.span(),
+                format!(
+                    "target `{name}`: unknown `service` = \"{}\"; valid: {}{hint}",
+                    service.get_ref(),
+                    TARGET_SERVICES.join(", ")
+                ),
+            ));
+        }
+        let Some(key) = &r.api_key else {
+            return Err(self.err(
+                table.span(),
+                format!("target `{name}` (streamin) needs `api_key = {{ env = \"VAR\" }}` or `{{ file = \"path\" }}`"),
+            ));
+        };
+        let (api_key, api_key_file) = self.secret(key, "api_key", &name, warnings)?;
+        let url = r.url.as_ref().map(|u| self.url(u, "url", &["http", "https"])).transpose()?;
+        Ok(TargetConfig {
+            name,
+            kind: TargetKind::Streamin(StreaminTargetConfig { api_key, api_key_file, url }),
+        })
+    }
+
+    fn relay(
+        &self,
+        table: &Spanned<RawRelay>,
+        sources: &[SourceConfig],
+        targets: &[TargetConfig],
+    ) -> Result<RelayConfig, ConfigError> {
+        let r = table.get_ref();
+        let from = r
+            .from
+            .as_ref()
+            .ok_or_else(|| self.err(table.span(), "this [[relay]] has no `from = [\"source\", ...]`".into()))?;
+        let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        if from.get_ref().is_empty() {
+            return Err(self.err(from.span(), "relay `from` is empty; name at least one source".into()));
+        }
+        for f in from.get_ref() {
+            if !source_names.contains(&f.as_str()) {
+                return Err(self.err(
+                    from.span(),
+                    format!("relay `from`: no source is named `{f}`; sources: {}", source_names.join(", ")),
+                ));
+            }
+        }
+        let to = r.to.as_ref().ok_or_else(|| self.err(table.span(), "this [[relay]] has no `to`".into()))?;
+        let writable: Vec<&str> = targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(
+                sources
+                    .iter()
+                    .filter(|s| matches!(s.kind, SourceKind::Multistreamer(_)))
+                    .map(|s| s.name.as_str()),
+            )
+            .collect();
+        if !writable.contains(&to.get_ref().as_str()) {
+            return Err(self.err(
+                to.span(),
+                format!(
+                    "relay `to` = \"{}\" is neither a target nor a multistreamer source; writable: {}",
+                    to.get_ref(),
+                    if writable.is_empty() { "(none configured)".to_owned() } else { writable.join(", ") }
+                ),
+            ));
+        }
+        let kinds = match &r.kinds {
+            None => None,
+            Some(k) => {
+                let mut out = Vec::new();
+                for name in k.get_ref() {
+                    let kind = Kind::parse(name).ok_or_else(|| {
+                        self.err(
+                            k.span(),
+                            format!(
+                                "relay `kinds`: unknown kind \"{name}\"; valid: {}",
+                                Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        )
+                    })?;
+                    out.push(kind);
+                }
+                Some(out)
+            }
+        };
+        let pattern = match &r.pattern {
+            None => None,
+            Some(p) => {
+                if let Err(e) = regex_syntax_check(p.get_ref()) {
+                    return Err(self.err(p.span(), format!("relay `match` is not a valid regular expression: {e}")));
+                }
+                Some(p.get_ref().clone())
+            }
+        };
+        let template = r.template.as_ref().map(|t| t.get_ref().clone());
+        if let (Some(t), Some(span)) = (&template, r.template.as_ref().map(|t| t.span())) {
+            if let Some(bad) = unknown_placeholder(t) {
+                return Err(self.err(
+                    span,
+                    format!("relay `template`: unknown placeholder {{{bad}}}; valid: {{author}}, {{room}}, {{text}}, {{source}}, {{kind}}, {{service}}"),
+                ));
+            }
+        }
+        Ok(RelayConfig { from: from.get_ref().clone(), to: to.get_ref().clone(), kinds, pattern, template })
+    }
+}
+
+/// Placeholders a relay template may use.
+pub const TEMPLATE_KEYS: &[&str] = &["author", "room", "text", "source", "kind", "service"];
+
+fn unknown_placeholder(t: &str) -> Option<String> {
+    let mut rest = t;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let end = after.find('}')?;
+        let key = &after[..end];
+        if !TEMPLATE_KEYS.contains(&key) {
+            return Some(key.to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+    None
+}
+
+fn regex_syntax_check(p: &str) -> Result<(), String> {
+    crate::relay::compile_pattern(p).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "CAMPFIRE_TOKEN" => Some("tok".into()),
+            "EMPTY" => Some("".into()),
+            _ => None,
+        }
+    }
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/etc/tributary.toml"), &env)
+    }
+
+    fn err(text: &str) -> String {
+        parse_str(text).unwrap_err().to_string()
+    }
+
+    const FULL: &str = r#"
+state_file = "state.json"
+
+[[source]]
+name = "ops"
+service = "campfire"
+token = { env = "CAMPFIRE_TOKEN" }
+url = "https://streaming.campfirenow.com/"
+stall_timeout = "30s"
+backoff = { initial = "2s", max = "2m" }
+max_retries = 10
+room = 111
+api_url = "https://example.campfirenow.com"
+
+[[source]]
+name = "flows"
+service = "flowdock"
+token = "literal-token"
+flows = ["acme/main", "acme/ops"]
+transport = "json"
+active = "idle"
+
+[[source]]
+name = "live"
+service = "multistreamer"
+token = { env = "CAMPFIRE_TOKEN" }
+url = "wss://ms.example.com"
+stream = 21
+
+[[source]]
+name = "social"
+service = "ustream"
+channel = 1234
+
+[[target]]
+name = "notify"
+service = "streamin"
+api_key = { env = "CAMPFIRE_TOKEN" }
+
+[[relay]]
+from = ["flows", "ops"]
+to = "notify"
+kinds = ["message", "emote"]
+match = "deploy|outage"
+template = "{author} in {room}: {text}"
+"#;
+
+    #[test]
+    fn full_config_reads() {
+        let c = parse_str(FULL).unwrap();
+        assert_eq!(c.state_file, PathBuf::from("/etc/state.json"));
+        assert_eq!(c.sources.len(), 4);
+        let ops = &c.sources[0];
+        assert_eq!(ops.common.url.as_deref(), Some("https://streaming.campfirenow.com"));
+        assert_eq!(ops.common.stall_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(ops.common.backoff_max, Some(Duration::from_secs(120)));
+        assert_eq!(ops.common.max_retries, Some(10));
+        match &ops.kind {
+            SourceKind::Campfire(c) => {
+                assert_eq!(c.room, 111);
+                assert_eq!(c.token.expose(), "tok");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.sources[1].kind {
+            SourceKind::Flowdock(f) => {
+                assert_eq!(f.transport, FlowdockTransport::Json);
+                assert_eq!(f.flows, ["acme/main", "acme/ops"]);
+                assert_eq!(f.active.as_deref(), Some("idle"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.warnings.len(), 1, "literal token warns: {:?}", c.warnings);
+        assert!(c.warnings[0].contains("/etc/tributary.toml:18:"), "{}", c.warnings[0]);
+        assert!(!c.warnings[0].contains("literal-token"));
+        assert_eq!(c.relays.len(), 1);
+        assert_eq!(c.relays[0].kinds.as_deref(), Some(&[Kind::Message, Kind::Emote][..]));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = err("[[source]]\nname = \"a\"\nservice = \"irc\"\n");
+        assert!(e.starts_with("/etc/tributary.toml:3:"), "{e}");
+        assert!(e.contains("unknown `service` = \"irc\""), "{e}");
+        assert!(e.contains("campfire, flowdock, multistreamer, ustream"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"campfire\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\n");
+        assert!(e.contains(":1:") && e.contains("needs `room`"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = { env = \"NOPE\" }\n");
+        assert!(e.contains(":5:") && e.contains("NOPE is not set"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = { env = \"EMPTY\" }\n");
+        assert!(e.contains("EMPTY is empty"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\n\n[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 2\n");
+        assert!(e.contains(":6:") && e.contains("two sources or targets are named `a`"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\nroom = 5\n");
+        assert!(e.contains(":5:") && e.contains("`room` is not a ustream setting"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\nstall_timeout = \"soon\"\n");
+        assert!(e.contains(":5:") && e.contains("not a duration"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannnel = 1\n");
+        assert!(e.contains(":4:") && e.contains("channnel"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"flowdock\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\n");
+        assert!(e.contains("needs `flows"), "{e}");
+
+        let e = err("[[source]]\nname = \"m\"\nservice = \"multistreamer\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\nurl = \"http://x?token=abc\"\nstream = 1\n");
+        assert!(e.contains("ws://") && !e.contains("abc"), "{e}");
+
+        let e = err("[[source]]\nname = \"a\"\nservice = \"streamin\"\n");
+        assert!(e.contains("[[target]]"), "{e}");
+
+        let e = err("[[target]]\nname = \"t\"\nservice = \"streamin\"\napi_key = { file = \"/nonexistent/key\" }\n");
+        assert!(e.contains(":4:") && e.contains("/nonexistent/key"), "{e}");
+    }
+
+    #[test]
+    fn relay_errors() {
+        let base = "[[source]]\nname = \"s\"\nservice = \"ustream\"\nchannel = 1\n";
+        let e = err(&format!("{base}[[relay]]\nfrom = [\"x\"]\nto = \"s\"\n"));
+        assert!(e.contains("no source is named `x`"), "{e}");
+        let e = err(&format!("{base}[[relay]]\nfrom = [\"s\"]\nto = \"s\"\n"));
+        assert!(e.contains("neither a target nor a multistreamer source"), "{e}");
+        let full = FULL.replace("template = \"{author} in {room}: {text}\"", "template = \"{who}\"");
+        assert!(err(&full).contains("unknown placeholder {who}"));
+        let full = FULL.replace("match = \"deploy|outage\"", "match = \"(\"");
+        assert!(err(&full).contains("not a valid regular expression"));
+        let full = FULL.replace("kinds = [\"message\", \"emote\"]", "kinds = [\"shout\"]");
+        assert!(err(&full).contains("unknown kind \"shout\""));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = err("[[source]]\nname = \"a\nservice = 1\n");
+        assert!(e.starts_with("/etc/tributary.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn token_file_is_read_and_relative_to_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "secret-value\n").unwrap();
+        let cfg = dir.path().join("t.toml");
+        let text = "[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = { file = \"tok\" }\n";
+        let c = parse(text, &cfg, &env).unwrap();
+        match &c.sources[0].kind {
+            SourceKind::Campfire(c) => assert_eq!(c.token.expose(), "secret-value"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

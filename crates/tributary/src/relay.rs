@@ -1,0 +1,494 @@
+//! Relays: forwarding chosen events from sources to a writable endpoint (a StreamIn target or a
+//! multistreamer source), without blocking the sources, without loops, and without sending
+//! twice across restarts.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_model::{Event, Kind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::RelayConfig;
+use crate::metrics::RelayStats;
+
+/// Compiles a relay's `match` pattern, bounded in size.
+pub fn compile_pattern(p: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(p).size_limit(1 << 20).build().map_err(|e| e.to_string())
+}
+
+/// The template used when a relay has none.
+pub const DEFAULT_TEMPLATE: &str = "{author} in {room}: {text}";
+
+/// How many relayed ids (and sent texts) are remembered per relay.
+const REMEMBER: usize = 2048;
+
+/// Queue length per target; a full queue drops (and counts) instead of blocking the sources.
+const QUEUE: usize = 256;
+
+/// Attempts per message before a send counts as failed.
+const ATTEMPTS: u32 = 5;
+
+/// Why a send failed.
+#[derive(Debug, Clone)]
+pub struct SendFailure {
+    /// What went wrong, for the log.
+    pub message: String,
+    /// Whether trying again may help (network, 5xx) or not (refused, invalid).
+    pub retryable: bool,
+}
+
+/// Boxed future returned by a [`Sink`].
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<String, SendFailure>> + Send + 'a>>;
+
+/// A writable endpoint a relay sends to.
+pub trait Sink: Send + Sync + 'static {
+    /// The most characters one message may have (None: unlimited).
+    fn max_chars(&self) -> Option<usize>;
+    /// Sends one message with a stable id; answers what the endpoint confirmed.
+    fn send<'a>(&'a self, text: &'a str, external_id: &'a str) -> SendFuture<'a>;
+}
+
+/// One configured relay, compiled.
+#[derive(Debug)]
+struct Route {
+    label: String,
+    from: HashSet<String>,
+    kinds: Vec<Kind>,
+    pattern: Option<regex::Regex>,
+    template: String,
+    to: String,
+}
+
+impl Route {
+    fn matches(&self, e: &Event) -> bool {
+        self.from.contains(&e.source)
+            && self.kinds.contains(&e.kind)
+            && self.pattern.as_ref().is_none_or(|p| p.is_match(&e.text))
+    }
+}
+
+/// Fills a relay template from an event.
+pub fn render(template: &str, e: &Event) -> String {
+    let author = e.author.name.as_deref().or(e.author.id.as_deref()).unwrap_or("someone");
+    let mut out = String::with_capacity(template.len() + e.text.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                match &after[..end] {
+                    "author" => out.push_str(author),
+                    "room" => out.push_str(&e.room),
+                    "text" => out.push_str(&e.text),
+                    "source" => out.push_str(&e.source),
+                    "kind" => out.push_str(e.kind.as_str()),
+                    "service" => out.push_str(e.service.as_str()),
+                    other => {
+                        out.push('{');
+                        out.push_str(other);
+                        out.push('}');
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Truncates to at most `max` characters on a character boundary, ending in an ellipsis;
+/// says whether it cut.
+pub fn truncate_chars(text: &str, max: usize) -> (String, bool) {
+    if text.chars().count() <= max {
+        return (text.to_owned(), false);
+    }
+    let keep = max.saturating_sub(1);
+    let mut s: String = text.chars().take(keep).collect();
+    s.push('…');
+    (s, true)
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Persisted {
+    /// Per relay label: ids already relayed, oldest first.
+    relayed: HashMap<String, VecDeque<String>>,
+}
+
+/// What relays remember: ids already relayed (persisted), texts recently sent (echo guard),
+/// and counters.
+struct Memory {
+    path: Option<PathBuf>,
+    persisted: Persisted,
+    /// Per target: texts recently sent, to recognise their echo.
+    sent_texts: HashMap<String, VecDeque<String>>,
+    stats: HashMap<String, RelayStats>,
+}
+
+impl Memory {
+    fn load(path: Option<PathBuf>) -> Self {
+        let persisted = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|bytes| match serde_json::from_slice(&bytes) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("relay state file is corrupt ({e}); starting afresh");
+                    None
+                }
+            })
+            .unwrap_or_default();
+        Memory { path, persisted, sent_texts: HashMap::new(), stats: HashMap::new() }
+    }
+
+    fn already_relayed(&self, label: &str, id: &str) -> bool {
+        self.persisted.relayed.get(label).is_some_and(|ids| ids.iter().any(|i| i == id))
+    }
+
+    fn mark_relayed(&mut self, label: &str, id: &str) {
+        let ids = self.persisted.relayed.entry(label.to_owned()).or_default();
+        ids.push_back(id.to_owned());
+        while ids.len() > REMEMBER {
+            ids.pop_front();
+        }
+        self.save();
+    }
+
+    fn save(&self) {
+        let Some(path) = &self.path else { return };
+        let Ok(bytes) = serde_json::to_vec(&self.persisted) else { return };
+        if let Err(e) = write_atomic(path, &bytes) {
+            tracing::warn!("cannot save relay state to {}: {e}", path.display());
+        }
+    }
+
+    fn remember_sent(&mut self, target: &str, text: &str) {
+        let texts = self.sent_texts.entry(target.to_owned()).or_default();
+        texts.push_back(text.to_owned());
+        while texts.len() > REMEMBER {
+            texts.pop_front();
+        }
+    }
+
+    fn is_echo(&self, source: &str, text: &str) -> bool {
+        self.sent_texts.get(source).is_some_and(|t| t.iter().any(|s| s == text))
+    }
+
+    fn stat(&mut self, label: &str) -> &mut RelayStats {
+        self.stats
+            .entry(label.to_owned())
+            .or_insert_with(|| RelayStats { name: label.to_owned(), ..RelayStats::default() })
+    }
+}
+
+/// Writes a file atomically: a temp file in the same folder, fsync, rename; mode 0600.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+struct Job {
+    label: String,
+    id: String,
+    text: String,
+}
+
+/// The running relays: offer every delivered event; matching ones are queued per target and
+/// sent in the background with retries.
+pub struct Relays {
+    routes: Vec<Route>,
+    queues: HashMap<String, mpsc::Sender<Job>>,
+    memory: Arc<Mutex<Memory>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn lock(m: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Relays {
+    /// Starts relays; `sinks` maps each `to` name to its endpoint; `state` is where relayed
+    /// ids are kept (None: in memory only).
+    pub fn start(
+        configs: &[RelayConfig],
+        sinks: HashMap<String, Arc<dyn Sink>>,
+        state: Option<PathBuf>,
+    ) -> Result<Relays, String> {
+        let memory = Arc::new(Mutex::new(Memory::load(state)));
+        let mut routes = Vec::new();
+        for c in configs {
+            let label = format!("{}→{}", c.from.join(","), c.to);
+            let pattern = c.pattern.as_deref().map(compile_pattern).transpose()?;
+            routes.push(Route {
+                label: label.clone(),
+                from: c.from.iter().cloned().collect(),
+                kinds: c
+                    .kinds
+                    .clone()
+                    .unwrap_or_else(|| Kind::ALL.iter().copied().filter(|k| k.is_chat()).collect()),
+                pattern,
+                template: c.template.clone().unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+                to: c.to.clone(),
+            });
+            lock(&memory).stat(&label);
+        }
+        let mut queues = HashMap::new();
+        let mut workers = Vec::new();
+        for route in &routes {
+            if queues.contains_key(&route.to) {
+                continue;
+            }
+            let sink = sinks
+                .get(&route.to)
+                .cloned()
+                .ok_or_else(|| format!("relay target `{}` has no writer", route.to))?;
+            let (tx, rx) = mpsc::channel(QUEUE);
+            queues.insert(route.to.clone(), tx);
+            workers.push(tokio::spawn(worker(route.to.clone(), sink, rx, memory.clone())));
+        }
+        Ok(Relays { routes, queues, memory, workers })
+    }
+
+    /// Offers a delivered event to every relay; never blocks.
+    pub fn offer(&self, e: &Event) {
+        for route in &self.routes {
+            if !route.matches(e) {
+                continue;
+            }
+            let mut mem = lock(&self.memory);
+            if mem.is_echo(&e.source, &e.text) {
+                tracing::debug!(source = %e.source, "not relaying our own echo");
+                continue;
+            }
+            if mem.already_relayed(&route.label, &e.id) {
+                continue;
+            }
+            let job = Job { label: route.label.clone(), id: e.id.clone(), text: render(&route.template, e) };
+            let Some(q) = self.queues.get(&route.to) else { continue };
+            if let Err(err) = q.try_send(job) {
+                let job = match err {
+                    mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+                };
+                tracing::warn!(relay = %job.label, "relay queue full; dropping event {}", job.id);
+                mem.stat(&route.label).failed += 1;
+            }
+        }
+    }
+
+    /// Counters per relay.
+    pub fn stats(&self) -> Vec<RelayStats> {
+        let mem = lock(&self.memory);
+        let mut v: Vec<RelayStats> = mem.stats.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A handle for the metrics page.
+    pub fn stats_handle(&self) -> RelayStatsHandle {
+        RelayStatsHandle(self.memory.clone())
+    }
+
+    /// Lets queued sends finish (up to `grace`), then stops.
+    pub async fn shutdown(self, grace: Duration) {
+        drop(self.queues);
+        let all = futures_join(self.workers);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("relays still sending after {}s; stopping them", grace.as_secs());
+        }
+    }
+}
+
+async fn futures_join(workers: Vec<tokio::task::JoinHandle<()>>) {
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// Shared read access to relay counters.
+#[derive(Clone)]
+pub struct RelayStatsHandle(Arc<Mutex<Memory>>);
+
+impl RelayStatsHandle {
+    /// Counters per relay.
+    pub fn stats(&self) -> Vec<RelayStats> {
+        let mem = lock(&self.0);
+        let mut v: Vec<RelayStats> = mem.stats.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+async fn worker(target: String, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Job>, memory: Arc<Mutex<Memory>>) {
+    while let Some(job) = rx.recv().await {
+        let text = match sink.max_chars() {
+            Some(max) => {
+                let (t, cut) = truncate_chars(&job.text, max);
+                if cut {
+                    tracing::info!(relay = %job.label, "message {} truncated to {max} characters for {target}", job.id);
+                }
+                t
+            }
+            None => job.text.clone(),
+        };
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            // Remember before sending: the echo may arrive before the confirmation.
+            lock(&memory).remember_sent(&target, &text);
+            match sink.send(&text, &job.id).await {
+                Ok(confirmed) => break Ok(confirmed),
+                Err(f) if f.retryable && attempt < ATTEMPTS => {
+                    tracing::warn!(relay = %job.label, "send to {target} failed ({}); retrying in {:?}", f.message, delay);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(f) => break Err(f),
+            }
+        };
+        let mut mem = lock(&memory);
+        match result {
+            Ok(confirmed) => {
+                tracing::debug!(relay = %job.label, "relayed {}: {confirmed}", job.id);
+                mem.mark_relayed(&job.label, &job.id);
+                mem.stat(&job.label).sent += 1;
+            }
+            Err(f) => {
+                tracing::warn!(relay = %job.label, "could not relay {} to {target}: {}", job.id, f.message);
+                mem.stat(&job.label).failed += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_model::{Author, Service};
+
+    fn ev(source: &str, id: &str, kind: Kind, text: &str) -> Event {
+        Event::new(source, Service::Flowdock, kind, id, "acme/main", chrono::Utc::now())
+            .with_author(Author::new(Some("1".to_owned()), Some("Ada".to_owned())))
+            .with_text(text)
+    }
+
+    struct Recorder {
+        sent: Mutex<Vec<(String, String)>>,
+        fail_first: Mutex<u32>,
+        max: Option<usize>,
+    }
+
+    impl Sink for Recorder {
+        fn max_chars(&self) -> Option<usize> {
+            self.max
+        }
+        fn send<'a>(&'a self, text: &'a str, id: &'a str) -> SendFuture<'a> {
+            Box::pin(async move {
+                let mut f = self.fail_first.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    return Err(SendFailure { message: "503".into(), retryable: true });
+                }
+                self.sent.lock().unwrap().push((id.to_owned(), text.to_owned()));
+                Ok("ok".into())
+            })
+        }
+    }
+
+    fn cfg(pattern: Option<&str>) -> RelayConfig {
+        RelayConfig {
+            from: vec!["flows".into()],
+            to: "notify".into(),
+            kinds: None,
+            pattern: pattern.map(str::to_owned),
+            template: None,
+        }
+    }
+
+    #[test]
+    fn render_and_truncate() {
+        let e = ev("flows", "1", Kind::Message, "deploy done");
+        assert_eq!(render(DEFAULT_TEMPLATE, &e), "Ada in acme/main: deploy done");
+        assert_eq!(render("[{source}/{kind}] {text} {x}", &e), "[flows/message] deploy done {x}");
+        assert_eq!(truncate_chars("héllo", 10), ("héllo".to_owned(), false));
+        let (t, cut) = truncate_chars("ééééé", 3);
+        assert!(cut);
+        assert_eq!(t, "éé…");
+        assert_eq!(t.chars().count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relays_matching_events_once_with_retries_and_no_echo() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("relays.json");
+        let sink = Arc::new(Recorder { sent: Mutex::default(), fail_first: Mutex::new(2), max: Some(20) });
+        let sinks: HashMap<String, Arc<dyn Sink>> = [("notify".to_owned(), sink.clone() as Arc<dyn Sink>)].into();
+        let relays = Relays::start(&[cfg(Some("deploy|outage"))], sinks.clone(), Some(state.clone())).unwrap();
+        relays.offer(&ev("flows", "1", Kind::Message, "deploy of the billing service finished"));
+        relays.offer(&ev("flows", "2", Kind::Message, "lunch?"));
+        relays.offer(&ev("other", "3", Kind::Message, "deploy elsewhere"));
+        relays.offer(&ev("flows", "4", Kind::Presence, "deploy"));
+        relays.shutdown(Duration::from_secs(60)).await;
+        let sent = sink.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, "1");
+        assert_eq!(sent[0].1.chars().count(), 20, "truncated to the sink's limit");
+        assert!(sent[0].1.ends_with('…'));
+
+        // After a restart the same event is not sent again.
+        let relays = Relays::start(&[cfg(None)], sinks, Some(state)).unwrap();
+        relays.offer(&ev("flows", "1", Kind::Message, "deploy of the billing service finished"));
+        relays.offer(&ev("flows", "5", Kind::Message, "new one"));
+        let stats = relays.stats_handle();
+        relays.shutdown(Duration::from_secs(60)).await;
+        let sent = sink.sent.lock().unwrap().clone();
+        assert_eq!(sent.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["1", "5"]);
+        assert_eq!(stats.stats()[0].sent, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn own_echo_is_not_relayed_back() {
+        // flows → live and live → flows: the echo of what we sent to `live` must not bounce.
+        let a = Arc::new(Recorder { sent: Mutex::default(), fail_first: Mutex::new(0), max: None });
+        let b = Arc::new(Recorder { sent: Mutex::default(), fail_first: Mutex::new(0), max: None });
+        let sinks: HashMap<String, Arc<dyn Sink>> =
+            [("live".to_owned(), a.clone() as Arc<dyn Sink>), ("flows".to_owned(), b.clone() as Arc<dyn Sink>)].into();
+        let configs = [
+            RelayConfig { from: vec!["flows".into()], to: "live".into(), kinds: None, pattern: None, template: Some("{text}".into()) },
+            RelayConfig { from: vec!["live".into()], to: "flows".into(), kinds: None, pattern: None, template: Some("{text}".into()) },
+        ];
+        let relays = Relays::start(&configs, sinks, None).unwrap();
+        relays.offer(&ev("flows", "1", Kind::Message, "hello"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The multistreamer source now sees its echo.
+        relays.offer(&ev("live", "echo-1", Kind::Message, "hello"));
+        relays.offer(&ev("live", "2", Kind::Message, "a real reply"));
+        relays.shutdown(Duration::from_secs(60)).await;
+        assert_eq!(a.sent.lock().unwrap().len(), 1);
+        let back = b.sent.lock().unwrap().clone();
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert_eq!(back[0].1, "a real reply");
+    }
+}

@@ -1,0 +1,220 @@
+//! `tributary run`: stream every configured source to stdout until stopped.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chat_model::{Event, Kind};
+use supervisor::{Options, Supervisor};
+
+use crate::config::{self, Config};
+use crate::output::{Format, Printer};
+use crate::sources;
+
+/// Arguments of `tributary run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE", default_value = crate::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Output format [default: json when stdout is not a terminal, pretty when it is].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Stop cleanly after this long (e.g. 10s, 5m).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Keep each event's original wire object in the `raw` field.
+    #[arg(long)]
+    pub raw: bool,
+    /// Also print connection lifecycle events (`"kind":"connection"`).
+    #[arg(long)]
+    pub lifecycle: bool,
+    /// The state file for resume cursors [default: `state_file` from the config, else
+    /// $XDG_STATE_HOME/tributary/state.json].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+}
+
+/// Parses a humantime duration for clap.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); e.g. 10s, 5m"))
+}
+
+/// How a run prints and stops.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Output format.
+    pub format: Format,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Keep wire objects.
+    pub raw: bool,
+    /// Print lifecycle events.
+    pub lifecycle: bool,
+    /// Where cursors are kept (None: nowhere, as in `demo`).
+    pub state_file: Option<PathBuf>,
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// `--duration` elapsed.
+    Duration,
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// Every source failed or gave up.
+    AllSourcesEnded,
+    /// stdout was closed.
+    OutputClosed,
+}
+
+/// What a finished run reports.
+pub struct RunResult {
+    /// Why it ended.
+    pub ending: Ending,
+    /// The supervisor's final per-source report.
+    pub report: supervisor::Report,
+}
+
+/// `tributary run`.
+pub async fn run(args: RunArgs) -> ExitCode {
+    let cfg = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tributary: {e}");
+            if !args.config.exists() && args.config == crate::default_config_path() {
+                eprintln!(
+                    "tributary: write a {} here or pass --config FILE (see docs/user-guide.md)",
+                    crate::DEFAULT_CONFIG
+                );
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.sources.is_empty() {
+        eprintln!("tributary: {}: no [[source]] is configured; nothing to run", args.config.display());
+        return ExitCode::from(2);
+    }
+    let state_file = args.state.clone().unwrap_or_else(|| cfg.state_file.clone());
+    let opts = RunOptions {
+        format: args.format.unwrap_or_else(Format::default_for_stdout),
+        duration: args.duration,
+        raw: args.raw,
+        lifecycle: args.lifecycle,
+        state_file: Some(state_file),
+    };
+    match run_config(&cfg, &opts).await {
+        Ok(result) => exit_for(&result),
+        Err(e) => {
+            eprintln!("tributary: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The exit status for a finished run: 1 when every source failed or gave up.
+pub fn exit_for(result: &RunResult) -> ExitCode {
+    if result.ending == Ending::AllSourcesEnded {
+        eprintln!("tributary: every source has failed or given up:");
+        for s in &result.report.sources {
+            eprintln!("  {} ({}): {}", s.name, s.service, s.outcome);
+        }
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs a checked config until the duration, a signal, or every source ending.
+pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, String> {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(path) = &opts.state_file {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;
+        }
+    }
+    let options = Options { state_file: opts.state_file.clone(), ..Options::default() };
+    let mut sup = Supervisor::new(options).map_err(|e| e.to_string())?;
+    for w in sup.warnings() {
+        tracing::warn!("{w}");
+        eprintln!("tributary: warning: {w}");
+    }
+    sources::add_all(&mut sup, &cfg.sources)?;
+    let (mut stream, handle) = sup.start();
+
+    let out: Box<dyn Write + Send> = match opts.format {
+        Format::Json => Box::new(std::io::stdout()),
+        Format::Pretty => Box::new(anstream::stdout()),
+    };
+    let mut printer = Printer::new(std::io::BufWriter::new(out), opts.format, opts.raw);
+
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut terminate = terminate_signal();
+    let ending = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ending::Signal,
+            _ = recv_terminate(&mut terminate) => break Ending::Signal,
+            _ = sleep_until(deadline) => break Ending::Duration,
+            next = stream.recv() => match next {
+                Some(event) => {
+                    if !wanted(&event, opts.lifecycle) {
+                        stream.ack();
+                        continue;
+                    }
+                    if printer.print(&event).and_then(|()| printer.flush()).is_err() {
+                        break Ending::OutputClosed;
+                    }
+                    stream.ack();
+                }
+                None => break Ending::AllSourcesEnded,
+            },
+        }
+    };
+    let _ = printer.flush();
+    let report = handle.shutdown().await;
+    if let Some(e) = &report.state_error {
+        eprintln!("tributary: warning: could not save the state file: {e}");
+    }
+    Ok(RunResult { ending, report })
+}
+
+fn wanted(event: &Event, lifecycle: bool) -> bool {
+    lifecycle || event.kind != Kind::Connection
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(unix)]
+type Terminate = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Terminate = ();
+
+#[cfg(unix)]
+fn terminate_signal() -> Terminate {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+}
+#[cfg(not(unix))]
+fn terminate_signal() -> Terminate {}
+
+#[cfg(unix)]
+async fn recv_terminate(t: &mut Terminate) {
+    match t {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+#[cfg(not(unix))]
+async fn recv_terminate(_: &mut Terminate) {
+    std::future::pending().await
+}

@@ -1,0 +1,263 @@
+//! Supervising the campfire client.
+//!
+//! Defaults honour the document and NOTES.md: "wait a few seconds" before reconnecting
+//! (backoff from 3 s, capped at 2 min); a stall timeout of 20 s, well above several of
+//! Campfire's ~3 s single-space keep-alives (a 6 s timeout was seen to flap); and lossless
+//! resume through `recent.json?since_message_id=` backfill whenever a REST API URL is known.
+
+use std::time::Duration;
+
+use campfire::{CampfireCursor, Client, ClientConfig, DEFAULT_STREAMING_URL, LiveStream};
+use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
+use supervisor::{Backoff, Connection, Policy, Resume, Source};
+
+use crate::config_types::{CampfireConfig, Common};
+
+/// Campfire's stall timeout: several keep-alive periods (~3 s each) with a wide margin.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The first reconnect delay ("wait a few seconds").
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(3);
+
+/// The longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
+
+/// A configured Campfire room, kept alive by the supervisor.
+#[derive(Debug)]
+pub struct CampfireSource {
+    name: String,
+    client: Client,
+}
+
+/// One live Campfire stream.
+#[derive(Debug)]
+pub struct CampfireConnection {
+    stream: LiveStream,
+}
+
+/// Builds the source from its config table; the error names what is wrong.
+pub fn build(name: &str, common: &Common, cfg: &CampfireConfig) -> Result<CampfireSource, String> {
+    let mut c = ClientConfig::new(cfg.token.clone(), cfg.room);
+    c.source = name.to_owned();
+    c.url = common
+        .url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_STREAMING_URL.to_owned());
+    c.api_url = cfg.api_url.clone();
+    c.join = cfg.join;
+    // Liveness is the supervisor's watchdog (stall_timeout), not the client's.
+    c.idle_timeout = None;
+    c.keep_raw = true;
+    if let Some(path) = &common.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            format!(
+                "source `{name}`: cannot read ca_file {}: {e}",
+                path.display()
+            )
+        })?;
+        c.root_certificates_pem.push(pem);
+    }
+    let client = Client::new(c).map_err(|e| {
+        let hint = match &e {
+            campfire::Error::Certificate(_) => common
+                .ca_file
+                .as_ref()
+                .map(|p| format!(" (ca_file {})", p.display()))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        format!("source `{name}`: {e}{hint}")
+    })?;
+    Ok(CampfireSource {
+        name: name.to_owned(),
+        client,
+    })
+}
+
+impl Source for CampfireSource {
+    type Connection = CampfireConnection;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn service(&self) -> Service {
+        Service::Campfire
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            backoff: Backoff {
+                initial: BACKOFF_INITIAL,
+                max: BACKOFF_MAX,
+                ..Backoff::default()
+            },
+            stall_timeout: STALL_TIMEOUT,
+            resume: if self.client.can_backfill() {
+                Resume::Replays
+            } else {
+                Resume::NoReplay
+            },
+            max_retries: None,
+            max_elapsed: None,
+        }
+    }
+
+    async fn connect(
+        &mut self,
+        resume: Option<Cursor>,
+    ) -> Result<CampfireConnection, DisconnectReason> {
+        let cursor = match resume {
+            None => None,
+            Some(c) => match CampfireCursor::from_cursor(&c) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(
+                        source = %self.name,
+                        cursor = %c.as_json(),
+                        error = %e,
+                        "ignoring a saved cursor that is not a Campfire cursor; starting from now"
+                    );
+                    None
+                }
+            },
+        };
+        let stream = self.client.connect(cursor).await?;
+        Ok(CampfireConnection { stream })
+    }
+}
+
+impl Connection for CampfireConnection {
+    async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
+        self.stream.next_item().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_model::Secret;
+    use emulator::campfire::{Config, DEFAULT_ROOM, DEFAULT_TOKEN, Emulator};
+
+    fn cfg(token: &str) -> CampfireConfig {
+        CampfireConfig {
+            token: Secret::new(token),
+            room: DEFAULT_ROOM,
+            api_url: None,
+            join: false,
+        }
+    }
+
+    #[test]
+    fn policy_defaults_follow_the_documents() {
+        let real = build("ops", &Common::default(), &cfg("t")).unwrap();
+        let p = real.policy();
+        assert_eq!(p.stall_timeout, STALL_TIMEOUT);
+        assert!(p.stall_timeout >= Duration::from_secs(3 * 5));
+        assert_eq!(p.backoff.initial, BACKOFF_INITIAL);
+        assert_eq!(p.backoff.max, BACKOFF_MAX);
+        // The real streaming host has no REST API: without api_url nothing can be backfilled.
+        assert_eq!(p.resume, Resume::NoReplay);
+        assert_eq!(real.name(), "ops");
+        assert_eq!(real.service(), Service::Campfire);
+
+        let mut with_api = cfg("t");
+        with_api.api_url = Some("https://acme.campfirenow.com".into());
+        let p = build("ops", &Common::default(), &with_api)
+            .unwrap()
+            .policy();
+        assert_eq!(p.resume, Resume::Replays);
+
+        let common = Common {
+            url: Some("http://127.0.0.1:9".into()),
+            ..Common::default()
+        };
+        let p = build("ops", &common, &cfg("t")).unwrap().policy();
+        assert_eq!(p.resume, Resume::Replays);
+    }
+
+    #[test]
+    fn config_errors_are_clear() {
+        let common = Common {
+            url: Some("ftp://h".into()),
+            ..Common::default()
+        };
+        let e = build("ops", &common, &cfg("t")).unwrap_err();
+        assert!(e.contains("source `ops`") && e.contains("scheme"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("tributary-cf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let common = Common {
+            ca_file: Some(missing.clone()),
+            ..Common::default()
+        };
+        let e = build("ops", &common, &cfg("t")).unwrap_err();
+        assert!(e.contains("missing.pem"), "{e}");
+
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let common = Common {
+            ca_file: Some(junk),
+            ..Common::default()
+        };
+        let e = build("ops", &common, &cfg("t")).unwrap_err();
+        assert!(e.contains("certificate") && e.contains("junk.pem"), "{e}");
+
+        let mut joining = cfg("t");
+        joining.join = true;
+        let e = build("ops", &Common::default(), &joining).unwrap_err();
+        assert!(e.contains("api_url"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn connects_resumes_and_refuses_bad_tokens() {
+        let emu = Emulator::start(Config {
+            rate: 0.0,
+            keepalive: Duration::from_millis(50),
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let common = Common {
+            url: Some(emu.url()),
+            ..Common::default()
+        };
+        let mut source = build("ops", &common, &cfg(DEFAULT_TOKEN)).unwrap();
+        let first = emu.inject_text(DEFAULT_ROOM, "before");
+        let missed = emu.inject_text(DEFAULT_ROOM, "missed");
+        let resume = CampfireCursor {
+            last_message_id: first,
+        }
+        .to_cursor();
+        let mut conn = source.connect(Some(resume)).await.unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(20), conn.next_item())
+            .await
+            .unwrap()
+            .unwrap();
+        match item {
+            SourceItem::Event { event, cursor } => {
+                assert_eq!(event.id, format!("campfire:{DEFAULT_ROOM}:{missed}"));
+                assert_eq!(event.source, "ops");
+                let c = CampfireCursor::from_cursor(&cursor.unwrap()).unwrap();
+                assert_eq!(c.last_message_id, missed);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(emu.since_message_ids(), vec![Some(first)]);
+
+        // A cursor of another shape is ignored, not fatal.
+        let odd = Cursor::from_json(serde_json::json!({"last_event_id": "x"}));
+        assert!(source.connect(Some(odd)).await.is_ok());
+
+        let mut bad = build("ops", &common, &cfg("nope")).unwrap();
+        let e = bad.connect(None).await.unwrap_err();
+        assert!(e.is_fatal());
+        assert!(
+            e.to_string().contains(&format!("room {DEFAULT_ROOM}")),
+            "{e}"
+        );
+        emu.stop().await;
+    }
+}

@@ -1,0 +1,274 @@
+//! Supervising the flowdock client.
+//!
+//! Defaults honour the document and NOTES.md: after an unexpected response "wait a few
+//! seconds" — HTTP errors back off 2 s × 2^n up to 120 s, as the known clients did; a stall
+//! timeout of 75 s, more than three of the server's ~20 s keep-alives (`\n` on the JSON
+//! stream, a comment on Event-Stream) and inside the 60-90 s inactivity timeout a known SSE
+//! client used; and lossless resume on both transports — Event-Stream replays after
+//! `Last-Event-ID`, the JSON stream is backfilled over REST (`messages?since_id=`).
+
+use std::time::Duration;
+
+use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
+use flowdock::{Active, Client, ClientConfig, FlowdockCursor, FlowdockStream, Transport};
+use supervisor::{Backoff, Connection, Policy, Resume, Source};
+
+use crate::config_types::{Common, FlowdockConfig, FlowdockTransport};
+
+/// Flowdock's stall timeout: over three ~20 s keep-alive periods.
+pub const STALL_TIMEOUT: Duration = flowdock::DEFAULT_STALL_TIMEOUT;
+
+/// The first reconnect delay after an HTTP error (2 s × 2^n).
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(2);
+
+/// The longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
+
+/// Configured Flowdock flows, kept alive by the supervisor.
+#[derive(Debug)]
+pub struct FlowdockSource {
+    name: String,
+    client: Client,
+}
+
+/// One live Flowdock stream.
+#[derive(Debug)]
+pub struct FlowdockConnection {
+    stream: FlowdockStream,
+}
+
+/// Builds the source from its config table; the error names what is wrong.
+pub fn build(name: &str, common: &Common, cfg: &FlowdockConfig) -> Result<FlowdockSource, String> {
+    let mut c = ClientConfig::new(name, cfg.token.clone(), cfg.flows.clone());
+    if let Some(url) = &common.url {
+        c.url = url.clone();
+    }
+    c.api_url = cfg.api_url.clone();
+    c.private = cfg.private;
+    c.transport = match cfg.transport {
+        FlowdockTransport::Sse => Transport::EventStream,
+        FlowdockTransport::Json => Transport::Json,
+    };
+    c.active = match cfg.active.as_deref() {
+        None => None,
+        Some(a) => Some(Active::parse(a).ok_or_else(|| {
+            format!("source `{name}`: active = {a:?} is not valid; use \"true\" or \"idle\"")
+        })?),
+    };
+    if let Some(path) = &common.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            format!(
+                "source `{name}`: cannot read ca_file {}: {e}",
+                path.display()
+            )
+        })?;
+        c.root_certificates_pem.push(pem);
+    }
+    let client = Client::new(c).map_err(|e| {
+        let hint = match (&e, &common.ca_file) {
+            (flowdock::Error::Config(m), Some(p)) if m.contains("certificate") => {
+                format!(" (ca_file {})", p.display())
+            }
+            _ => String::new(),
+        };
+        format!("source `{name}`: {e}{hint}")
+    })?;
+    Ok(FlowdockSource {
+        name: name.to_owned(),
+        client,
+    })
+}
+
+impl FlowdockSource {
+    /// The protocol client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Source for FlowdockSource {
+    type Connection = FlowdockConnection;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn service(&self) -> Service {
+        Service::Flowdock
+    }
+
+    fn policy(&self) -> Policy {
+        let cfg = self.client.config();
+        // Private messages have no REST backfill here: on the JSON stream a reconnect can
+        // miss them, so say so with gap events.
+        let lossless = !(cfg.transport == Transport::Json && cfg.private);
+        Policy {
+            backoff: Backoff {
+                initial: BACKOFF_INITIAL,
+                max: BACKOFF_MAX,
+                multiplier: 2.0,
+                ..Backoff::default()
+            },
+            stall_timeout: STALL_TIMEOUT,
+            resume: if lossless {
+                Resume::Replays
+            } else {
+                Resume::NoReplay
+            },
+            max_retries: None,
+            max_elapsed: None,
+        }
+    }
+
+    async fn connect(
+        &mut self,
+        resume: Option<Cursor>,
+    ) -> Result<FlowdockConnection, DisconnectReason> {
+        let cursor = match resume {
+            None => None,
+            Some(c) => match FlowdockCursor::from_cursor(&c) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(
+                        source = %self.name,
+                        cursor = %c.as_json(),
+                        error = %e,
+                        "ignoring a saved cursor that is not a Flowdock cursor; starting from now"
+                    );
+                    None
+                }
+            },
+        };
+        let stream = self.client.connect(cursor).await?;
+        Ok(FlowdockConnection { stream })
+    }
+}
+
+impl Connection for FlowdockConnection {
+    async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
+        self.stream.next_item().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_model::Secret;
+    use emulator::flowdock::{Config, Emulator};
+
+    fn cfg(token: &str, transport: FlowdockTransport) -> FlowdockConfig {
+        FlowdockConfig {
+            token: Secret::new(token),
+            flows: vec!["acme/main".into(), "acme/ops".into()],
+            private: false,
+            transport,
+            active: None,
+            api_url: None,
+        }
+    }
+
+    #[test]
+    fn policy_defaults_follow_the_documents() {
+        let s = build("fd", &Common::default(), &cfg("t", FlowdockTransport::Sse)).unwrap();
+        let p = s.policy();
+        assert_eq!(p.stall_timeout, STALL_TIMEOUT);
+        assert!(p.stall_timeout >= 3 * flowdock::KEEPALIVE_PERIOD);
+        assert!((Duration::from_secs(60)..=Duration::from_secs(90)).contains(&p.stall_timeout));
+        assert_eq!(p.backoff.initial, Duration::from_secs(2));
+        assert_eq!(p.backoff.max, Duration::from_secs(120));
+        assert_eq!(p.resume, Resume::Replays);
+        assert_eq!(s.service(), Service::Flowdock);
+        assert_eq!(s.name(), "fd");
+        let json = build("fd", &Common::default(), &cfg("t", FlowdockTransport::Json)).unwrap();
+        assert_eq!(json.policy().resume, Resume::Replays);
+        let mut private = cfg("t", FlowdockTransport::Json);
+        private.private = true;
+        let p = build("fd", &Common::default(), &private).unwrap().policy();
+        assert_eq!(p.resume, Resume::NoReplay);
+    }
+
+    #[test]
+    fn config_errors_are_clear() {
+        let mut none = cfg("t", FlowdockTransport::Sse);
+        none.flows.clear();
+        let e = build("fd", &Common::default(), &none).unwrap_err();
+        assert!(e.contains("source `fd`") && e.contains("no flows"), "{e}");
+        let mut active = cfg("t", FlowdockTransport::Sse);
+        active.active = Some("yes".into());
+        let e = build("fd", &Common::default(), &active).unwrap_err();
+        assert!(e.contains("active") && e.contains("idle"), "{e}");
+        let common = Common {
+            url: Some("ftp://h".into()),
+            ..Common::default()
+        };
+        let e = build("fd", &common, &cfg("t", FlowdockTransport::Sse)).unwrap_err();
+        assert!(e.contains("scheme"), "{e}");
+        let dir = std::env::temp_dir().join(format!("tributary-fd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let common = Common {
+            ca_file: Some(dir.join("missing.pem")),
+            ..Common::default()
+        };
+        let e = build("fd", &common, &cfg("t", FlowdockTransport::Sse)).unwrap_err();
+        assert!(e.contains("missing.pem"), "{e}");
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let common = Common {
+            ca_file: Some(junk),
+            ..Common::default()
+        };
+        let e = build("fd", &common, &cfg("t", FlowdockTransport::Sse)).unwrap_err();
+        assert!(e.contains("certificate") && e.contains("junk.pem"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn connects_resumes_and_refuses_bad_tokens() {
+        let emu = Emulator::start(Config {
+            rate: 0.0,
+            keepalive: Duration::from_millis(100),
+            sse_retry: None,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let common = Common {
+            url: Some(emu.url()),
+            ..Common::default()
+        };
+        let token = Config::default().token;
+        let mut source = build("fd", &common, &cfg(&token, FlowdockTransport::Sse)).unwrap();
+        let first = emu.inject_message("acme/main", "before");
+        let missed = emu.inject_message("acme/ops", "missed");
+        let resume = FlowdockCursor {
+            last_event_id: Some(first.seq.to_string()),
+            ..FlowdockCursor::default()
+        }
+        .to_cursor();
+        let mut conn = source.connect(Some(resume)).await.unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(20), conn.next_item())
+            .await
+            .unwrap()
+            .unwrap();
+        match item {
+            SourceItem::Event { event, cursor } => {
+                assert_eq!(event.id, missed.event_id);
+                assert_eq!(event.source, "fd");
+                let c = FlowdockCursor::from_cursor(&cursor.unwrap()).unwrap();
+                assert_eq!(c.last_event_id, Some(missed.seq.to_string()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(emu.last_event_ids(), vec![Some(first.seq.to_string())]);
+
+        // A cursor of another shape is ignored, not fatal.
+        let odd = Cursor::from_json(serde_json::json!("x"));
+        assert!(source.connect(Some(odd)).await.is_ok());
+
+        let mut bad = build("fd", &common, &cfg("nope", FlowdockTransport::Json)).unwrap();
+        let e = bad.connect(None).await.unwrap_err();
+        assert!(e.is_fatal());
+        assert!(e.to_string().contains("acme/main"), "{e}");
+        emu.stop().await;
+    }
+}

@@ -1,0 +1,262 @@
+//! Supervising the multistreamer client.
+//!
+//! Defaults honour the document and NOTES.md: multistreamer cannot replay, so the policy is
+//! [`Resume::NoReplay`] and the supervisor emits a gap event on every reconnect. The web client
+//! reconnects after a fixed 5 s; we back off from 2 s to 60 s with jitter instead. The client
+//! pings after 15 s of silence and gives up on a connection whose ping goes unanswered for
+//! 10 s; the server itself pings after 30 s without an incoming frame. The supervisor's stall
+//! timeout (45 s) is a backstop above both. Viewer counts are requested once a minute. The last
+//! status snapshot is carried across reconnects, so an unchanged status is not reported again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_model::{Cursor, DisconnectReason, Kind, Service, SourceItem};
+use multistreamer::{ConnectOptions, Status};
+use supervisor::{Backoff, Connection, Policy, Resume, Source};
+
+use crate::config_types::{Common, MultistreamerConfig};
+
+/// The supervisor's stall timeout: above the server's 30 s ping and the client's own
+/// ping (15 s) plus pong deadline (10 s).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The first reconnect delay.
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(2);
+
+/// The longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How often the viewer count is requested.
+pub const VIEWCOUNT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A configured multistreamer stream, kept alive by the supervisor.
+#[derive(Debug)]
+pub struct MultistreamerSource {
+    name: String,
+    options: ConnectOptions,
+    last_status: Arc<Mutex<Option<Status>>>,
+}
+
+/// One live multistreamer WebSocket.
+#[derive(Debug)]
+pub struct MultistreamerConnection {
+    conn: multistreamer::Connection,
+    last_status: Arc<Mutex<Option<Status>>>,
+}
+
+/// The client options a `[[source]]` table describes (also what `tributary send` connects
+/// with); the error names the source and what is wrong.
+pub fn connect_options(
+    name: &str,
+    common: &Common,
+    cfg: &MultistreamerConfig,
+) -> Result<ConnectOptions, String> {
+    let mut options = ConnectOptions::new(cfg.url.clone(), cfg.stream, cfg.token.clone());
+    options.source = name.to_owned();
+    options.viewcount_interval = Some(VIEWCOUNT_INTERVAL);
+    options
+        .endpoint()
+        .map_err(|e| format!("source `{name}`: {e}"))?;
+    if let Some(path) = &common.ca_file {
+        options = options
+            .with_ca_file(path)
+            .map_err(|e| format!("source `{name}`: {e} (ca_file)"))?;
+    }
+    Ok(options)
+}
+
+/// Builds the source from its config table; the error names what is wrong.
+pub fn build(
+    name: &str,
+    common: &Common,
+    cfg: &MultistreamerConfig,
+) -> Result<MultistreamerSource, String> {
+    Ok(MultistreamerSource {
+        name: name.to_owned(),
+        options: connect_options(name, common, cfg)?,
+        last_status: Arc::default(),
+    })
+}
+
+impl MultistreamerSource {
+    /// The client options (for sending through this source with `multistreamer::send_once`).
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
+    }
+
+    /// The latest status snapshot any connection of this source reported.
+    pub fn last_status(&self) -> Option<Status> {
+        self.last_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Source for MultistreamerSource {
+    type Connection = MultistreamerConnection;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn service(&self) -> Service {
+        Service::Multistreamer
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            backoff: Backoff {
+                initial: BACKOFF_INITIAL,
+                max: BACKOFF_MAX,
+                ..Backoff::default()
+            },
+            stall_timeout: STALL_TIMEOUT,
+            resume: Resume::NoReplay,
+            max_retries: None,
+            max_elapsed: None,
+        }
+    }
+
+    async fn connect(
+        &mut self,
+        _resume: Option<Cursor>,
+    ) -> Result<MultistreamerConnection, DisconnectReason> {
+        // No replay exists: a cursor would have nothing to resume from.
+        let mut options = self.options.clone();
+        options.known_status = self.last_status();
+        let conn = multistreamer::connect(&options).await?;
+        Ok(MultistreamerConnection {
+            conn,
+            last_status: Arc::clone(&self.last_status),
+        })
+    }
+}
+
+impl Connection for MultistreamerConnection {
+    async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
+        let item = self.conn.next_item().await?;
+        if matches!(&item, SourceItem::Event { event, .. } if event.kind == Kind::Status) {
+            *self.last_status.lock().unwrap_or_else(|p| p.into_inner()) =
+                self.conn.status().cloned();
+        }
+        Ok(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_model::{Disposition, Secret};
+    use emulator::multistreamer::{Config, Emulator};
+
+    fn cfg(url: &str, token: &str) -> MultistreamerConfig {
+        MultistreamerConfig {
+            token: Secret::new(token),
+            url: url.to_owned(),
+            stream: 21,
+        }
+    }
+
+    async fn next_event(conn: &mut MultistreamerConnection) -> chat_model::Event {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let SourceItem::Event { event, .. } = conn.next_item().await.unwrap() {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("an event in time")
+    }
+
+    #[test]
+    fn policy_defaults_follow_the_documents() {
+        let s = build(
+            "live",
+            &Common::default(),
+            &cfg("wss://ms.example.com", "t"),
+        )
+        .unwrap();
+        let p = s.policy();
+        assert_eq!(p.resume, Resume::NoReplay, "multistreamer cannot replay");
+        assert!(
+            p.stall_timeout > Duration::from_secs(30),
+            "above the server's 30 s ping"
+        );
+        assert!(
+            p.stall_timeout
+                > multistreamer::DEFAULT_PING_INTERVAL + multistreamer::DEFAULT_PONG_TIMEOUT
+        );
+        assert_eq!(p.backoff.initial, BACKOFF_INITIAL);
+        assert_eq!(p.backoff.max, BACKOFF_MAX);
+        assert!(p.validate().is_ok());
+        assert_eq!(s.name(), "live");
+        assert_eq!(s.service(), Service::Multistreamer);
+        assert_eq!(s.options().source, "live");
+        assert_eq!(s.options().viewcount_interval, Some(VIEWCOUNT_INTERVAL));
+        assert!(!format!("{s:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn config_errors_are_clear_and_redacted() {
+        let e = build("live", &Common::default(), &cfg("ftp://h", "sekrit-token")).unwrap_err();
+        assert!(
+            e.contains("source `live`") && e.contains("not ws or wss"),
+            "{e}"
+        );
+        assert!(!e.contains("sekrit-token"));
+        let common = Common {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Common::default()
+        };
+        let e = build("live", &common, &cfg("wss://h", "t")).unwrap_err();
+        assert!(
+            e.contains("source `live`") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connects_and_carries_the_status_across_reconnects() {
+        let emu = Emulator::start(Config {
+            rate: 0.0,
+            status_every: None,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let mut source = build("live", &Common::default(), &cfg(&emu.url(), emu.token())).unwrap();
+        let mut conn = source.connect(None).await.unwrap();
+        let e = next_event(&mut conn).await;
+        assert_eq!(e.kind, Kind::Status);
+        assert_eq!(e.source, "live");
+        assert!(source.last_status().is_some());
+        drop(conn);
+        // Reconnect: the unchanged status is not reported again, chat flows.
+        let mut conn = source.connect(None).await.unwrap();
+        emu.inject_chat(false, 14, serde_json::json!("1"), "Ada", None, "hi again");
+        let e = next_event(&mut conn).await;
+        assert_eq!(e.kind, Kind::Message, "{e:?}");
+        assert_eq!(e.text, "hi again");
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_is_fatal() {
+        let emu = Emulator::start(Config {
+            rate: 0.0,
+            status_every: None,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let mut source = build("live", &Common::default(), &cfg(&emu.url(), "nope-nope")).unwrap();
+        let e = source.connect(None).await.unwrap_err();
+        assert_eq!(e.disposition(), Disposition::Fatal);
+        assert!(e.to_string().contains("stream 21"), "{e}");
+        assert!(!e.to_string().contains("nope-nope"), "{e}");
+        emu.stop().await;
+    }
+}

@@ -1,0 +1,153 @@
+//! The crate's error type, convertible into a [`DisconnectReason`] for a supervisor.
+
+use std::time::Duration;
+
+use chat_model::DisconnectReason;
+
+/// Why a poll (or setting up the poller) failed. URLs in messages carry no secrets (the
+/// Social Stream needs none) but are still passed through [`chat_model::redact_url`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request could not be sent or its response not read (refused, reset, cut short).
+    #[error("network error polling ustream channel {channel} at {url}: {detail}")]
+    Network {
+        /// The channel polled.
+        channel: String,
+        /// The request URL.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+    /// No complete response within the request timeout.
+    #[error("ustream channel {channel}: no response from {url} within {}s", timeout.as_secs_f64())]
+    Timeout {
+        /// The channel polled.
+        channel: String,
+        /// The request URL.
+        url: String,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// The server answered with an HTTP status other than 200.
+    #[error("ustream channel {channel}: HTTP {status} from {url}")]
+    Http {
+        /// The channel polled.
+        channel: String,
+        /// The request URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` header, when sent.
+        retry_after: Option<Duration>,
+    },
+    /// The server answered `"success": false`.
+    #[error("ustream channel {channel}: the social stream answered success=false: {message}")]
+    Failed {
+        /// The channel polled.
+        channel: String,
+        /// The server's `message` (or a note that it sent none).
+        message: String,
+    },
+    /// The response is not a Social Stream response (not JSON, wrong shape, no range).
+    #[error("ustream channel {channel}: unreadable response from {url}: {detail}")]
+    Protocol {
+        /// The channel polled.
+        channel: String,
+        /// The request URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The response body exceeded the configured limit and was not read further.
+    #[error("ustream channel {channel}: response from {url} exceeds {limit} bytes")]
+    TooLarge {
+        /// The channel polled.
+        channel: String,
+        /// The request URL.
+        url: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The poller was configured in a way that cannot work (bad base URL, bad host item).
+    #[error("ustream configuration error: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether trying again later can help (network trouble, 5xx, 429, `success: false`,
+    /// an unreadable response); 401/403/404 and configuration errors cannot.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Network { .. }
+            | Error::Timeout { .. }
+            | Error::Failed { .. }
+            | Error::Protocol { .. }
+            | Error::TooLarge { .. } => true,
+            Error::Http { status, .. } => !matches!(status, 401 | 403 | 404 | 410),
+            Error::Config(_) => false,
+        }
+    }
+
+    /// The delay the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for DisconnectReason {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Network { .. } | Error::Timeout { .. } => {
+                DisconnectReason::Network(e.to_string())
+            }
+            Error::Http {
+                ref channel,
+                status,
+                retry_after,
+                ..
+            } => DisconnectReason::from_http_status(
+                status,
+                &format!("ustream channel {channel}"),
+                retry_after,
+            ),
+            Error::Failed { .. } | Error::Protocol { .. } | Error::TooLarge { .. } => {
+                DisconnectReason::Protocol(e.to_string())
+            }
+            Error::Config(m) => DisconnectReason::Config(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_model::Disposition;
+
+    #[test]
+    fn classification() {
+        let http = |status| Error::Http {
+            channel: "1".into(),
+            url: "http://h/x".into(),
+            status,
+            retry_after: None,
+        };
+        assert!(http(500).is_retryable());
+        assert!(!http(404).is_retryable());
+        let r: DisconnectReason = http(404).into();
+        assert_eq!(r.disposition(), Disposition::Fatal);
+        assert!(r.to_string().contains("ustream channel 1"));
+        let r: DisconnectReason = Error::Failed {
+            channel: "1".into(),
+            message: "boom".into(),
+        }
+        .into();
+        assert_eq!(r.disposition(), Disposition::Backoff);
+        assert!(r.to_string().contains("boom"));
+        let r: DisconnectReason = Error::Config("bad".into()).into();
+        assert!(r.is_fatal());
+    }
+}

@@ -1,0 +1,454 @@
+//! The poller against the emulator: order, both payload shapes, suffixes, failed and slow
+//! polls, interval changes, host switches, ignores, retractions, resume.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_model::{DisconnectReason, Event, Kind, SourceItem};
+use emulator::ustream::{Config, Emulator};
+use emulator::{Fault, FaultPlan};
+use ustream::{Poller, PollerConfig, RetryPolicy, UstreamCursor};
+
+fn emu_config(faults: Vec<Vec<Fault>>) -> Config {
+    Config {
+        rate: 0.0,
+        lag_secs: 2,
+        refresh_intervals: vec![1],
+        interval_every: 0,
+        faults: Arc::new(FaultPlan::script(faults)),
+        ..Config::default()
+    }
+}
+
+fn poller_config(emu: &Emulator) -> PollerConfig {
+    let mut c = PollerConfig::new(emu.url(), emu.channel().to_string());
+    c.source = "us".into();
+    c.request_timeout = Duration::from_secs(5);
+    c.retry = RetryPolicy {
+        initial: Duration::from_millis(300),
+        max: Duration::from_secs(1),
+        max_attempts: 6,
+    };
+    c
+}
+
+#[derive(Default)]
+struct Seen {
+    items: Vec<SourceItem>,
+}
+
+impl Seen {
+    fn events(&self) -> Vec<&Event> {
+        self.items
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Event { event, .. } => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+    fn messages(&self) -> Vec<&Event> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.kind == Kind::Message)
+            .collect()
+    }
+    fn last_cursor(&self) -> Option<UstreamCursor> {
+        self.items.iter().rev().find_map(|i| match i {
+            SourceItem::Cursor(c) => Some(UstreamCursor::from_cursor(c).unwrap()),
+            _ => None,
+        })
+    }
+}
+
+/// Pulls items until `done` holds (or a generous deadline passes).
+async fn pull(p: &mut Poller, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !done(seen) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out; got {:#?}",
+            seen.events()
+        );
+        match tokio::time::timeout(Duration::from_secs(30), p.next_item()).await {
+            Ok(Ok(item)) => seen.items.push(item),
+            Ok(Err(e)) => panic!("poller failed: {e}"),
+            Err(_) => panic!("no item within 30 s"),
+        }
+    }
+}
+
+/// Every visible committed message delivered exactly once, in commit order, with clean text.
+fn assert_exactly_once(emu: &Emulator, seen: &Seen) {
+    let expected: Vec<String> = emu
+        .visible_messages()
+        .iter()
+        .map(|c| format!("ustream:{}:{}", emu.channel(), c.uid))
+        .collect();
+    let got: Vec<String> = seen.messages().iter().map(|e| e.id.clone()).collect();
+    assert_eq!(got, expected, "all messages, in order, none twice");
+    let texts: Vec<String> = emu
+        .visible_messages()
+        .iter()
+        .map(|c| c.text.clone())
+        .collect();
+    let got_texts: Vec<String> = seen.messages().iter().map(|e| e.text.clone()).collect();
+    assert_eq!(got_texts, texts, "suffixes removed, nothing else changed");
+}
+
+fn has_all(emu: &Emulator) -> impl Fn(&Seen) -> bool + '_ {
+    move |s: &Seen| {
+        let want: HashSet<String> = emu
+            .visible_messages()
+            .iter()
+            .map(|c| format!("ustream:{}:{}", emu.channel(), c.uid))
+            .collect();
+        let got: HashSet<String> = s.messages().iter().map(|e| e.id.clone()).collect();
+        want.is_subset(&got)
+    }
+}
+
+/// The (from, width) of every timeslice request on `listener`.
+fn slices(emu: &Emulator, listener: usize) -> Vec<(i64, u64)> {
+    emu.requests()
+        .iter()
+        .filter(|r| r.listener == listener)
+        .filter_map(|r| {
+            let rest = r.path.split("/timeslice/").nth(1)?;
+            let (a, b) = rest.split_once('/')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn inject_for(emu: &Emulator, n: usize, every: Duration) {
+    let people = [
+        ("twitter", "Ada"),
+        ("facebook", "Ken"),
+        ("ustream", "Grace"),
+        ("twitter", "Linus"),
+    ];
+    for i in 0..n {
+        let (p, who) = people[i % people.len()];
+        emu.inject_message(p, who, &format!("message {i} from {who}"));
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[tokio::test]
+async fn delivers_in_order_without_auth_and_cleans_suffixes() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    for _ in 0..3 {
+        emu.inject_generated();
+    }
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    inject_for(&emu, 24, Duration::from_millis(100)).await;
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    assert_exactly_once(&emu, &seen);
+    let reqs = emu.requests();
+    assert!(
+        reqs[0]
+            .path
+            .ends_with("/socialstream/get.json/1234/default")
+    );
+    assert!(reqs[1..].iter().all(|r| r.path.contains("/timeslice/")));
+    assert!(
+        reqs.iter().all(|r| !r.authorization),
+        "no Authorization header"
+    );
+    // Contiguous windows: each starts where the one before ended.
+    let s = slices(&emu, 0);
+    for w in s.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + w[0].1 as i64, "{s:?}");
+    }
+    assert!(
+        seen.items
+            .iter()
+            .any(|i| matches!(i, SourceItem::KeepAlive))
+    );
+    assert!(
+        seen.items
+            .iter()
+            .any(|i| matches!(i, SourceItem::StallTimeout(_)))
+    );
+    assert!(
+        emu.committed().len() > 20,
+        "some generated messages carried the suffix"
+    );
+    let m = seen.messages()[0];
+    assert!(m.author.name.is_some() && m.author.network.is_some());
+    assert!(m.raw.is_some());
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn failed_polls_are_retried_and_widened_so_nothing_is_lost() {
+    let emu = Emulator::start(emu_config(vec![
+        vec![],
+        vec![],
+        vec![Fault::Status {
+            code: 500,
+            retry_after: None,
+        }],
+        vec![Fault::DropAfterBytes(20)],
+        vec![Fault::Malformed],
+        vec![Fault::Refuse],
+    ]))
+    .await
+    .unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    let inj = async {
+        inject_for(&emu, 20, Duration::from_millis(200)).await;
+        emu.push_soft_failure("the social stream is resting");
+    };
+    let run = pull(&mut p, &mut seen, |s| {
+        s.messages().len() >= 20 && s.items.len() > 60
+    });
+    tokio::join!(inj, run);
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    assert_exactly_once(&emu, &seen);
+    let s = slices(&emu, 0);
+    assert!(
+        s.iter().any(|&(_, w)| w > 1),
+        "a widened timeslice covered the failed polls: {s:?}"
+    );
+    // Failed requests are asked again from the same start; successful ones chain.
+    let starts: Vec<i64> = s.iter().map(|x| x.0).collect();
+    let mut distinct = starts.clone();
+    distinct.dedup();
+    assert!(
+        distinct.len() < starts.len(),
+        "a failed slice was re-asked from its start"
+    );
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn slow_responses_never_accumulate_delay() {
+    let emu = Emulator::start(emu_config(vec![
+        vec![],
+        vec![],
+        vec![Fault::Delay(Duration::from_millis(2600))],
+        vec![],
+        vec![Fault::Delay(Duration::from_millis(1500))],
+    ]))
+    .await
+    .unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    let inj = inject_for(&emu, 16, Duration::from_millis(250));
+    let run = pull(&mut p, &mut seen, |s| s.items.len() > 40);
+    tokio::join!(inj, run);
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    assert_exactly_once(&emu, &seen);
+    let s = slices(&emu, 0);
+    // A late answer is followed by one widened slice that catches up with the grid...
+    let widened: Vec<_> = s.iter().filter(|&&(_, w)| w > 1).collect();
+    assert!(!widened.is_empty(), "{s:?}");
+    // ... and the windows stay contiguous.
+    for w in s.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + w[0].1 as i64, "{s:?}");
+    }
+    // Range progress keeps up with the wall clock: the last window ends no further behind
+    // the server clock than the lag plus a few seconds (a drifting poller would fall behind by
+    // the sum of the delays).
+    let (from, width) = *s.last().unwrap();
+    assert!(emu.now_key() - (from + width as i64) <= 2 + 3, "{s:?}");
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn interval_changes_apply_immediately() {
+    let emu = Emulator::start(Config {
+        refresh_intervals: vec![1, 2],
+        interval_every: 3,
+        ..emu_config(vec![])
+    })
+    .await
+    .unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    pull(&mut p, &mut seen, |s| {
+        s.items
+            .iter()
+            .filter(|i| matches!(i, SourceItem::StallTimeout(_)))
+            .count()
+            >= 3
+    })
+    .await;
+    let stalls: Vec<Duration> = seen
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::StallTimeout(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    assert_ne!(stalls[1], stalls[2]);
+    let s = slices(&emu, 0);
+    assert!(
+        s.iter().any(|&(_, w)| w == 1) && s.iter().any(|&(_, w)| w == 2),
+        "{s:?}"
+    );
+    // The stall timeout leaves room for the interval and a request.
+    assert!(stalls.iter().all(|d| *d > Duration::from_secs(6)));
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn host_switch_moves_to_the_new_server_with_default() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    inject_for(&emu, 4, Duration::from_millis(100)).await;
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    let host = emu.switch_host();
+    inject_for(&emu, 6, Duration::from_millis(200)).await;
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s) && s.events().iter().any(|e| e.kind == Kind::System)
+    })
+    .await;
+    assert_exactly_once(&emu, &seen);
+    let notice = seen
+        .events()
+        .into_iter()
+        .find(|e| e.kind == Kind::System)
+        .unwrap()
+        .clone();
+    assert_eq!(notice.detail.as_ref().unwrap()["host"], host.as_str());
+    let reqs = emu.requests();
+    let first_secondary = reqs.iter().position(|r| r.listener == 1).unwrap();
+    assert!(reqs[first_secondary].path.ends_with("/default"));
+    assert!(
+        reqs[first_secondary..].iter().all(|r| r.listener == 1),
+        "no more polls on the old host"
+    );
+    assert_eq!(p.base_url(), emu.secondary_url());
+    assert_eq!(
+        seen.last_cursor().unwrap().host.as_deref(),
+        Some(emu.secondary_url().as_str())
+    );
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn ignores_and_retractions_are_applied() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    let a = emu.inject_message("twitter", "Ada", "soon retracted");
+    emu.inject_message("facebook", "Ken", "before the ignore");
+    emu.ignore_message(&a);
+    emu.ignore_user("facebook", "Ken");
+    emu.inject_message("facebook", "Ken", "hidden while ignored");
+    emu.inject_message("twitter", "Ada", "still shown");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    emu.inject_message("facebook", "Ken", "hidden in a later window");
+    emu.unignore_user("facebook", "Ken");
+    emu.inject_message("facebook", "Ken", "back again");
+    pull(&mut p, &mut seen, |s| {
+        s.events().iter().any(|e| e.kind == Kind::Unignore)
+            && has_all(&emu)(s)
+            && matches!(s.items.last(), Some(SourceItem::KeepAlive))
+    })
+    .await;
+    assert_exactly_once(&emu, &seen);
+    let texts: Vec<&str> = seen.messages().iter().map(|e| e.text.as_str()).collect();
+    assert!(!texts.iter().any(|t| t.starts_with("hidden")), "{texts:?}");
+    assert!(texts.contains(&"back again"));
+    let evs = seen.events();
+    let retraction = evs.iter().find(|e| e.kind == Kind::Retraction).unwrap();
+    assert_eq!(
+        retraction.refers_to.as_deref(),
+        Some(format!("ustream:1234:{a}").as_str())
+    );
+    let ignore = evs.iter().find(|e| e.kind == Kind::Ignore).unwrap();
+    assert_eq!(ignore.author.name.as_deref(), Some("Ken"));
+    assert_eq!(ignore.author.network.as_deref(), Some("facebook"));
+    let pos = |k: Kind| evs.iter().position(|e| e.kind == k).unwrap();
+    assert!(pos(Kind::Ignore) < pos(Kind::Unignore));
+    // The ignore list travelled in the cursor while it was in force, and is empty after.
+    let in_force = seen.items.iter().any(|i| match i {
+        SourceItem::Cursor(c) => !UstreamCursor::from_cursor(c).unwrap().ignored.is_empty(),
+        _ => false,
+    });
+    assert!(in_force);
+    assert!(seen.last_cursor().unwrap().ignored.is_empty());
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn resume_from_a_cursor_covers_the_downtime_and_keeps_ignores() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut seen = Seen::default();
+    {
+        let mut p = Poller::new(poller_config(&emu), None).unwrap();
+        emu.inject_message("twitter", "Ada", "first");
+        emu.ignore_user("ustream", "Grace");
+        pull(&mut p, &mut seen, has_all(&emu)).await;
+        pull(&mut p, &mut seen, |s| {
+            s.last_cursor().is_some_and(|c| !c.ignored.is_empty())
+        })
+        .await;
+    }
+    let cursor = seen.last_cursor().unwrap();
+    let resumed_from = cursor.schedule.range_end.unwrap();
+    let before = emu.requests().len();
+    // Down for a while; messages keep coming.
+    inject_for(&emu, 8, Duration::from_millis(300)).await;
+    emu.inject_message("ustream", "Grace", "still ignored after the restart");
+    let mut p = Poller::new(poller_config(&emu), Some(cursor)).unwrap();
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    assert_exactly_once(&emu, &seen);
+    let first_after = &emu.requests()[before];
+    assert!(
+        first_after
+            .path
+            .contains(&format!("/timeslice/{resumed_from}/")),
+        "resumed from the cursor's range end, not /default: {}",
+        first_after.path
+    );
+    let width: u64 = first_after
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(width > 1, "the first request after the restart was widened");
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn unrecoverable_and_exhausted_failures_end_with_clear_errors() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut c = poller_config(&emu);
+    c.channel = "999".into();
+    let mut p = Poller::new(c, None).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), p.next_item())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(e.to_string().contains("999"), "{e}");
+    let r: DisconnectReason = e.into();
+    assert!(r.is_fatal(), "a 404 channel is not retried");
+    assert_eq!(emu.requests().len(), 1);
+
+    let mut c = poller_config(&emu);
+    c.retry.max_attempts = 2;
+    for _ in 0..2 {
+        emu.push_soft_failure("channel is offline");
+    }
+    let mut p = Poller::new(c, None).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), p.next_item())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(e.to_string().contains("channel is offline"), "{e}");
+    let r: DisconnectReason = e.into();
+    assert!(!r.is_fatal());
+    emu.stop().await;
+}
