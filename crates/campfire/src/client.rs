@@ -1,6 +1,7 @@
 //! The async client: join, backfill and stream one room.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_model::{DisconnectReason, Secret, SourceItem, redact_url};
@@ -52,6 +53,9 @@ pub struct ClientConfig {
     pub limits: Limits,
     /// Keep each message's wire object in `Event::raw`.
     pub keep_raw: bool,
+    /// Fill in author names from the REST API (`GET /users/{id}.json`, cached per client);
+    /// the stream itself only carries user ids.
+    pub resolve_names: bool,
     /// Extra trusted CA certificates, PEM encoded (self-hosted servers, tests).
     pub root_certificates_pem: Vec<Vec<u8>>,
 }
@@ -73,6 +77,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             keep_raw: true,
+            resolve_names: true,
             root_certificates_pem: Vec::new(),
         }
     }
@@ -86,6 +91,8 @@ pub struct Client {
     live_url: Url,
     join_url: Option<Url>,
     recent_url: Option<Url>,
+    api_base: Option<Url>,
+    names: Arc<Mutex<HashMap<u64, Option<String>>>>,
 }
 
 fn base_url(what: &'static str, raw: &str) -> Result<Url, Error> {
@@ -175,6 +182,8 @@ impl Client {
             live_url,
             join_url,
             recent_url,
+            api_base,
+            names: Arc::default(),
         })
     }
 
@@ -440,6 +449,7 @@ impl Client {
         }
         tracing::debug!(room = self.config.room, url = %redact_url(self.live_url.as_str()), "streaming");
         Ok(LiveStream {
+            names: (self.config.resolve_names && self.api_base.is_some()).then(|| self.clone()),
             room: self.config.room,
             response: Some(response),
             session,
@@ -449,6 +459,59 @@ impl Client {
             ended: None,
         })
     }
+}
+
+impl Client {
+    /// The name of user `id` from `GET /users/{id}.json` (`{"user": {"name": ...}}`), cached;
+    /// `None` when it cannot be had (the failure is logged once and not retried).
+    pub async fn user_name(&self, id: u64) -> Option<String> {
+        if let Some(known) = lock(&self.names).get(&id) {
+            return known.clone();
+        }
+        let name = match self.fetch_user_name(id).await {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::warn!(room = self.config.room, user = id, error = %e, "cannot look up a Campfire user name");
+                None
+            }
+        };
+        lock(&self.names).insert(id, name.clone());
+        name
+    }
+
+    async fn fetch_user_name(&self, id: u64) -> Result<Option<String>, Error> {
+        let base = self
+            .api_base
+            .as_ref()
+            .ok_or_else(|| self.no_rest(Endpoint::User))?;
+        let url = join(base, "api", &format!("users/{id}.json"))?;
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(self.config.token.expose(), Some("x"))
+            .header(USER_AGENT, user_agent())
+            .header(ACCEPT, "application/json")
+            .timeout(self.config.request_timeout.min(Duration::from_secs(5)))
+            .send()
+            .await
+            .map_err(|e| self.network(Endpoint::User, e))?;
+        let response = self.check(Endpoint::User, response).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.network(Endpoint::User, e))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+            room: self.config.room,
+            endpoint: Endpoint::User,
+            message: format!("not JSON: {e}"),
+        })?;
+        let user = v.get("user").unwrap_or(&v);
+        Ok(user.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn id_of(v: &serde_json::Value) -> Option<u64> {
@@ -477,6 +540,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// One open live stream of a room, yielding [`SourceItem`]s until it ends.
 #[derive(Debug)]
 pub struct LiveStream {
+    names: Option<Client>,
     room: u64,
     response: Option<reqwest::Response>,
     session: Session,
@@ -489,11 +553,22 @@ pub struct LiveStream {
 impl LiveStream {
     /// The next item: backfilled messages first, then live messages, keep-alives and
     /// malformed-frame reports. An `Err` ends the stream ([`DisconnectReason::EndOfStream`]
-    /// for a clean end); later calls return the same reason.
+    /// for a clean end); later calls return the same reason. Cancel safe: dropping the
+    /// future loses no item.
     pub async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Ok(item);
+            if let Some(front) = self.pending.front_mut() {
+                // Look the author's name up before taking the item out, so a caller that
+                // drops this future mid-lookup loses nothing.
+                if let (Some(client), SourceItem::Event { event, .. }) = (&self.names, front) {
+                    let id = event.author.id.as_deref().and_then(|i| i.parse().ok());
+                    if let (None, Some(id)) = (&event.author.name, id) {
+                        event.author.name = client.user_name(id).await;
+                    }
+                }
+                if let Some(item) = self.pending.pop_front() {
+                    return Ok(item);
+                }
             }
             if let Some(reason) = &self.ended {
                 return Err(reason.clone());

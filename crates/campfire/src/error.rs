@@ -15,6 +15,8 @@ pub enum Endpoint {
     Join,
     /// The REST endpoint `GET /room/{id}/recent.json`.
     Recent,
+    /// The REST endpoint `GET /users/{id}.json`.
+    User,
 }
 
 impl fmt::Display for Endpoint {
@@ -23,6 +25,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Live => "live.json",
             Endpoint::Join => "join.json",
             Endpoint::Recent => "recent.json",
+            Endpoint::User => "users/{id}.json",
         })
     }
 }

@@ -387,6 +387,49 @@ mod tests {
 
         proptest! {
             #[test]
+            fn arbitrary_bytes_never_panic_and_every_item_is_accounted_for(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
+            ) {
+                let mut s = session(None);
+                let mut out = Vec::new();
+                for c in &chunks {
+                    s.feed(c, &mut out);
+                }
+                s.finish(&mut out);
+                // Every event that came out has a cursor no smaller than its own id.
+                for item in &out {
+                    if let SourceItem::Event { event, cursor } = item {
+                        let id: u64 = event.native_id.as_ref().unwrap().parse().unwrap();
+                        let c = CampfireCursor::from_cursor(cursor.as_ref().unwrap()).unwrap();
+                        prop_assert!(c.last_message_id >= id);
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_message_objects_decode_or_are_reported(
+                id in proptest::option::of(0u64..u64::MAX),
+                kind in "[A-Za-z]{0,20}",
+                body in proptest::option::of(".{0,30}"),
+                user in proptest::option::of(0u64..1000),
+                starred in prop_oneof![Just(json!("true")), Just(json!("false")), Just(json!(true)), Just(json!(null)), Just(json!("x"))],
+            ) {
+                let raw = json!({"id": id, "type": kind, "body": body, "user_id": user,
+                                 "created_at": "2009-12-01 23:44:40", "starred": starred});
+                let mut s = session(None);
+                let mut out = Vec::new();
+                s.feed(format!("{raw}\r").as_bytes(), &mut out);
+                let events = ids(&out);
+                let malformed = out.iter().filter(|i| matches!(i, SourceItem::Malformed { .. })).count();
+                prop_assert_eq!(events.len() + malformed, 1);
+                if let Some(id) = id {
+                    if starred != json!("x") {
+                        prop_assert_eq!(events, vec![id]);
+                    }
+                }
+            }
+
+            #[test]
             fn chunking_never_changes_the_events(
                 n in 1usize..12,
                 cuts in proptest::collection::vec(0usize..4000, 0..20),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use campfire::{CampfireCursor, Client, ClientConfig, LiveStream};
 use chat_model::{DisconnectReason, Disposition, Event, Kind, SourceItem};
 use emulator::campfire::{Config, DEFAULT_ROOM, DEFAULT_TOKEN, Emulator};
+use emulator::traffic::PEOPLE;
 use emulator::{Fault, FaultPlan};
 
 const ROOM: u64 = DEFAULT_ROOM;
@@ -145,6 +146,7 @@ async fn every_message_type_is_mapped() {
             assert_eq!(event.text, "");
         } else {
             assert_eq!(event.author.id.as_deref(), Some("3"));
+            assert_eq!(event.author.name.as_deref(), Some(PEOPLE[2]));
             assert_eq!(event.text, "body");
         }
     }
@@ -591,4 +593,41 @@ async fn server_stop_ends_the_stream_cleanly() {
         ),
         "{seen:?}"
     );
+}
+
+#[tokio::test]
+async fn author_names_are_looked_up_once() {
+    let emu = Emulator::start(quiet(vec![])).await.unwrap();
+    let mut s = client(&emu).connect(None).await.unwrap();
+    emu.inject(ROOM, "TextMessage", Some("a"), Some(4));
+    emu.inject(ROOM, "TextMessage", Some("b"), Some(4));
+    emu.inject(ROOM, "TextMessage", Some("c"), Some(77));
+    emu.inject(ROOM, "TextMessage", Some("d"), Some(77));
+    let seen = read(&mut s, 4).await;
+    let names: Vec<Option<&str>> = seen
+        .events
+        .iter()
+        .map(|(e, _)| e.author.name.as_deref())
+        .collect();
+    assert_eq!(names, vec![Some(PEOPLE[3]), Some(PEOPLE[3]), None, None]);
+    let lookups: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/users/"))
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(
+        lookups,
+        vec![
+            ("/users/4.json".to_owned(), 200),
+            ("/users/77.json".to_owned(), 404)
+        ]
+    );
+    // Off by request: no lookups, no names.
+    let plain = client_with(&emu, |c| c.resolve_names = false);
+    let mut s = plain.connect(None).await.unwrap();
+    emu.inject(ROOM, "TextMessage", Some("e"), Some(5));
+    let seen = read(&mut s, 1).await;
+    assert_eq!(seen.events[0].0.author.name, None);
+    emu.stop().await;
 }

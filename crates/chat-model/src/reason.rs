@@ -19,7 +19,7 @@ pub enum DisconnectReason {
     #[error("network error: {0}")]
     Network(String),
     /// Neither frames nor keep-alives arrived within the stall timeout.
-    #[error("no data or keep-alive for {}s; the connection is presumed dead", idle.as_secs_f64())]
+    #[error("no data or keep-alive for {:.1}s; the connection is presumed dead", idle.as_secs_f64())]
     Stalled {
         /// How long the stream was silent.
         idle: Duration,

@@ -1,6 +1,7 @@
 //! The Campfire emulator: the streaming API (`GET /room/{id}/live.json`) and the REST
 //! endpoints a streaming client needs (`POST /room/{id}/join.json`,
-//! `GET /room/{id}/recent.json?since_message_id=N`), on one loopback port.
+//! `GET /room/{id}/recent.json?since_message_id=N`, `GET /users/{id}.json`), on one
+//! loopback port.
 //!
 //! It follows `campfire-streaming.txt` and NOTES.md: HTTP basic auth with the token as user
 //! and `x` (or `X`) as password (401 otherwise), one JSON object per frame terminated by `\r`
@@ -243,6 +244,7 @@ impl Emulator {
             .route("/room/{id}/live.json", get(live))
             .route("/room/{id}/join.json", post(join))
             .route("/room/{id}/recent.json", get(recent))
+            .route("/users/{file}", get(user))
             .with_state(shared.clone());
         let handle = serve_router(listener, router, shutdown_tx)?;
         let generator = (shared.config.rate > 0.0).then(|| {
@@ -675,6 +677,49 @@ async fn join(
     }
     record(&shared, "POST", path, None, &headers, 200);
     let mut r = StatusCode::OK.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// `GET /users/{id}.json`: the people of the generated traffic are users 1 to 10.
+async fn user(
+    State(shared): State<Arc<Shared>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/users/{file}");
+    let id = file.strip_suffix(".json").unwrap_or("");
+    let authorized = basic_auth(&headers).is_some_and(|(user, password)| {
+        shared.config.tokens.contains(&user) && (password == "x" || password == "X")
+    });
+    if !authorized {
+        record(&shared, "GET", path, None, &headers, 401);
+        return unauthorized();
+    }
+    let person = id
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| i.checked_sub(1))
+        .filter(|i| *i < PEOPLE.len());
+    let Some(i) = person else {
+        record(&shared, "GET", path, None, &headers, 404);
+        return plain(StatusCode::NOT_FOUND, "User not found\n");
+    };
+    record(&shared, "GET", path, None, &headers, 200);
+    let name = PEOPLE[i];
+    let body = json!({"user": {
+        "id": user_of(i),
+        "name": name,
+        "email_address": format!("{}@example.invalid", name.to_ascii_lowercase()),
+        "admin": i == 0,
+        "created_at": "2009/11/20 16:41:39 +0000",
+        "type": "Member",
+        "avatar_url": format!("https://avatars.example.invalid/{}.png", name.to_ascii_lowercase()),
+    }});
+    let mut r = Response::new(Body::from(body.to_string()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
@@ -1190,6 +1235,26 @@ mod tests {
         let got = read_until(&mut s, |_| false).await;
         // Not a byte of response: the connection is closed at once.
         assert!(got.is_empty(), "{got:?}");
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn users_have_names() {
+        let emu = Emulator::start(quiet()).await.unwrap();
+        let a = || Some(auth(DEFAULT_TOKEN, "x"));
+        let mut s = request(emu.addr(), "GET", "/users/2.json", a()).await;
+        let got = read_until(&mut s, |t| t.contains("}}")).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(
+            got.contains(&format!("\"name\":\"{}\"", PEOPLE[1])),
+            "{got}"
+        );
+        let mut s = request(emu.addr(), "GET", "/users/99.json", a()).await;
+        let got = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
+        assert!(got.starts_with("HTTP/1.1 404"), "{got}");
+        let mut s = request(emu.addr(), "GET", "/users/2.json", None).await;
+        let got = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
+        assert!(got.starts_with("HTTP/1.1 401"), "{got}");
         emu.stop().await;
     }
 

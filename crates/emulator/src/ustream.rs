@@ -502,6 +502,44 @@ impl Emulator {
             .commit_message(&mut st, provider, display_name, text)
     }
 
+    /// Commits an arbitrary payload item now (unknown types, malformed items); its
+    /// `createdAt`, when it has one, is set to the current server second.
+    pub fn inject_raw(&self, mut wire: Value) {
+        let mut st = lock(&self.shared.state);
+        let key = self.shared.now_key();
+        if wire.get("createdAt").is_some() {
+            wire["createdAt"] = json!(key);
+        }
+        let kind = wire
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("msg")
+            .to_owned();
+        let uid = wire
+            .get("uid")
+            .map(|u| {
+                u.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| u.to_string())
+            })
+            .unwrap_or_default();
+        self.shared.commit(
+            &mut st,
+            wire,
+            false,
+            Committed {
+                uid,
+                kind,
+                created_at: key,
+                provider: String::new(),
+                display_name: String::new(),
+                text: String::new(),
+                visible: false,
+                target: None,
+            },
+        );
+    }
+
     /// Commits one generated item now (a message, or sometimes a control item).
     pub fn inject_generated(&self) {
         self.shared.generate();

@@ -286,7 +286,7 @@ impl Client {
             .header(ACCEPT, transport.accept());
         if transport == Transport::EventStream {
             if let Some(id) = cursor.last_event_id.as_deref().filter(|i| !i.is_empty()) {
-                let _ = id;
+                req = req.header("Last-Event-ID", id);
             }
         }
         tracing::debug!(url = %redact_url(&self.stream_url()), ?transport, "flowdock: connecting");

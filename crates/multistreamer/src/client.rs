@@ -436,7 +436,7 @@ impl Connection {
             Message::Text(text) => {
                 let received = self.session.on_text(text.as_str(), chrono::Utc::now());
                 if let SourceItem::Malformed { error } = &received.item {
-                    tracing::warn!(target = %self.target, "{error}");
+                    tracing::debug!(target = %self.target, "{error}");
                 }
                 self.queue.push_back(received.item);
                 Ok(received.message)
@@ -444,7 +444,7 @@ impl Connection {
             Message::Binary(b) => {
                 let item = self.session.on_binary(b.len());
                 if let SourceItem::Malformed { error } = &item {
-                    tracing::warn!(target = %self.target, "{error}");
+                    tracing::debug!(target = %self.target, "{error}");
                 }
                 self.queue.push_back(item);
                 Ok(None)

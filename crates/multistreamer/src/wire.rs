@@ -664,6 +664,14 @@ mod tests {
         }
 
         #[test]
+        fn msg_commands_split(user in "[A-Za-z0-9_]{1,20}", body in "[A-Za-z0-9][A-Za-z0-9 .,!?é日]{0,60}") {
+            let text = format!("/msg {user} {body}");
+            proptest::prop_assert_eq!(private_target(&text), Some((user.as_str(), body.as_str())));
+            // Ordinary text is never a private message.
+            proptest::prop_assert_eq!(private_target(&body), None);
+        }
+
+        #[test]
         fn chat_round_trips(text in ".{0,80}", id in proptest::option::of("[a-z0-9]{1,10}"),
                             ts in proptest::option::of(0i64..4_000_000_000_000), acct in 0u64..1000) {
             let m = ChatMessage {

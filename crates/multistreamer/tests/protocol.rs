@@ -449,7 +449,7 @@ async fn server_pings_are_keep_alives_and_are_answered() {
         ping_interval: Duration::from_millis(100),
         faults: Arc::new(FaultPlan::script([vec![Fault::Stall {
             keepalives: true,
-            duration: Some(Duration::from_millis(800)),
+            duration: Some(Duration::from_millis(1500)),
         }]])),
         ..quiet()
     })

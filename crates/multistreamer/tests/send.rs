@@ -257,7 +257,7 @@ async fn a_writer_that_never_comes_is_a_timeout() {
     let e = send_once(
         &opts(&emu),
         &req(Some(17), None, "hi", false),
-        Duration::from_millis(600),
+        Duration::from_millis(1500),
     )
     .await
     .unwrap_err();
@@ -273,7 +273,7 @@ async fn a_writer_that_never_comes_is_a_timeout() {
         "{e}"
     );
     assert!(
-        e.to_string().contains("did not become ready within 0.6s"),
+        e.to_string().contains("did not become ready within 1.5s"),
         "{e}"
     );
     // The text itself was never sent.
@@ -292,7 +292,7 @@ async fn no_echo_means_not_confirmed() {
     let e = send_once(
         &opts(&emu),
         &req(None, None, "into the void", false),
-        Duration::from_millis(600),
+        Duration::from_millis(1500),
     )
     .await
     .unwrap_err();

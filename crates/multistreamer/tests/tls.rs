@@ -44,6 +44,8 @@ fn serve_once(listener: TcpListener) -> std::thread::JoinHandle<Option<String>> 
         let conn = rustls::ServerConnection::new(Arc::new(config)).ok()?;
         let tls = rustls::StreamOwned::new(conn, tcp);
         let mut path = None;
+        // tungstenite's `Callback` trait fixes the closure's (large) error type.
+        #[allow(clippy::result_large_err)]
         let mut ws = tungstenite::accept_hdr(
             tls,
             |req: &tungstenite::handshake::server::Request,

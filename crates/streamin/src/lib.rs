@@ -8,6 +8,7 @@
 //!
 //! The API key is a [`chat_model::Secret`]: it never shows in `Debug`, errors or logs.
 #![forbid(unsafe_code)]
+#![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
 mod client;
 mod error;

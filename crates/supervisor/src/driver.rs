@@ -542,10 +542,28 @@ pub struct SupervisorHandle {
     saver: JoinHandle<()>,
 }
 
+/// A cloneable, read-only view of every source's counters (for a metrics page).
+#[derive(Clone, Debug)]
+pub struct StatsReader {
+    shared: Arc<Shared>,
+}
+
+impl StatsReader {
+    /// Counters and status of every source, in the order added.
+    pub fn stats(&self) -> Vec<SourceStats> {
+        self.shared.stats.iter().map(|s| lock(s).clone()).collect()
+    }
+}
+
 impl SupervisorHandle {
     /// Counters and status of every source, in the order added.
     pub fn stats(&self) -> Vec<SourceStats> {
         self.shared.stats.iter().map(|s| lock(s).clone()).collect()
+    }
+
+    /// A read-only view of the counters that outlives this handle's borrow.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader { shared: Arc::clone(&self.shared) }
     }
 
     /// Whether every source has failed or given up (false with no sources).

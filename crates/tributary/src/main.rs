@@ -9,15 +9,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod config;
 mod config_types;
 mod decode;
+mod demo;
 mod emulate;
 mod metrics;
 mod output;
 mod relay;
 mod run;
+mod send;
 mod sources;
+mod writers;
 
 /// Many live chat streams in, one clean stream out.
 #[derive(Parser, Debug)]
@@ -46,6 +50,12 @@ enum Command {
     /// Decode a captured stream (SSE, delimited JSON, concatenated JSON) into one JSON object
     /// per frame.
     Decode(decode::DecodeArgs),
+    /// Run the whole product against local emulators of all five services.
+    Demo(demo::DemoArgs),
+    /// Send one message through a multistreamer source or a streamin target.
+    Send(send::SendArgs),
+    /// Validate the config, resolve secrets, ping StreamIn targets and try every source.
+    Check(check::CheckArgs),
     /// Run one service's local emulator and print a config table that reads it.
     Emulate(emulate::EmulateArgs),
     /// Print shell completions.
@@ -62,6 +72,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => runtime().block_on(run::run(args)),
         Command::Decode(args) => decode::run(&args),
+        Command::Demo(args) => runtime().block_on(demo::run(args)),
+        Command::Send(args) => runtime().block_on(send::run(args)),
+        Command::Check(args) => runtime().block_on(check::run(args)),
         Command::Emulate(args) => runtime().block_on(emulate::run(args)),
         Command::Completions { shell } => {
             use clap::CommandFactory;

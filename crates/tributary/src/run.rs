@@ -1,7 +1,9 @@
 //! `tributary run`: stream every configured source to stdout until stopped.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,8 +11,10 @@ use chat_model::{Event, Kind};
 use supervisor::{Options, Supervisor};
 
 use crate::config::{self, Config};
+use crate::metrics::{self, RelayStats, StatsProvider};
 use crate::output::{Format, Printer};
-use crate::sources;
+use crate::relay::{RelayStatsHandle, Relays};
+use crate::{sources, writers};
 
 /// Arguments of `tributary run`.
 #[derive(clap::Args, Debug)]
@@ -34,6 +38,9 @@ pub struct RunArgs {
     /// $XDG_STATE_HOME/tributary/state.json].
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Parses a humantime duration for clap.
@@ -54,6 +61,8 @@ pub struct RunOptions {
     pub lifecycle: bool,
     /// Where cursors are kept (None: nowhere, as in `demo`).
     pub state_file: Option<PathBuf>,
+    /// Where to serve metrics.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why a run ended.
@@ -75,6 +84,22 @@ pub struct RunResult {
     pub ending: Ending,
     /// The supervisor's final per-source report.
     pub report: supervisor::Report,
+    /// Per-relay counters.
+    pub relays: Vec<RelayStats>,
+}
+
+struct Provider {
+    sources: supervisor::StatsReader,
+    relays: Option<RelayStatsHandle>,
+}
+
+impl StatsProvider for Provider {
+    fn sources(&self) -> Vec<supervisor::SourceStats> {
+        self.sources.stats()
+    }
+    fn relays(&self) -> Vec<RelayStats> {
+        self.relays.as_ref().map(|r| r.stats()).unwrap_or_default()
+    }
 }
 
 /// `tributary run`.
@@ -103,6 +128,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         raw: args.raw,
         lifecycle: args.lifecycle,
         state_file: Some(state_file),
+        metrics: args.metrics,
     };
     match run_config(&cfg, &opts).await {
         Ok(result) => exit_for(&result),
@@ -144,7 +170,28 @@ pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, St
         eprintln!("tributary: warning: {w}");
     }
     sources::add_all(&mut sup, &cfg.sources)?;
+    let sinks = writers::build_sinks(cfg)?;
     let (mut stream, handle) = sup.start();
+    let relays = if cfg.relays.is_empty() {
+        None
+    } else {
+        let state = opts.state_file.as_ref().map(|p| p.with_extension("relays.json"));
+        Some(Relays::start(&cfg.relays, sinks, state)?)
+    };
+    let metrics_task = match opts.metrics {
+        Some(addr) => {
+            let provider = Arc::new(Provider {
+                sources: handle.stats_reader(),
+                relays: relays.as_ref().map(|r| r.stats_handle()),
+            });
+            let (local, task) = metrics::serve(addr, provider)
+                .await
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!("metrics on http://{local}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
 
     let out: Box<dyn Write + Send> = match opts.format {
         Format::Json => Box::new(std::io::stdout()),
@@ -169,6 +216,9 @@ pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, St
                         break Ending::OutputClosed;
                     }
                     stream.ack();
+                    if let Some(r) = &relays {
+                        r.offer(&event);
+                    }
                 }
                 None => break Ending::AllSourcesEnded,
             },
@@ -179,7 +229,18 @@ pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, St
     if let Some(e) = &report.state_error {
         eprintln!("tributary: warning: could not save the state file: {e}");
     }
-    Ok(RunResult { ending, report })
+    let relay_stats = match relays {
+        Some(r) => {
+            let stats = r.stats_handle();
+            r.shutdown(Duration::from_secs(5)).await;
+            stats.stats()
+        }
+        None => Vec::new(),
+    };
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    Ok(RunResult { ending, report, relays: relay_stats })
 }
 
 fn wanted(event: &Event, lifecycle: bool) -> bool {

@@ -94,7 +94,11 @@ async fn every_message_once_and_in_order_across_faults() {
             code: 400,
             retry_after: None,
         }],
-        vec![Fault::Malformed, Fault::OneByteWrites, Fault::DropAfterBytes(900)],
+        vec![
+            Fault::Malformed,
+            Fault::OneByteWrites,
+            Fault::DropAfterBytes(900),
+        ],
         vec![Fault::Stall {
             keepalives: false,
             duration: None,
@@ -121,7 +125,11 @@ async fn every_message_once_and_in_order_across_faults() {
     let post = post_when_streaming(&emu, 40, Duration::from_millis(100));
     let (out, posted) = tokio::join!(run, post);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}; stderr:\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr:\n{stderr}",
+        out.status
+    );
 
     let events = events_of(&out, "ops");
     let got = ids(&events, |k| k != "connection" && k != "gap");
@@ -138,10 +146,16 @@ async fn every_message_once_and_in_order_across_faults() {
     // Every fault was hit, and each reconnect resumed from a delivered message's id.
     assert!(emu.streams_served() >= 4, "{}", emu.streams_served());
     let resumed: Vec<u64> = emu.since_message_ids().into_iter().flatten().collect();
-    assert!(!resumed.is_empty(), "no reconnect asked for since_message_id");
+    assert!(
+        !resumed.is_empty(),
+        "no reconnect asked for since_message_id"
+    );
     let committed: Vec<u64> = emu.committed().iter().map(|m| m.id).collect();
     for since in &resumed {
-        assert!(committed.contains(since), "since_message_id {since} is no message id");
+        assert!(
+            committed.contains(since),
+            "since_message_id {since} is no message id"
+        );
     }
     emu.stop().await;
 }
@@ -236,9 +250,9 @@ async fn unauthorized_source_stops_alone() {
         "the bad source delivered events"
     );
     // A clear message naming the source, the room and the cause, and no retry loop.
-    let mentions_bad = stderr
-        .lines()
-        .any(|l| l.contains("bad") && l.contains("401") && l.contains(&format!("room {DEFAULT_ROOM}")));
+    let mentions_bad = stderr.lines().any(|l| {
+        l.contains("bad") && l.contains("401") && l.contains(&format!("room {DEFAULT_ROOM}"))
+    });
     assert!(mentions_bad, "no clear 401 message:\n{stderr}");
     assert!(!stderr.contains("not-the-token"), "token leaked:\n{stderr}");
     let bad_attempts = emu

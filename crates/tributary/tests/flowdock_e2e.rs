@@ -151,7 +151,7 @@ async fn exactly_once_across_faults(transport: &str) -> (Emulator, Output, Vec<C
     .unwrap();
     let config = source_toml("fd", "flowdock-token", &emu.url(), transport);
     let mut sent = Vec::new();
-    let out = run_tributary(dir.path(), &config, "10s", &[], async {
+    let out = run_tributary(dir.path(), &config, "12s", &[], async {
         stream_requests(&emu, 1).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         sent = inject(&emu, 30, Duration::from_millis(150)).await;
@@ -210,7 +210,7 @@ async fn bad_token_ends_that_source_while_the_other_goes_on() {
     .unwrap();
     let config = format!(
         "{}\n{}",
-        source_toml("good", "flowdock-token", &emu.url(), "sse"),
+        emu.config_snippet("good"),
         source_toml("bad", "wrong-token", &emu.url(), "sse")
     );
     let mut sent = Vec::new();

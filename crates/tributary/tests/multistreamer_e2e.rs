@@ -172,7 +172,6 @@ async fn chat_in_order_never_twice_and_every_loss_is_a_gap() {
             _ => {}
         }
     }
-    std::fs::write("/tmp/ms_e2e_out.json", stdout.as_bytes()).unwrap(); std::fs::write("/tmp/ms_e2e_err.txt", stderr.as_bytes()).unwrap();
     // Every scripted fault was met: several reconnects, each announced by a gap.
     assert!(emu.connections() >= 4, "connections: {}", emu.connections());
     assert!(gaps >= 3, "gaps: {gaps}; stderr:\n{stderr}");

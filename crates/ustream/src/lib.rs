@@ -8,6 +8,7 @@
 //! - [`Poller`]: the async driver that yields [`chat_model::SourceItem`]s, applies control
 //!   items (host switch, retractions, ignore lists) and resumes from a [`UstreamCursor`].
 #![forbid(unsafe_code)]
+#![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
 mod error;
 pub mod mapping;

@@ -452,3 +452,84 @@ async fn unrecoverable_and_exhausted_failures_end_with_clear_errors() {
     assert!(!r.is_fatal());
     emu.stop().await;
 }
+
+#[tokio::test]
+async fn stalls_oversize_503_and_one_byte_writes_are_survived() {
+    let emu = Emulator::start(emu_config(vec![
+        vec![],
+        vec![Fault::Stall {
+            keepalives: false,
+            duration: None,
+        }],
+        vec![Fault::Oversize(200_000)],
+        vec![Fault::Status {
+            code: 503,
+            retry_after: Some(1),
+        }],
+        vec![Fault::OneByteWrites],
+    ]))
+    .await
+    .unwrap();
+    let mut c = poller_config(&emu);
+    c.request_timeout = Duration::from_millis(1500);
+    c.max_response_bytes = 100_000;
+    let mut p = Poller::new(c, None).unwrap();
+    let mut seen = Seen::default();
+    let inj = inject_for(&emu, 10, Duration::from_millis(300));
+    let run = pull(&mut p, &mut seen, |s| s.items.len() > 30);
+    tokio::join!(inj, run);
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    assert_exactly_once(&emu, &seen);
+    let s = slices(&emu, 0);
+    assert!(s.len() >= 5, "{s:?}");
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_items_pass_through_and_malformed_ones_are_skipped() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    emu.inject_message("twitter", "Ada", "before");
+    emu.inject_raw(serde_json::json!({"type": "poll", "uid": "p1", "question": "tea?"}));
+    emu.inject_raw(serde_json::json!({"type": "msg", "text": "no uid", "createdAt": 0}));
+    emu.inject_raw(serde_json::json!({"type": "host"}));
+    emu.inject_message("twitter", "Ada", "after");
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s)
+            && s.items
+                .iter()
+                .filter(|i| matches!(i, SourceItem::Malformed { .. }))
+                .count()
+                == 2
+    })
+    .await;
+    assert_exactly_once(&emu, &seen);
+    let poll = seen
+        .events()
+        .into_iter()
+        .find(|e| e.kind == Kind::System)
+        .expect("the unknown type passed through");
+    assert_eq!(poll.detail.as_ref().unwrap()["type"], "poll");
+    assert_eq!(poll.id, "ustream:1234:poll:p1");
+    let errors: Vec<String> = seen
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::Malformed { error } => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("ustream channel 1234") && e.contains("skipped")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("uid")), "{errors:?}");
+    assert!(
+        emu.requests().iter().all(|r| r.listener == 0),
+        "a malformed host item moves nothing"
+    );
+    emu.stop().await;
+}
