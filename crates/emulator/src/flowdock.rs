@@ -18,7 +18,13 @@
 //! * Seeded traffic using the shapes of the real events (message, comment with `influx:`
 //!   tag, message-edit, tag-change, file, action, status, activity.user, activity,
 //!   discussion, and an undocumented internal type), in several flows, plus private messages.
-//! * Faults per stream connection from [`crate::FaultPlan`].
+//! * Faults per stream connection from [`crate::FaultPlan`]: drop after N body bytes
+//!   (mid-frame; the bytes before the cut are flushed first), stall with or without
+//!   keep-alives, an HTTP status (with `Retry-After`), a malformed or oversize frame before
+//!   the next real one, one-byte writes, a delayed answer, and `Refuse` (the response fails
+//!   before its first body byte and the connection is dropped). REST requests are not faulted.
+//! * Records every committed message ([`Emulator::committed`]) and every request with its
+//!   `Last-Event-ID` and `since_id` ([`Emulator::requests`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -995,7 +1001,8 @@ impl Conn {
             }
         }
         if refuse {
-            // Headers are already on their way; end the body at once with an error.
+            // Fail the body before its first byte: the server drops the connection without
+            // finishing a response, which the client sees as a network failure.
             let _ = out
                 .tx
                 .send(Err(std::io::Error::new(

@@ -603,3 +603,27 @@ async fn wrong_content_type_and_non_json_rest_are_clear_errors() {
     assert!(matches!(e, flowdock::Error::NotJson { .. }), "{e:?}");
     assert!(text.contains("acme/main"), "{text}");
 }
+
+#[tokio::test]
+async fn refused_connection_is_a_network_error_then_recovers() {
+    let emu = Emulator::start(quiet(vec![
+        vec![Fault::Refuse],
+        vec![Fault::Delay(Duration::from_millis(300))],
+    ]))
+    .await
+    .unwrap();
+    let client = client(&emu, Transport::EventStream, &["acme/main"]);
+    let reason = match client.connect(None).await {
+        Err(e) => DisconnectReason::from(e),
+        Ok(mut stream) => until_end(&mut stream).await.1,
+    };
+    assert!(matches!(reason, DisconnectReason::Network(_)), "{reason:?}");
+    assert!(reason.to_string().contains("acme/main"), "{reason}");
+    // A slow server is still a server.
+    let mut stream = client.connect(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = emu.inject_message("acme/main", "after refusal");
+    let (evs, _) = events(&mut stream, 1).await;
+    assert_eq!(evs[0].id, m.event_id);
+    emu.stop().await;
+}

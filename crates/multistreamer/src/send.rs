@@ -101,6 +101,25 @@ pub enum SendError {
     },
 }
 
+impl SendError {
+    /// Whether trying the same send again later may succeed: connection failures other than
+    /// refused credentials or an unknown stream, a missing status, a writer that did not come.
+    /// Never for [`SendError::NotConfirmed`]: the message may have been delivered, and sending
+    /// it again could post it twice.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SendError::Connection(e) => !chat_model::DisconnectReason::from(e.clone()).is_fatal(),
+            SendError::NoStatus { .. } | SendError::WriterTimeout { .. } => true,
+            SendError::EmptyText
+            | SendError::UnknownAccount { .. }
+            | SendError::UnknownTargetAccount { .. }
+            | SendError::NotWritable { .. }
+            | SendError::NoWritableAccount { .. }
+            | SendError::NotConfirmed { .. } => false,
+        }
+    }
+}
+
 /// What [`plan_send`] decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendPlan {
@@ -554,6 +573,39 @@ mod tests {
             ..Default::default()
         });
         assert!(!p.is_echo(&ServerMessage::Text(elsewhere)));
+    }
+
+    #[test]
+    fn retryable_errors() {
+        let target = "multistreamer stream 21 at ws://h/ws/21?token=[redacted]".to_owned();
+        let net = SendError::Connection(Error::Network {
+            target: target.clone(),
+            message: "reset".into(),
+        });
+        assert!(net.is_retryable());
+        let refused = SendError::Connection(Error::Http {
+            target,
+            status: 403,
+            retry_after: None,
+        });
+        assert!(!refused.is_retryable());
+        assert!(
+            SendError::WriterTimeout {
+                account: 17,
+                to_account: 14,
+                timeout: Duration::from_secs(1)
+            }
+            .is_retryable()
+        );
+        assert!(
+            !SendError::NotConfirmed {
+                account: 14,
+                to_account: 14,
+                timeout: Duration::from_secs(1)
+            }
+            .is_retryable()
+        );
+        assert!(!SendError::EmptyText.is_retryable());
     }
 
     #[test]

@@ -134,10 +134,11 @@ pub struct ItemError {
 }
 
 impl Item {
-    /// Reads one payload item; a missing `type` means a message.
+    /// Reads one payload item; a missing (or empty) `type` means a message.
     pub fn from_json(value: &Value) -> Result<Item, ItemError> {
         let kind = match value.get("type") {
             None | Some(Value::Null) => "msg".to_owned(),
+            Some(Value::String(s)) if s.is_empty() => "msg".to_owned(),
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
         };
