@@ -46,6 +46,34 @@ pub fn truncate_content(text: &str, limit: usize) -> (String, bool) {
     (s, true)
 }
 
+/// Converts markdown to wiki markup that fits in `limit` characters, cutting the markdown on a
+/// character boundary (with "…") as little as needed. Returns the wiki text and whether it was
+/// cut. For relays, which must respect StreamIn's 1000-character limit after conversion.
+pub fn fit_markdown(markdown: &str, limit: usize) -> (String, bool) {
+    let wiki = markdown_to_wiki(markdown);
+    if wiki.chars().count() <= limit {
+        return (wiki, false);
+    }
+    // The longest markdown prefix whose conversion (with the ellipsis) still fits.
+    let total = markdown.chars().count();
+    let convert = |n: usize| markdown_to_wiki(&truncate_content(markdown, n).0);
+    let (mut lo, mut hi) = (0usize, total);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if convert(mid).chars().count() <= limit {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let fitted = convert(lo);
+    if fitted.chars().count() <= limit {
+        (fitted, true)
+    } else {
+        (truncate_content(&fitted, limit).0, true)
+    }
+}
+
 /// The text of a message, in markdown (converted) or already in StreamIn wiki markup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
@@ -477,6 +505,22 @@ mod tests {
         assert!(t.ends_with('…'));
         assert_eq!(truncate_content("abc", 0), (String::new(), true));
         assert_eq!(truncate_content("abcd", 3), ("ab…".to_owned(), true));
+    }
+
+    #[test]
+    fn fitting_markdown_after_conversion() {
+        assert_eq!(fit_markdown("**hi**", 1000), ("'''hi'''".to_owned(), false));
+        // Each `''` grows to `<nowiki>''</nowiki>` in wiki: cut the markdown, not the markup.
+        let md = "a'' ".repeat(100);
+        let (wiki, cut) = fit_markdown(&md, 1000);
+        assert!(cut);
+        assert!(wiki.chars().count() <= 1000);
+        assert!(wiki.ends_with('…'));
+        assert!(wiki.chars().count() > 950, "cut as little as needed");
+        assert_eq!(
+            fit_markdown(&"x".repeat(1200), 1000).0.chars().count(),
+            1000
+        );
     }
 
     #[test]

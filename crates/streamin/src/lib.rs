@@ -17,7 +17,7 @@ pub mod markup;
 
 pub use client::{
     Client, Content, DEFAULT_BASE_URL, MAX_CONTENT_CHARS, MAX_EXTERNAL_ID_CHARS, MessageInfo,
-    NewMessage, PreparedMessage, truncate_content, validate_api_key,
+    NewMessage, PreparedMessage, fit_markdown, truncate_content, validate_api_key,
 };
 pub use error::{ApiStatus, Error, Invalid, KeyStoreError};
 pub use keystore::{FileKeyStore, KeyStore, MemoryKeyStore, write_atomically};

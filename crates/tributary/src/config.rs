@@ -23,8 +23,6 @@ pub const TARGET_SERVICES: &[&str] = &["streamin"];
 /// A checked configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The file it was read from (None when built in memory, as by `demo`).
-    pub path: Option<PathBuf>,
     /// Where cursors are kept.
     pub state_file: PathBuf,
     /// The sources, in file order.
@@ -204,7 +202,7 @@ pub fn parse(
     for table in &raw.relay {
         relays.push(cx.relay(table, &sources, &targets)?);
     }
-    Ok(Config { path: Some(path.to_path_buf()), state_file, sources, targets, relays, warnings })
+    Ok(Config { state_file, sources, targets, relays, warnings })
 }
 
 /// `$XDG_STATE_HOME/tributary/state.json`, or `~/.local/state/tributary/state.json`.

@@ -2,7 +2,6 @@
 //!
 //! `tributary run` keeps every configured chat source connected — Campfire, Flowdock,
 //! Multistreamer, Ustream — and prints one ordered, deduplicated stream of normalized events.
-#![allow(dead_code)] // lead: remove once every subcommand is wired
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +53,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Send one message through a multistreamer source or a streamin target.
     Send(send::SendArgs),
+    /// Ask StreamIn for a new API key and store it in the target's key file (once a day).
+    RefreshKey(send::RefreshKeyArgs),
     /// Validate the config, resolve secrets, ping StreamIn targets and try every source.
     Check(check::CheckArgs),
     /// Run one service's local emulator and print a config table that reads it.
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::run(&args),
         Command::Demo(args) => runtime().block_on(demo::run(args)),
         Command::Send(args) => runtime().block_on(send::run(args)),
+        Command::RefreshKey(args) => runtime().block_on(send::refresh_key(args)),
         Command::Check(args) => runtime().block_on(check::run(args)),
         Command::Emulate(args) => runtime().block_on(emulate::run(args)),
         Command::Completions { shell } => {

@@ -43,6 +43,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// A counter's name, help text and how to read it from a source's stats.
+type SourceCounter = (&'static str, &'static str, fn(&SourceStats) -> u64);
+/// A counter's name, help text and how to read it from a relay's stats.
+type RelayCounter = (&'static str, &'static str, fn(&RelayStats) -> u64);
+
 const STATES: &[(SourceState, &str)] = &[
     (SourceState::Idle, "idle"),
     (SourceState::Connecting, "connecting"),
@@ -72,7 +77,7 @@ impl Collector for Shared {
                 }
             }
         }
-        let counters: [(&str, &str, fn(&SourceStats) -> u64); 5] = [
+        let counters: [SourceCounter; 5] = [
             ("tributary_events_delivered", "Events delivered to the output", |s| s.delivered),
             ("tributary_reconnects", "Successful reconnections", |s| s.reconnects),
             ("tributary_gaps", "Gap events emitted (reconnects without replay)", |s| s.gaps),
@@ -107,7 +112,7 @@ impl Collector for Shared {
             }
         }
         let relays = self.0.relays();
-        let relay_counters: [(&str, &str, fn(&RelayStats) -> u64); 2] = [
+        let relay_counters: [RelayCounter; 2] = [
             ("tributary_relay_sent", "Messages a relay sent and the target confirmed", |r| r.sent),
             ("tributary_relay_failed", "Messages a relay could not send", |r| r.failed),
         ];

@@ -59,12 +59,6 @@ impl<W: Write> Printer<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
-
-    /// Writes a free line (summaries).
-    pub fn line(&mut self, text: &str) -> io::Result<()> {
-        self.out.write_all(text.as_bytes())?;
-        self.out.write_all(b"\n")
-    }
 }
 
 fn service_color(service: &Service) -> AnsiColor {
@@ -151,9 +145,9 @@ pub fn pretty_line(e: &Event) -> String {
         Kind::Viewers => paint(dim, &format!("viewers: {}", e.viewers.unwrap_or(0))),
         Kind::Ignore => paint(dim, &format!("ignoring {author} from now on")),
         Kind::Unignore => paint(dim, &format!("no longer ignoring {author}")),
-        Kind::Enter => paint(dim, &format!("→ {author} entered {text}").trim_end().to_owned()),
-        Kind::Leave => paint(dim, &format!("← {author} left {text}").trim_end().to_owned()),
-        Kind::Kick => paint(dim, &format!("⤫ {author} was removed {text}").trim_end().to_owned()),
+        Kind::Enter => paint(dim, format!("→ {author} entered {text}").trim_end()),
+        Kind::Leave => paint(dim, format!("← {author} left {text}").trim_end()),
+        Kind::Kick => paint(dim, format!("⤫ {author} was removed {text}").trim_end()),
         Kind::Topic => paint(dim, &format!("topic: {text}")),
         _ => {
             let what = if text.is_empty() { e.kind.as_str().to_owned() } else { text };
@@ -195,9 +189,7 @@ mod tests {
     fn pretty_marks_edits_gaps_and_retractions() {
         let plain = |e: &Event| {
             let mut out = Vec::new();
-            let mut s = anstream::StripStream::new(&mut out);
-            s.write_all(pretty_line(e).as_bytes()).unwrap();
-            drop(s);
+            anstream::StripStream::new(&mut out).write_all(pretty_line(e).as_bytes()).unwrap();
             String::from_utf8(out).unwrap()
         };
         let m = plain(&ev(Kind::Message));

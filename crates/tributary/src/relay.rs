@@ -297,14 +297,6 @@ impl Relays {
         }
     }
 
-    /// Counters per relay.
-    pub fn stats(&self) -> Vec<RelayStats> {
-        let mem = lock(&self.memory);
-        let mut v: Vec<RelayStats> = mem.stats.values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
     /// A handle for the metrics page.
     pub fn stats_handle(&self) -> RelayStatsHandle {
         RelayStatsHandle(self.memory.clone())

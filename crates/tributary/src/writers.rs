@@ -49,10 +49,7 @@ impl Sink for MultistreamerSink {
             let req = multistreamer::SendRequest { text: text.to_owned(), ..Default::default() };
             match multistreamer::send_once(&self.options, &req, MULTISTREAMER_TIMEOUT).await {
                 Ok(c) => Ok(c.summary()),
-                Err(e) => {
-                    let retryable = matches!(e, multistreamer::SendError::Connection(_));
-                    Err(SendFailure { retryable, message: e.to_string() })
-                }
+                Err(e) => Err(SendFailure { retryable: e.is_retryable(), message: e.to_string() }),
             }
         })
     }

@@ -14,11 +14,10 @@ fn bin() -> Command {
 }
 
 async fn run(args: &[&str]) -> Output {
-    let out = tokio::time::timeout(Duration::from_secs(120), bin().args(args).output())
+    tokio::time::timeout(Duration::from_secs(120), bin().args(args).output())
         .await
         .expect("tributary finishes in time")
-        .expect("tributary starts");
-    out
+        .expect("tributary starts")
 }
 
 fn text(b: &[u8]) -> String {

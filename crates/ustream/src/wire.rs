@@ -26,7 +26,7 @@ pub struct Response {
     /// An opaque status update the real service sent along.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_update: Option<Value>,
-    /// Whether message texts carry the generated " (... live at http://ustre.am/XXXX)" suffix.
+    /// Whether message texts carry the generated `" (... live at http://ustre.am/XXXX)"` suffix.
     #[serde(default, deserialize_with = "de_bool")]
     pub is_suffix_cleaning_needed: bool,
     /// The error description of a failed request.

@@ -79,13 +79,6 @@ pub fn build(name: &str, common: &Common, cfg: &FlowdockConfig) -> Result<Flowdo
     })
 }
 
-impl FlowdockSource {
-    /// The protocol client.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-}
-
 impl Source for FlowdockSource {
     type Connection = FlowdockConnection;
 

@@ -80,11 +80,6 @@ pub fn build(
 }
 
 impl MultistreamerSource {
-    /// The client options (for sending through this source with `multistreamer::send_once`).
-    pub fn options(&self) -> &ConnectOptions {
-        &self.options
-    }
-
     /// The latest status snapshot any connection of this source reported.
     pub fn last_status(&self) -> Option<Status> {
         self.last_status
@@ -194,8 +189,8 @@ mod tests {
         assert!(p.validate().is_ok());
         assert_eq!(s.name(), "live");
         assert_eq!(s.service(), Service::Multistreamer);
-        assert_eq!(s.options().source, "live");
-        assert_eq!(s.options().viewcount_interval, Some(VIEWCOUNT_INTERVAL));
+        assert_eq!(s.options.source, "live");
+        assert_eq!(s.options.viewcount_interval, Some(VIEWCOUNT_INTERVAL));
         assert!(!format!("{s:?}").contains("sekrit"));
     }
 
