@@ -94,7 +94,7 @@ fn ci() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--check"])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     if has_nextest() {
-        run("cargo", &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])?;
+        run("cargo", &["nextest", "run", "--workspace", "--locked", "--profile", "ci"])?;
         // nextest does not run doctests.
         run("cargo", &["test", "--workspace", "--locked", "--doc"])?;
     } else {

@@ -22,3 +22,7 @@ pub use secret::{Secret, redact_url};
 
 /// UTC timestamps as used throughout the model.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

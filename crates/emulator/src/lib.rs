@@ -19,3 +19,7 @@ pub mod ustream;
 
 pub use fault::{Fault, FaultPlan};
 pub use server::ServerHandle;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

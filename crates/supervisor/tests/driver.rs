@@ -415,7 +415,7 @@ async fn keep_alives_keep_a_quiet_stream_while_a_silent_one_is_replaced() {
         life.iter()
             .any(|(s, r, _)| *s == ConnectionState::Disconnected
                 && r.as_deref()
-                    .is_some_and(|r| r.contains("no data or keep-alive for 5s"))),
+                    .is_some_and(|r| r.contains("no data or keep-alive for 5.0s"))),
         "{life:?}"
     );
     assert_eq!(silent.resumes(), [None, Some(2)]);

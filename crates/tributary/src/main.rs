@@ -22,6 +22,32 @@ mod send;
 mod sources;
 mod writers;
 
+/// The end of `--help`: examples, files, environment and exit statuses.
+const LONG_HELP: &str = "EXAMPLES:
+  tributary demo                              all five services against local emulators
+  tributary demo --faults                     the same, with drops, stalls and server errors
+  tributary run                               stream every source in ./tributary.toml
+  tributary run --format json | jq .text      NDJSON for scripts (the default when piped)
+  tributary run --lifecycle --metrics 127.0.0.1:9464
+  tributary send --to live --emote waves      write to a multistreamer source
+  tributary check                             validate config, secrets and connectivity
+  tributary decode --format sse capture.txt   decode a captured stream
+
+FILES:
+  ./tributary.toml                            the default config (--config FILE)
+  $XDG_STATE_HOME/tributary/state.json        resume cursors (state_file, --state FILE)
+
+ENVIRONMENT:
+  RUST_LOG      log filter for stderr (default: warn)
+  NO_COLOR      disable colours in pretty output
+
+EXIT STATUS:
+  0  success
+  1  failure: every source failed or gave up, a send was refused, a check failed
+  2  a bad command line or config
+
+See docs/user-guide.md for the config reference and recipes.";
+
 /// Many live chat streams in, one clean stream out.
 #[derive(Parser, Debug)]
 #[command(
@@ -35,7 +61,8 @@ without loss and dropping duplicates — and prints them as one stream of normal
 between services, decode captured streams, and run faithful local emulators of all five \
 services.",
     after_help = "Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.\n\
-Exit status: 0 success, 1 failure (e.g. every source failed), 2 bad command line or config."
+Exit status: 0 success, 1 failure (e.g. every source failed), 2 bad command line or config.",
+    after_long_help = LONG_HELP
 )]
 struct Cli {
     #[command(subcommand)]

@@ -47,8 +47,10 @@ pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<String, SendFailure
 
 /// A writable endpoint a relay sends to.
 pub trait Sink: Send + Sync + 'static {
-    /// The most characters one message may have (None: unlimited).
-    fn max_chars(&self) -> Option<usize>;
+    /// Fits a message within the endpoint's limits; says whether it had to cut.
+    fn fit(&self, text: &str) -> (String, bool) {
+        (text.to_owned(), false)
+    }
     /// Sends one message with a stable id; answers what the endpoint confirmed.
     fn send<'a>(&'a self, text: &'a str, external_id: &'a str) -> SendFuture<'a>;
 }
@@ -105,18 +107,6 @@ pub fn render(template: &str, e: &Event) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Truncates to at most `max` characters on a character boundary, ending in an ellipsis;
-/// says whether it cut.
-pub fn truncate_chars(text: &str, max: usize) -> (String, bool) {
-    if text.chars().count() <= max {
-        return (text.to_owned(), false);
-    }
-    let keep = max.saturating_sub(1);
-    let mut s: String = text.chars().take(keep).collect();
-    s.push('…');
-    (s, true)
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -334,16 +324,10 @@ impl RelayStatsHandle {
 
 async fn worker(target: String, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Job>, memory: Arc<Mutex<Memory>>) {
     while let Some(job) = rx.recv().await {
-        let text = match sink.max_chars() {
-            Some(max) => {
-                let (t, cut) = truncate_chars(&job.text, max);
-                if cut {
-                    tracing::info!(relay = %job.label, "message {} truncated to {max} characters for {target}", job.id);
-                }
-                t
-            }
-            None => job.text.clone(),
-        };
+        let (text, cut) = sink.fit(&job.text);
+        if cut {
+            tracing::info!(relay = %job.label, "message {} truncated on a character boundary to fit {target}", job.id);
+        }
         let mut delay = Duration::from_millis(500);
         let mut attempt = 0;
         let result = loop {
@@ -393,8 +377,11 @@ mod tests {
     }
 
     impl Sink for Recorder {
-        fn max_chars(&self) -> Option<usize> {
-            self.max
+        fn fit(&self, text: &str) -> (String, bool) {
+            match self.max {
+                Some(max) => streamin::truncate_content(text, max),
+                None => (text.to_owned(), false),
+            }
         }
         fn send<'a>(&'a self, text: &'a str, id: &'a str) -> SendFuture<'a> {
             Box::pin(async move {
@@ -420,15 +407,10 @@ mod tests {
     }
 
     #[test]
-    fn render_and_truncate() {
+    fn render_fills_every_placeholder() {
         let e = ev("flows", "1", Kind::Message, "deploy done");
         assert_eq!(render(DEFAULT_TEMPLATE, &e), "Ada in acme/main: deploy done");
         assert_eq!(render("[{source}/{kind}] {text} {x}", &e), "[flows/message] deploy done {x}");
-        assert_eq!(truncate_chars("héllo", 10), ("héllo".to_owned(), false));
-        let (t, cut) = truncate_chars("ééééé", 3);
-        assert!(cut);
-        assert_eq!(t, "éé…");
-        assert_eq!(t.chars().count(), 3);
     }
 
     #[tokio::test(start_paused = true)]

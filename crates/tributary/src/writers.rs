@@ -18,14 +18,16 @@ pub struct StreaminSink {
 }
 
 impl Sink for StreaminSink {
-    fn max_chars(&self) -> Option<usize> {
-        Some(streamin::MAX_CONTENT_CHARS)
+    /// Converts markdown to StreamIn's wiki markup and cuts it to 1000 characters.
+    fn fit(&self, text: &str) -> (String, bool) {
+        streamin::fit_markdown(text, streamin::MAX_CONTENT_CHARS)
     }
 
     fn send<'a>(&'a self, text: &'a str, external_id: &'a str) -> SendFuture<'a> {
         Box::pin(async move {
             let id: String = external_id.chars().take(streamin::MAX_EXTERNAL_ID_CHARS).collect();
-            let msg = streamin::NewMessage::markdown(text.to_owned()).with_external_id(id);
+            // `fit` already produced wiki markup.
+            let msg = streamin::NewMessage::wiki(text.to_owned()).with_external_id(id);
             match self.client.new_message(&msg).await {
                 Ok(info) => Ok(format!("StreamIn message {} created at {}", info.external_id, info.created_at)),
                 Err(e) => Err(SendFailure { retryable: e.is_retryable(), message: e.to_string() }),
@@ -40,10 +42,6 @@ pub struct MultistreamerSink {
 }
 
 impl Sink for MultistreamerSink {
-    fn max_chars(&self) -> Option<usize> {
-        None
-    }
-
     fn send<'a>(&'a self, text: &'a str, _external_id: &'a str) -> SendFuture<'a> {
         Box::pin(async move {
             let req = multistreamer::SendRequest { text: text.to_owned(), ..Default::default() };
