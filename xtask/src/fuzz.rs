@@ -23,7 +23,10 @@ pub fn run(target: &str, seconds: u64) -> Result<(), String> {
     std::fs::create_dir_all(&scratch)
         .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
     let seeds = fuzz_dir.join("corpus").join(target);
-    eprintln!("fuzzing {target} for {seconds}s (seeds: {})", seeds.display());
+    eprintln!(
+        "fuzzing {target} for {seconds}s (seeds: {})",
+        seeds.display()
+    );
     let status = Command::new("cargo")
         .args(["+nightly", "fuzz", "run", target])
         .arg(&scratch)
@@ -62,7 +65,9 @@ fn ensure_cargo_fuzz() -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`cargo install cargo-fuzz --locked` failed ({status})"))
+        Err(format!(
+            "`cargo install cargo-fuzz --locked` failed ({status})"
+        ))
     }
 }
 

@@ -50,7 +50,9 @@ fn fuzz_cmd(args: &[String]) -> Result<(), String> {
         match arg.as_str() {
             "--seconds" => {
                 let v = it.next().ok_or("--seconds needs a value")?;
-                seconds = v.parse().map_err(|_| format!("--seconds: `{v}` is not a number"))?;
+                seconds = v
+                    .parse()
+                    .map_err(|_| format!("--seconds: `{v}` is not a number"))?;
             }
             t if target.is_none() && !t.starts_with('-') => target = Some(t.to_owned()),
             other => return Err(format!("fuzz: unexpected argument `{other}`")),
@@ -92,16 +94,50 @@ fn has_nextest() -> bool {
 
 fn ci() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--check"])?;
-    run("cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     if has_nextest() {
-        run("cargo", &["nextest", "run", "--workspace", "--locked", "--profile", "ci"])?;
+        run(
+            "cargo",
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--profile",
+                "ci",
+            ],
+        )?;
         // nextest does not run doctests.
         run("cargo", &["test", "--workspace", "--locked", "--doc"])?;
     } else {
-        run("cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
+        run(
+            "cargo",
+            &["test", "--workspace", "--locked", "--no-fail-fast"],
+        )?;
     }
     // The fuzz corpora are replayed by an ordinary test; run it by name so a filter or a
     // skipped package can never hide it.
-    run("cargo", &["test", "--locked", "-p", "stream-frame", "--test", "fuzz_corpus"])?;
+    run(
+        "cargo",
+        &[
+            "test",
+            "--locked",
+            "-p",
+            "stream-frame",
+            "--test",
+            "fuzz_corpus",
+        ],
+    )?;
     Ok(())
 }

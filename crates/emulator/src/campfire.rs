@@ -31,11 +31,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::body::{BodySender, Writer, channel_body};
 use crate::fault::{Fault, FaultPlan, lock};
-use crate::server::{ServerHandle, bind, serve_router};
+use crate::server::{ServerHandle, bind, serve_router, stopped};
 use crate::traffic::{PEOPLE, Traffic};
 
 /// Settings of a Campfire emulator.
@@ -513,11 +514,6 @@ async fn generate(shared: Arc<Shared>) {
     }
 }
 
-/// Resolves once the server is stopping.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
-
 /// Reads `Authorization: Basic` into (user, password).
 fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -538,6 +534,16 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A 200 response with `body` as `application/json; charset=utf-8`.
+fn json_response(body: Body) -> Response {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
     );
     r
 }
@@ -646,6 +652,21 @@ async fn request_faults(faults: &[Fault]) -> Option<Response> {
     None
 }
 
+/// Applies the request-level `faults`, then checks auth and the room: `Ok((token, room))`
+/// when the request may go on, else the answer that ends it.
+async fn admit(
+    shared: &Shared,
+    faults: &[Fault],
+    headers: &HeaderMap,
+    room: &str,
+    streaming: bool,
+) -> Result<(String, u64), Box<Response>> {
+    if let Some(r) = request_faults(faults).await {
+        return Err(Box::new(r));
+    }
+    authorize(shared, headers, room, streaming)
+}
+
 async fn join(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
@@ -653,11 +674,7 @@ async fn join(
 ) -> Response {
     let path = format!("/room/{room}/join.json");
     let faults = shared.config.rest_faults.next_connection();
-    if let Some(r) = request_faults(&faults).await {
-        record(&shared, "POST", path, None, &headers, r.status().as_u16());
-        return r;
-    }
-    let (token, room) = match authorize(&shared, &headers, &room, false) {
+    let (token, room) = match admit(&shared, &faults, &headers, &room, false).await {
         Ok(v) => v,
         Err(r) => {
             record(&shared, "POST", path, None, &headers, r.status().as_u16());
@@ -676,12 +693,7 @@ async fn join(
         );
     }
     record(&shared, "POST", path, None, &headers, 200);
-    let mut r = StatusCode::OK.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
+    json_response(Body::empty())
 }
 
 /// `GET /users/{id}.json`: the people of the generated traffic are users 1 to 10.
@@ -719,12 +731,7 @@ async fn user(
         "type": "Member",
         "avatar_url": format!("https://avatars.example.invalid/{}.png", name.to_ascii_lowercase()),
     }});
-    let mut r = Response::new(Body::from(body.to_string()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
+    json_response(Body::from(body.to_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -745,11 +752,7 @@ async fn recent(
         .as_deref()
         .and_then(|s| s.parse::<u64>().ok());
     let faults = shared.config.rest_faults.next_connection();
-    if let Some(r) = request_faults(&faults).await {
-        record(&shared, "GET", path, since, &headers, r.status().as_u16());
-        return r;
-    }
-    let room = match authorize(&shared, &headers, &room, false) {
+    let room = match admit(&shared, &faults, &headers, &room, false).await {
         Ok((_, room)) => room,
         Err(r) => {
             record(&shared, "GET", path, since, &headers, r.status().as_u16());
@@ -786,12 +789,7 @@ async fn recent(
         }
     };
     record(&shared, "GET", path, since, &headers, 200);
-    let mut r = Response::new(Body::from(json!({ "messages": messages }).to_string()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
+    json_response(Body::from(json!({ "messages": messages }).to_string()))
 }
 
 async fn live(
@@ -801,11 +799,7 @@ async fn live(
 ) -> Response {
     let path = format!("/room/{room}/live.json");
     let faults = shared.config.faults.next_connection();
-    if let Some(r) = request_faults(&faults).await {
-        record(&shared, "GET", path, None, &headers, r.status().as_u16());
-        return r;
-    }
-    let room = match authorize(&shared, &headers, &room, true) {
+    let room = match admit(&shared, &faults, &headers, &room, true).await {
         Ok((_, room)) => room,
         Err(r) => {
             record(&shared, "GET", path, None, &headers, r.status().as_u16());
@@ -815,65 +809,15 @@ async fn live(
     record(&shared, "GET", path, None, &headers, 200);
     // Subscribe before answering: every message committed from now on is streamed.
     let start = lock(&shared.store).messages.len();
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (tx, body) = channel_body();
     shared
         .live_total
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(stream_room(shared.clone(), room, start, faults, tx));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    let mut r = Response::new(body);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    let mut r = json_response(body);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
-}
-
-/// Writes bytes to one stream, applying the byte-level faults.
-struct Writer {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    one_byte: bool,
-    drop_after: Option<usize>,
-    written: usize,
-}
-
-impl Writer {
-    /// Sends `bytes`; `Err` when the stream is over (client gone or a drop fault fired).
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), ()> {
-        let mut bytes = bytes;
-        let mut cut = false;
-        if let Some(limit) = self.drop_after {
-            let room = limit.saturating_sub(self.written);
-            if bytes.len() >= room {
-                bytes = &bytes[..room];
-                cut = true;
-            }
-        }
-        if self.one_byte {
-            for b in bytes {
-                self.send(Bytes::copy_from_slice(&[*b])).await?;
-            }
-        } else if !bytes.is_empty() {
-            self.send(Bytes::copy_from_slice(bytes)).await?;
-        }
-        self.written += bytes.len();
-        if cut {
-            let _ = self
-                .tx
-                .send(Err(std::io::Error::other("fault: connection dropped")))
-                .await;
-            return Err(());
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, b: Bytes) -> Result<(), ()> {
-        self.tx.send(Ok(b)).await.map_err(|_| ())
-    }
 }
 
 struct OpenGuard(Arc<Shared>);
@@ -891,22 +835,14 @@ async fn stream_room(
     room: u64,
     start: usize,
     faults: Vec<Fault>,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    tx: BodySender,
 ) {
     shared
         .live_open
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let _guard = OpenGuard(shared.clone());
     let delim: &[u8] = if shared.config.crlf { b"\r\n" } else { b"\r" };
-    let mut w = Writer {
-        tx: tx.clone(),
-        one_byte: faults.contains(&Fault::OneByteWrites),
-        drop_after: faults.iter().find_map(|f| match f {
-            Fault::DropAfterBytes(n) => Some(*n),
-            _ => None,
-        }),
-        written: 0,
-    };
+    let mut w = Writer::new(tx, &faults);
     let mut stall: Option<(bool, Option<Instant>)> = faults.iter().find_map(|f| match f {
         Fault::Stall {
             keepalives,
@@ -982,7 +918,7 @@ async fn run_stream(
         };
         tokio::select! {
             _ = stopped(&mut shutdown) => return Ok(()),
-            _ = w.tx.closed() => return Err(()),
+            _ = w.closed() => return Err(()),
             changed = count.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -1040,6 +976,27 @@ mod tests {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
+    /// `GET /room/111/live.json` with the default token.
+    async fn open_live(emu: &Emulator) -> TcpStream {
+        request(
+            emu.addr(),
+            "GET",
+            "/room/111/live.json",
+            Some(auth(DEFAULT_TOKEN, "x")),
+        )
+        .await
+    }
+
+    /// A quiet emulator whose live streams follow `plan`.
+    async fn start_with_faults(plan: FaultPlan) -> Emulator {
+        Emulator::start(Config {
+            faults: Arc::new(plan),
+            ..quiet()
+        })
+        .await
+        .unwrap()
+    }
+
     fn quiet() -> Config {
         Config {
             rate: 0.0,
@@ -1089,13 +1046,7 @@ mod tests {
     #[tokio::test]
     async fn streams_messages_with_cr_and_keepalives() {
         let emu = Emulator::start(quiet()).await.unwrap();
-        let mut s = request(
-            emu.addr(),
-            "GET",
-            "/room/111/live.json",
-            Some(auth(DEFAULT_TOKEN, "x")),
-        )
-        .await;
+        let mut s = open_live(&emu).await;
         let head = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         let id = emu.inject_text(111, "hello there");
@@ -1191,12 +1142,7 @@ mod tests {
             }],
             vec![Fault::Malformed, Fault::DropAfterBytes(40)],
         ]);
-        let emu = Emulator::start(Config {
-            faults: Arc::new(plan),
-            ..quiet()
-        })
-        .await
-        .unwrap();
+        let emu = start_with_faults(plan).await;
         let a = || Some(auth(DEFAULT_TOKEN, "x"));
         let mut s = request(emu.addr(), "GET", "/room/111/live.json", a()).await;
         let got = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
@@ -1219,19 +1165,8 @@ mod tests {
     #[tokio::test]
     async fn refuse_closes_without_a_response() {
         let plan = FaultPlan::script([vec![Fault::Refuse]]);
-        let emu = Emulator::start(Config {
-            faults: Arc::new(plan),
-            ..quiet()
-        })
-        .await
-        .unwrap();
-        let mut s = request(
-            emu.addr(),
-            "GET",
-            "/room/111/live.json",
-            Some(auth(DEFAULT_TOKEN, "x")),
-        )
-        .await;
+        let emu = start_with_faults(plan).await;
+        let mut s = open_live(&emu).await;
         let got = read_until(&mut s, |_| false).await;
         // Not a byte of response: the connection is closed at once.
         assert!(got.is_empty(), "{got:?}");
@@ -1264,19 +1199,8 @@ mod tests {
             keepalives: false,
             duration: Some(Duration::from_millis(400)),
         }]]);
-        let emu = Emulator::start(Config {
-            faults: Arc::new(plan),
-            ..quiet()
-        })
-        .await
-        .unwrap();
-        let mut s = request(
-            emu.addr(),
-            "GET",
-            "/room/111/live.json",
-            Some(auth(DEFAULT_TOKEN, "x")),
-        )
-        .await;
+        let emu = start_with_faults(plan).await;
+        let mut s = open_live(&emu).await;
         let head = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
         assert!(head.starts_with("HTTP/1.1 200"));
         emu.inject_text(111, "held back");
@@ -1312,13 +1236,7 @@ mod tests {
     #[tokio::test]
     async fn stop_ends_open_streams() {
         let emu = Emulator::start(quiet()).await.unwrap();
-        let mut s = request(
-            emu.addr(),
-            "GET",
-            "/room/111/live.json",
-            Some(auth(DEFAULT_TOKEN, "x")),
-        )
-        .await;
+        let mut s = open_live(&emu).await;
         let _ = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
         tokio::time::timeout(Duration::from_secs(10), emu.stop())
             .await

@@ -32,21 +32,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::FaultPlan;
+use crate::body::{BodySender, Writer, channel_body};
 use crate::fault::{Fault, lock};
-use crate::server::{ServerHandle, bind, serve_router};
+use crate::server::{ServerHandle, bind, serve_router, stopped};
 use crate::traffic::{PEOPLE, Traffic};
 
 /// Settings of the Flowdock emulator.
@@ -342,11 +341,6 @@ fn committed_of(e: &Entry) -> Committed {
         event: e.event.clone(),
         text: e.text.clone(),
     }
-}
-
-/// Resolves when the server is asked to stop.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
 fn now_ms() -> i64 {
@@ -829,7 +823,7 @@ async fn stream(
             None => log.entries.len(),
         }
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (tx, body) = channel_body();
     let conn = Conn {
         shared: shared.clone(),
         mode,
@@ -841,9 +835,6 @@ async fn stream(
     tokio::spawn(conn.run(tx));
     rec.status = 200;
     shared.record(rec);
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
     let content_type = match mode {
         Mode::Sse => "text/event-stream",
         Mode::Json => "application/json",
@@ -864,62 +855,6 @@ struct Conn {
     private: bool,
     pos: usize,
     faults: Vec<Fault>,
-}
-
-/// The sending half with byte-level faults (drop after N bytes, one-byte writes).
-struct Out {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    written: usize,
-    drop_after: Option<usize>,
-    one_byte: bool,
-}
-
-impl Out {
-    /// Writes bytes; Err when the connection is over (dropped by fault or by the client).
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), ()> {
-        let mut bytes = bytes;
-        let mut cut = false;
-        if let Some(limit) = self.drop_after {
-            let room = limit.saturating_sub(self.written);
-            if bytes.len() >= room {
-                bytes = &bytes[..room];
-                cut = true;
-            }
-        }
-        if self.one_byte {
-            for b in bytes {
-                self.send(Bytes::copy_from_slice(std::slice::from_ref(b)))
-                    .await?;
-            }
-        } else if !bytes.is_empty() {
-            self.send(Bytes::copy_from_slice(bytes)).await?;
-        }
-        self.written += bytes.len();
-        if cut {
-            // Let the server write out what was sent before cutting, so the client really
-            // receives the first N bytes (bounded wait).
-            for _ in 0..200 {
-                if self.tx.capacity() == self.tx.max_capacity() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = self
-                .tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "injected fault: connection dropped",
-                )))
-                .await;
-            return Err(());
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, b: Bytes) -> Result<(), ()> {
-        self.tx.send(Ok(b)).await.map_err(|_| ())
-    }
 }
 
 impl Conn {
@@ -975,21 +910,14 @@ impl Conn {
         }
     }
 
-    async fn run(mut self, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
-        let mut out = Out {
-            tx,
-            written: 0,
-            drop_after: None,
-            one_byte: false,
-        };
+    async fn run(mut self, tx: BodySender) {
+        let mut out = Writer::new(tx, &self.faults);
         let mut malformed = 0usize;
         let mut oversize: Vec<usize> = Vec::new();
         let mut stall: Option<(bool, Option<Instant>)> = None;
         let mut refuse = false;
         for f in &self.faults {
             match f {
-                Fault::DropAfterBytes(n) => out.drop_after = Some(*n),
-                Fault::OneByteWrites => out.one_byte = true,
                 Fault::Malformed => malformed += 1,
                 Fault::Oversize(n) => oversize.push(*n),
                 Fault::Stall {
@@ -1003,13 +931,7 @@ impl Conn {
         if refuse {
             // Fail the body before its first byte: the server drops the connection without
             // finishing a response, which the client sees as a network failure.
-            let _ = out
-                .tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "injected fault: refused",
-                )))
-                .await;
+            out.fail("injected fault: refused").await;
             return;
         }
         let mut seq_rx = self.shared.seq_tx.subscribe();
@@ -1080,7 +1002,7 @@ impl Conn {
                 }
                 _ = tokio::time::sleep_until(stall_end) => {}
                 _ = stopped(&mut stop) => return,
-                _ = out.tx.closed() => return,
+                _ = out.closed() => return,
             }
         }
     }

@@ -8,6 +8,7 @@
 //! that a client delivered each exactly once.
 #![forbid(unsafe_code)]
 
+mod body;
 pub mod campfire;
 pub mod fault;
 pub mod flowdock;

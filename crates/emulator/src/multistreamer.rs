@@ -42,6 +42,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::fault::lock;
+use crate::server::stopped;
 use crate::traffic::{PEOPLE, Traffic};
 use crate::{Fault, FaultPlan, ServerHandle};
 
@@ -672,11 +673,6 @@ async fn generate(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
-}
-
-/// Resolves once the server is asked to stop (or its handle is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {

@@ -62,6 +62,11 @@ impl Drop for ServerHandle {
     }
 }
 
+/// Resolves once the server is asked to stop (or its handle is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
 /// Binds a listener on `addr` (use `127.0.0.1:0` for an ephemeral loopback port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await

@@ -211,12 +211,26 @@ impl Shared {
         uid
     }
 
-    fn commit_control(&self, st: &mut State, kind: &str, wire: Value, rec: Committed) {
+    /// Commits a control item about the user `who` (provider, display name) or a `target`.
+    fn commit_control(
+        &self,
+        st: &mut State,
+        kind: &str,
+        wire: Value,
+        who: (&str, &str),
+        target: Option<String>,
+    ) {
         st.next_uid += 1;
-        let mut rec = rec;
-        rec.uid = format!("ctl-{}", st.next_uid);
-        rec.kind = kind.into();
-        rec.created_at = self.now_key();
+        let rec = Committed {
+            uid: format!("ctl-{}", st.next_uid),
+            kind: kind.into(),
+            created_at: self.now_key(),
+            provider: who.0.into(),
+            display_name: who.1.into(),
+            text: String::new(),
+            visible: true,
+            target,
+        };
         self.commit(st, wire, false, rec);
     }
 
@@ -228,40 +242,12 @@ impl Shared {
             st.ignored.remove(&(provider.to_owned(), name.to_owned()));
         }
         let wire = json!({"type": kind, "network": [{"provider": provider, "displayName": name}]});
-        self.commit_control(
-            st,
-            kind,
-            wire,
-            Committed {
-                uid: String::new(),
-                kind: String::new(),
-                created_at: 0,
-                provider: provider.into(),
-                display_name: name.into(),
-                text: String::new(),
-                visible: true,
-                target: None,
-            },
-        );
+        self.commit_control(st, kind, wire, (provider, name), None);
     }
 
     fn ignore_message(&self, st: &mut State, uid: &str) {
         let wire = json!({"type": "ignMsg", "uid": uid});
-        self.commit_control(
-            st,
-            "ignMsg",
-            wire,
-            Committed {
-                uid: String::new(),
-                kind: String::new(),
-                created_at: 0,
-                provider: String::new(),
-                display_name: String::new(),
-                text: String::new(),
-                visible: true,
-                target: Some(uid.into()),
-            },
-        );
+        self.commit_control(st, "ignMsg", wire, ("", ""), Some(uid.to_owned()));
     }
 
     fn generate(&self) {
@@ -570,21 +556,8 @@ impl Emulator {
         let mut st = lock(&self.shared.state);
         let host = st.addrs[1].map(|a| a.to_string()).unwrap_or_default();
         let wire = json!({"type": "host", "host": host});
-        self.shared.commit_control(
-            &mut st,
-            "host",
-            wire,
-            Committed {
-                uid: String::new(),
-                kind: String::new(),
-                created_at: 0,
-                provider: String::new(),
-                display_name: String::new(),
-                text: String::new(),
-                visible: true,
-                target: Some(host.clone()),
-            },
-        );
+        self.shared
+            .commit_control(&mut st, "host", wire, ("", ""), Some(host.clone()));
         host
     }
 

@@ -33,6 +33,25 @@ fn client(emu: &Emulator, transport: Transport, flows: &[&str]) -> Client {
     Client::new(cfg).unwrap()
 }
 
+/// A quiet emulator following `faults`, and a client stream on `flows` connected to it.
+async fn open(
+    faults: Vec<Vec<Fault>>,
+    transport: Transport,
+    flows: &[&str],
+) -> (Emulator, FlowdockStream) {
+    let emu = Emulator::start(quiet(faults)).await.unwrap();
+    let stream = client(&emu, transport, flows).connect(None).await.unwrap();
+    (emu, stream)
+}
+
+/// A script whose first connection stalls for ever, with or without keep-alives.
+fn stall_for_ever(keepalives: bool) -> Vec<Vec<Fault>> {
+    vec![vec![Fault::Stall {
+        keepalives,
+        duration: None,
+    }]]
+}
+
 /// Reads items until `n` events arrived (bounded by a timeout); returns events and all items.
 async fn events(stream: &mut FlowdockStream, n: usize) -> (Vec<Event>, Vec<SourceItem>) {
     let mut evs = Vec::new();
@@ -180,9 +199,7 @@ async fn json_stream_maps_every_event_type_crlf() {
 
 #[tokio::test]
 async fn json_stream_keepalives_and_single_flow_path() {
-    let emu = Emulator::start(quiet(vec![])).await.unwrap();
-    let client = client(&emu, Transport::Json, &["acme/main"]);
-    let mut stream = client.connect(None).await.unwrap();
+    let (emu, mut stream) = open(vec![], Transport::Json, &["acme/main"]).await;
     let item = tokio::time::timeout(WAIT, stream.next_item())
         .await
         .unwrap()
@@ -197,9 +214,7 @@ async fn json_stream_keepalives_and_single_flow_path() {
 
 #[tokio::test]
 async fn sse_retry_hint_and_comment_keepalives() {
-    let emu = Emulator::start(quiet(vec![])).await.unwrap();
-    let client = client(&emu, Transport::EventStream, &["acme/main", "acme/ops"]);
-    let mut stream = client.connect(None).await.unwrap();
+    let (emu, mut stream) = open(vec![], Transport::EventStream, &["acme/main", "acme/ops"]).await;
     let first = tokio::time::timeout(WAIT, stream.next_item())
         .await
         .unwrap()
@@ -474,11 +489,8 @@ async fn sse_malformed_and_oversize_frames_are_skipped() {
 #[tokio::test]
 async fn one_byte_writes_keep_utf8_intact() {
     for transport in [Transport::Json, Transport::EventStream] {
-        let emu = Emulator::start(quiet(vec![vec![Fault::OneByteWrites]]))
-            .await
-            .unwrap();
-        let client = client(&emu, transport, &["acme/main"]);
-        let mut stream = client.connect(None).await.unwrap();
+        let (emu, mut stream) =
+            open(vec![vec![Fault::OneByteWrites]], transport, &["acme/main"]).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let text = "日本語 ü ¯\\_(ツ)_/¯ 🎉\nsecond line";
         emu.inject_message("acme/main", text);
@@ -490,14 +502,7 @@ async fn one_byte_writes_keep_utf8_intact() {
 
 #[tokio::test]
 async fn stall_with_keepalives_yields_only_keepalives() {
-    let emu = Emulator::start(quiet(vec![vec![Fault::Stall {
-        keepalives: true,
-        duration: None,
-    }]]))
-    .await
-    .unwrap();
-    let client = client(&emu, Transport::Json, &["acme/main"]);
-    let mut stream = client.connect(None).await.unwrap();
+    let (emu, mut stream) = open(stall_for_ever(true), Transport::Json, &["acme/main"]).await;
     emu.inject_message("acme/main", "held back");
     for _ in 0..3 {
         let item = tokio::time::timeout(WAIT, stream.next_item())
@@ -511,14 +516,12 @@ async fn stall_with_keepalives_yields_only_keepalives() {
 
 #[tokio::test]
 async fn stall_without_keepalives_is_silent() {
-    let emu = Emulator::start(quiet(vec![vec![Fault::Stall {
-        keepalives: false,
-        duration: None,
-    }]]))
-    .await
-    .unwrap();
-    let client = client(&emu, Transport::EventStream, &["acme/main"]);
-    let mut stream = client.connect(None).await.unwrap();
+    let (emu, mut stream) = open(
+        stall_for_ever(false),
+        Transport::EventStream,
+        &["acme/main"],
+    )
+    .await;
     emu.inject_message("acme/main", "held back");
     // The stall silences everything; the supervisor's watchdog would replace the connection.
     let r = tokio::time::timeout(Duration::from_millis(1200), stream.next_item()).await;

@@ -36,13 +36,19 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "deploy", "the", "build", "is", "green", "again", "who", "broke", "staging", "lunch?",
-    "ship", "it", "review", "please", "merged", "on", "prod", "@team", "rollback", "#ops",
+    "deploy", "the", "build", "is", "green", "again", "who", "broke", "staging", "lunch?", "ship",
+    "it", "review", "please", "merged", "on", "prod", "@team", "rollback", "#ops",
 ];
 
 /// Non-ASCII words; one message in eight carries one. (The real Flowdock fixtures in
 /// `shared/fixtures/flowdock` contain no non-ASCII byte at all, so this is on the heavy side.)
-const INTL: &[&str] = &["p\u{e4}ivitys", "caf\u{e9}", "\u{1F680}", "na\u{ef}ve", "\u{5b8c}\u{4e86}"];
+const INTL: &[&str] = &[
+    "p\u{e4}ivitys",
+    "caf\u{e9}",
+    "\u{1F680}",
+    "na\u{ef}ve",
+    "\u{5b8c}\u{4e86}",
+];
 
 /// One Flowdock-like message event as JSON, 300-600 bytes.
 fn json_event(rng: &mut Rng, id: usize) -> String {
@@ -75,7 +81,9 @@ fn sse_stream(size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(size + 1024);
     let mut id = 1;
     while out.len() < size {
-        out.extend_from_slice(format!("id: {id}\ndata: {}\n\n", json_event(&mut rng, id)).as_bytes());
+        out.extend_from_slice(
+            format!("id: {id}\ndata: {}\n\n", json_event(&mut rng, id)).as_bytes(),
+        );
         if id % 50 == 0 {
             out.extend_from_slice(b":\n\n");
         }
@@ -141,6 +149,41 @@ fn run_lines(input: &[u8], chunk: usize) -> usize {
     n + out.len()
 }
 
+fn run_lines_bytes(chunks: &[Bytes]) -> usize {
+    let mut d = JsonLinesDecoder::new(Delimiter::Lf, Limits::default());
+    let mut out = Vec::with_capacity(256);
+    let mut n = 0;
+    for c in chunks {
+        d.feed_bytes(c, &mut out);
+        n += out.len();
+        out.clear();
+    }
+    d.finish(&mut out);
+    n + out.len()
+}
+
+fn run_seq_bytes(chunks: &[Bytes]) -> usize {
+    let mut d = JsonSeqDecoder::new(Limits::default());
+    let mut out = Vec::with_capacity(256);
+    let mut n = 0;
+    for c in chunks {
+        d.feed_bytes(c, &mut out);
+        n += out.len();
+        out.clear();
+    }
+    d.finish(&mut out);
+    n + out.len()
+}
+
+/// The input split into `Bytes` chunks, as an HTTP client hands them over.
+fn bytes_chunks(input: &[u8], chunk: usize) -> Vec<Bytes> {
+    let shared = Bytes::copy_from_slice(input);
+    (0..shared.len())
+        .step_by(chunk)
+        .map(|i| shared.slice(i..(i + chunk).min(shared.len())))
+        .collect()
+}
+
 fn run_seq(input: &[u8], chunk: usize) -> usize {
     let mut d = JsonSeqDecoder::new(Limits::default());
     let mut out = Vec::with_capacity(256);
@@ -188,11 +231,7 @@ fn sse(c: &mut Criterion) {
     g.bench_function("stream-frame/16KiB", |b| {
         b.iter(|| black_box(run_sse(black_box(&input), 16 * KIB)))
     });
-    let shared = Bytes::copy_from_slice(&input);
-    let chunks: Vec<Bytes> = (0..shared.len())
-        .step_by(16 * KIB)
-        .map(|i| shared.slice(i..(i + 16 * KIB).min(shared.len())))
-        .collect();
+    let chunks = bytes_chunks(&input, 16 * KIB);
     g.bench_function("eventsource-stream/16KiB", |b| {
         b.iter(|| black_box(run_eventsource_stream(black_box(&chunks))))
     });
@@ -228,6 +267,11 @@ fn json(c: &mut Criterion) {
     g.bench_function("stream-frame/16KiB", |b| {
         b.iter(|| black_box(run_lines(black_box(&input), 16 * KIB)))
     });
+    let chunks = bytes_chunks(&input, 16 * KIB);
+    g.bench_function("stream-frame-feed_bytes/16KiB", |b| {
+        b.iter(|| black_box(run_lines_bytes(black_box(&chunks))))
+    });
+    drop(chunks);
     g.bench_function("memchr-baseline/16KiB", |b| {
         b.iter(|| black_box(run_memchr(black_box(&input), 16 * KIB)))
     });
@@ -248,6 +292,11 @@ fn json(c: &mut Criterion) {
     g.bench_function("stream-frame/16KiB", |b| {
         b.iter(|| black_box(run_seq(black_box(&input), 16 * KIB)))
     });
+    let chunks = bytes_chunks(&input, 16 * KIB);
+    g.bench_function("stream-frame-feed_bytes/16KiB", |b| {
+        b.iter(|| black_box(run_seq_bytes(black_box(&chunks))))
+    });
+    drop(chunks);
     let small = &input[..SMALL];
     g.throughput(Throughput::Bytes(small.len() as u64));
     g.bench_function("stream-frame/1B (4 MiB)", |b| {
@@ -256,5 +305,47 @@ fn json(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sse, json);
+/// Linearity: one 16 MiB line fed in one piece and one byte at a time (limit raised to fit).
+fn long_line(c: &mut Criterion) {
+    const LINE: usize = 16 << 20;
+    let mut sse = Vec::with_capacity(LINE + 16);
+    sse.extend_from_slice(b"data: ");
+    sse.resize(LINE, b'x');
+    sse.extend_from_slice(b"\n\n");
+    let mut json = Vec::with_capacity(LINE + 16);
+    json.extend_from_slice(b"{\"k\":\"");
+    json.resize(LINE, b'x');
+    json.extend_from_slice(b"\"}\n");
+    let limits = Limits::with_max_frame(32 << 20);
+    let mut g = c.benchmark_group("16MiB-line");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(LINE as u64));
+    for (name, chunk) in [("one piece", LINE + 16), ("1B", 1)] {
+        g.bench_function(format!("sse/{name}"), |b| {
+            b.iter(|| {
+                let mut d = SseDecoder::new(limits);
+                let mut out = Vec::new();
+                for c in sse.chunks(chunk) {
+                    d.feed(c, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+        g.bench_function(format!("json-lines/{name}"), |b| {
+            b.iter(|| {
+                let mut d = JsonLinesDecoder::new(Delimiter::Lf, limits);
+                let mut out = Vec::new();
+                for c in json.chunks(chunk) {
+                    d.feed(c, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, sse, json, long_line);
 criterion_main!(benches);

@@ -33,7 +33,11 @@ pub fn chunks<'a>(body: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
     let mut rest = body;
     let mut k = 0;
     while !rest.is_empty() {
-        let size = sizes.get(k % sizes.len().max(1)).copied().unwrap_or(1).max(1);
+        let size = sizes
+            .get(k % sizes.len().max(1))
+            .copied()
+            .unwrap_or(1)
+            .max(1);
         let (a, b) = rest.split_at(size.min(rest.len()));
         out.push(a);
         rest = b;
@@ -48,7 +52,10 @@ pub fn decode_sse(chunks: &[&[u8]], limits: Limits) -> Vec<Item<SseItem>> {
     let mut out = Vec::new();
     for c in chunks {
         d.feed(c, &mut out);
-        assert!(d.buffered_len() <= limits.max_frame.max(1), "SSE buffered past the limit");
+        assert!(
+            d.buffered_len() <= limits.max_frame.max(1),
+            "SSE buffered past the limit"
+        );
     }
     d.finish(&mut out);
     out
@@ -60,7 +67,10 @@ pub fn decode_lines(chunks: &[&[u8]], delim: Delimiter, limits: Limits) -> Vec<I
     let mut out = Vec::new();
     for c in chunks {
         d.feed(c, &mut out);
-        assert!(d.buffered_len() <= limits.max_frame.max(1), "buffered past the limit");
+        assert!(
+            d.buffered_len() <= limits.max_frame.max(1),
+            "buffered past the limit"
+        );
     }
     d.finish(&mut out);
     out
@@ -72,7 +82,10 @@ pub fn decode_seq(chunks: &[&[u8]], limits: Limits) -> Vec<Item<Frame>> {
     let mut out = Vec::new();
     for c in chunks {
         d.feed(c, &mut out);
-        assert!(d.buffered_len() <= limits.max_frame.max(1), "buffered past the limit");
+        assert!(
+            d.buffered_len() <= limits.max_frame.max(1),
+            "buffered past the limit"
+        );
     }
     d.finish(&mut out);
     out
@@ -89,12 +102,21 @@ pub fn check_sse_with(body: &[u8], limits: Limits, sizes: &[usize]) {
     for item in &whole {
         match item {
             Item::Error(e) => {
-                assert!(e.offset < body.len() as u64, "SSE error offset past the input");
-                assert!(last.is_none_or(|l| e.offset > l), "SSE error offsets out of order");
+                assert!(
+                    e.offset < body.len() as u64,
+                    "SSE error offset past the input"
+                );
+                assert!(
+                    last.is_none_or(|l| e.offset > l),
+                    "SSE error offsets out of order"
+                );
                 last = Some(e.offset);
             }
             Item::Frame(SseItem::Event(ev)) => {
-                assert!(ev.data.len() <= limits.max_frame * 3, "SSE event data past the limit");
+                assert!(
+                    ev.data.len() <= limits.max_frame * 3,
+                    "SSE event data past the limit"
+                );
             }
             Item::KeepAlive => panic!("SSE never yields KeepAlive"),
             Item::Frame(_) => {}
@@ -113,11 +135,18 @@ pub fn check_lines_with(body: &[u8], limits: Limits, sizes: &[usize]) {
         let whole = decode_lines(&[body], delim, limits);
         let split = decode_lines(&chunks(body, sizes), delim, limits);
         assert_eq!(whole, split, "{delim:?}: chunking changed the result");
+        let owned = decode_lines_bytes(&chunks(body, sizes), delim, limits);
+        assert_eq!(whole, owned, "{delim:?}: feed_bytes changed the result");
         let bytes = decode_lines(&chunks(body, &[1]), delim, limits);
-        assert_eq!(whole, bytes, "{delim:?}: byte-by-byte feeding changed the result");
-        check_frames(body, &whole, limits, |f| {
-            let b = &f[..];
-            assert!(!crate::is_ws(b[0]) && !crate::is_ws(b[b.len() - 1]), "frame not trimmed");
+        assert_eq!(
+            whole, bytes,
+            "{delim:?}: byte-by-byte feeding changed the result"
+        );
+        check_frames(body, &whole, limits, |b| {
+            assert!(
+                !crate::is_ws(b[0]) && !crate::is_ws(b[b.len() - 1]),
+                "frame not trimmed"
+            );
             let bad = match delim {
                 Delimiter::Cr => b.contains(&b'\r'),
                 Delimiter::Lf => b.contains(&b'\n'),
@@ -129,16 +158,57 @@ pub fn check_lines_with(body: &[u8], limits: Limits, sizes: &[usize]) {
     }
 }
 
+/// Delimited JSON fed as `Bytes` chunks (`feed_bytes`).
+pub fn decode_lines_bytes(chunks: &[&[u8]], delim: Delimiter, limits: Limits) -> Vec<Item<Frame>> {
+    let mut d = JsonLinesDecoder::new(delim, limits);
+    let mut out = Vec::new();
+    for c in chunks {
+        d.feed_bytes(&bytes::Bytes::copy_from_slice(c), &mut out);
+        assert!(
+            d.buffered_len() <= limits.max_frame.max(1),
+            "buffered past the limit"
+        );
+    }
+    d.finish(&mut out);
+    out
+}
+
+/// Concatenated JSON fed as `Bytes` chunks (`feed_bytes`).
+pub fn decode_seq_bytes(chunks: &[&[u8]], limits: Limits) -> Vec<Item<Frame>> {
+    let mut d = JsonSeqDecoder::new(limits);
+    let mut out = Vec::new();
+    for c in chunks {
+        d.feed_bytes(&bytes::Bytes::copy_from_slice(c), &mut out);
+        assert!(
+            d.buffered_len() <= limits.max_frame.max(1),
+            "buffered past the limit"
+        );
+    }
+    d.finish(&mut out);
+    out
+}
+
 /// Concatenated JSON: whole == chunked == byte by byte, plus invariants.
 pub fn check_seq_with(body: &[u8], limits: Limits, sizes: &[usize]) {
     let whole = decode_seq(&[body], limits);
     let split = decode_seq(&chunks(body, sizes), limits);
     assert_eq!(whole, split, "json-seq: chunking changed the result");
+    let owned = decode_seq_bytes(&chunks(body, sizes), limits);
+    assert_eq!(whole, owned, "json-seq: feed_bytes changed the result");
     let bytes = decode_seq(&chunks(body, &[1]), limits);
-    assert_eq!(whole, bytes, "json-seq: byte-by-byte feeding changed the result");
+    assert_eq!(
+        whole, bytes,
+        "json-seq: byte-by-byte feeding changed the result"
+    );
     check_frames(body, &whole, limits, |b| {
-        assert!(matches!(b[0], b'{' | b'['), "value does not start with {{ or [");
-        assert!(matches!(b[b.len() - 1], b'}' | b']'), "value does not end with }} or ]");
+        assert!(
+            matches!(b[0], b'{' | b'['),
+            "value does not start with {{ or ["
+        );
+        assert!(
+            matches!(b[b.len() - 1], b'}' | b']'),
+            "value does not end with }} or ]"
+        );
     });
 }
 
@@ -174,13 +244,19 @@ fn check_frames(body: &[u8], items: &[Item<Frame>], limits: Limits, each: impl F
                     Some(b),
                     "frame bytes are not at their offset"
                 );
-                assert!(last_end.is_none_or(|e| f.offset >= e), "offsets out of order");
+                assert!(
+                    last_end.is_none_or(|e| f.offset >= e),
+                    "offsets out of order"
+                );
                 last_end = Some(f.offset + b.len() as u64);
                 each(b);
             }
             Item::Error(e) => {
                 assert!(e.offset < body.len() as u64, "error offset past the input");
-                assert!(last_end.is_none_or(|l| e.offset >= l), "offsets out of order");
+                assert!(
+                    last_end.is_none_or(|l| e.offset >= l),
+                    "offsets out of order"
+                );
                 last_end = Some(e.offset + 1);
             }
             Item::KeepAlive => {}

@@ -83,7 +83,21 @@ impl JsonLinesDecoder {
     }
 
     /// Decodes the next chunk of the stream, appending what it completed to `out`.
+    ///
+    /// Frames that lie within one chunk of at most 64 KiB share one copy of that chunk.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item<Frame>>) {
+        self.feed_shared(Shared::new(chunk), out);
+    }
+
+    /// Like [`feed`](Self::feed) for a chunk already in a `Bytes` (e.g. from an HTTP client):
+    /// frames that lie within the chunk are slices of it, without copying. Such a frame keeps
+    /// the whole chunk alive while it is held.
+    pub fn feed_bytes(&mut self, chunk: &Bytes, out: &mut Vec<Item<Frame>>) {
+        self.feed_shared(Shared::owned(chunk), out);
+    }
+
+    fn feed_shared(&mut self, mut shared: Shared<'_>, out: &mut Vec<Item<Frame>>) {
+        let chunk = shared.chunk;
         let n = chunk.len();
         if n == 0 {
             return;
@@ -97,11 +111,11 @@ impl JsonLinesDecoder {
         while i < n {
             match self.find_boundary(chunk, i) {
                 Some((end, next)) => {
-                    self.piece(&chunk[i..end], base + i as u64, true, out);
+                    self.piece(&mut shared, i, end, base, true, out);
                     i = next;
                 }
                 None => {
-                    self.piece(&chunk[i..], base + i as u64, false, out);
+                    self.piece(&mut shared, i, n, base, false, out);
                     break;
                 }
             }
@@ -165,9 +179,20 @@ impl JsonLinesDecoder {
         }
     }
 
-    /// Handles the bytes of a segment up to a boundary (`terminated`) or the chunk's end.
+    /// Handles the bytes `start..end` of the chunk, part of a segment that ends there at a
+    /// boundary (`terminated`) or continues in the next chunk.
     #[inline]
-    fn piece(&mut self, piece: &[u8], off: u64, terminated: bool, out: &mut Vec<Item<Frame>>) {
+    fn piece(
+        &mut self,
+        shared: &mut Shared<'_>,
+        start: usize,
+        end: usize,
+        base: u64,
+        terminated: bool,
+        out: &mut Vec<Item<Frame>>,
+    ) {
+        let piece = &shared.chunk[start..end];
+        let off = base + start as u64;
         match self.state {
             Seg::Skip => {}
             Seg::Start => match piece.iter().position(|&b| !is_ws(b)) {
@@ -193,9 +218,10 @@ impl JsonLinesDecoder {
                                 self.limits.max_frame,
                             )));
                         } else {
+                            let from = start + k;
                             out.push(Item::Frame(Frame {
                                 offset: self.frame_start,
-                                bytes: Bytes::copy_from_slice(&rest[..t]),
+                                bytes: shared.bytes(from, from + t),
                             }));
                         }
                     } else {
@@ -256,6 +282,49 @@ impl JsonLinesDecoder {
         self.seg_len = 0;
         self.trim_len = 0;
         self.buf.clear();
+    }
+}
+
+/// Frames of one chunk share a single copy of it (one allocation per chunk instead of one per
+/// frame) when the chunk is at most this large; frames of larger chunks get their own copy, so
+/// a frame kept alive never pins more than this much memory.
+pub(crate) const SHARE_MAX: usize = 64 * 1024;
+
+/// The chunk being decoded and, once a frame needs it, its shared copy.
+pub(crate) struct Shared<'a> {
+    pub(crate) chunk: &'a [u8],
+    copy: Option<Bytes>,
+    /// Slice `copy` whatever the chunk's size (the caller handed over a `Bytes`).
+    owned: bool,
+}
+
+impl<'a> Shared<'a> {
+    pub(crate) fn new(chunk: &'a [u8]) -> Self {
+        Shared {
+            chunk,
+            copy: None,
+            owned: false,
+        }
+    }
+
+    pub(crate) fn owned(chunk: &'a Bytes) -> Self {
+        Shared {
+            chunk,
+            copy: Some(chunk.clone()),
+            owned: true,
+        }
+    }
+
+    /// The bytes `from..to` of the chunk as an owned `Bytes`.
+    #[inline]
+    pub(crate) fn bytes(&mut self, from: usize, to: usize) -> Bytes {
+        if !self.owned && self.chunk.len() > SHARE_MAX {
+            return Bytes::copy_from_slice(&self.chunk[from..to]);
+        }
+        let chunk = self.chunk;
+        self.copy
+            .get_or_insert_with(|| Bytes::copy_from_slice(chunk))
+            .slice(from..to)
     }
 }
 

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use memchr::memchr2;
 
-use crate::json_lines::reserve_bounded;
+use crate::json_lines::{Shared, reserve_bounded};
 use crate::{Frame, FrameError, Item, Limits, is_ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,21 @@ impl JsonSeqDecoder {
     }
 
     /// Decodes the next chunk of the stream, appending what it completed to `out`.
+    ///
+    /// Values that lie within one chunk of at most 64 KiB share one copy of that chunk.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item<Frame>>) {
+        self.feed_shared(Shared::new(chunk), out);
+    }
+
+    /// Like [`feed`](Self::feed) for a chunk already in a `Bytes` (e.g. from an HTTP client):
+    /// values that lie within the chunk are slices of it, without copying. Such a frame keeps
+    /// the whole chunk alive while it is held.
+    pub fn feed_bytes(&mut self, chunk: &Bytes, out: &mut Vec<Item<Frame>>) {
+        self.feed_shared(Shared::owned(chunk), out);
+    }
+
+    fn feed_shared(&mut self, mut shared: Shared<'_>, out: &mut Vec<Item<Frame>>) {
+        let chunk = shared.chunk;
         let n = chunk.len();
         let base = self.pos;
         let mut i = 0;
@@ -98,7 +112,7 @@ impl JsonSeqDecoder {
                         i += 1;
                     } else if b == b'{' || b == b'[' {
                         self.start_value(base + i as u64);
-                        i = self.value_bytes(chunk, i, i + 1, out);
+                        i = self.value_bytes(&mut shared, i, i + 1, out);
                     } else {
                         out.push(Item::Error(FrameError::malformed(
                             base + i as u64,
@@ -116,12 +130,12 @@ impl JsonSeqDecoder {
                     Some(k) => {
                         let j = i + k;
                         self.start_value(base + j as u64);
-                        i = self.value_bytes(chunk, j, j + 1, out);
+                        i = self.value_bytes(&mut shared, j, j + 1, out);
                     }
                     None => i = n,
                 },
                 State::InValue | State::SkipValue => {
-                    i = self.value_bytes(chunk, i, i, out);
+                    i = self.value_bytes(&mut shared, i, i, out);
                 }
             }
         }
@@ -170,11 +184,12 @@ impl JsonSeqDecoder {
     /// starts there), scanning from `scan_from`. Returns the index after the last byte used.
     fn value_bytes(
         &mut self,
-        chunk: &[u8],
+        shared: &mut Shared<'_>,
         value_from: usize,
         scan_from: usize,
         out: &mut Vec<Item<Frame>>,
     ) -> usize {
+        let chunk = shared.chunk;
         let end = self.scan(chunk, scan_from);
         let (stop, complete) = match end {
             Some(e) => (e + 1, true),
@@ -191,7 +206,7 @@ impl JsonSeqDecoder {
                 // Fast path: the whole value is in this chunk.
                 out.push(Item::Frame(Frame {
                     offset: self.value_start,
-                    bytes: Bytes::copy_from_slice(part),
+                    bytes: shared.bytes(value_from, stop),
                 }));
             } else {
                 reserve_bounded(&mut self.buf, part.len(), max);

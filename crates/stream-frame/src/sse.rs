@@ -191,15 +191,19 @@ impl SseDecoder {
                 i = 1;
             }
         }
-        // The complete lines of a large chunk are validated as UTF-8 in one pass (cheaper than
-        // one validation per value); values inside that region are then used as `&str` as is.
+        // The complete lines of a large chunk are validated as UTF-8 in windows of about
+        // REGION_WINDOW bytes (one pass, cheaper than one validation per value, and small
+        // enough to stay in cache); values inside a window are then used as `&str` as is.
         let mut region: Option<(usize, &str)> = None;
         let mut region_end = 0;
-        let mut region_tried = n < REGION_MIN;
+        let use_regions = n >= REGION_MIN;
         while i < n {
-            // Blank lines (a third of all lines) are checked without a memchr call.
+            // Blank lines (a third of all lines) are checked without a memchr call, and short
+            // remainders (tiny chunks) with a plain loop.
             let found = if matches!(chunk[i], b'\n' | b'\r') {
                 Some(0)
+            } else if n - i < 16 {
+                chunk[i..].iter().position(|&b| b == b'\n' || b == b'\r')
             } else {
                 memchr2(b'\n', b'\r', &chunk[i..])
             };
@@ -208,14 +212,30 @@ impl SseDecoder {
                     let end = i + k;
                     if self.line.is_empty() && !self.skip_line {
                         // Fast path: the whole line is in this chunk, no copy.
-                        if !region_tried {
-                            region_tried = true;
-                            // Lines start and end at ASCII bytes, so validating from this line's
-                            // start to the last line ending gives char boundaries at every line.
-                            region_end = i + memrchr2(b'\n', b'\r', &chunk[i..]).unwrap_or(0);
-                            region = simdutf8::basic::from_utf8(&chunk[i..region_end])
-                                .ok()
-                                .map(|s| (i, s));
+                        if use_regions && end > region_end {
+                            // Validate the next window from this line's start. Lines start and
+                            // end at ASCII bytes, so every line inside a valid window is valid
+                            // text on its own. The window normally runs to the chunk's end;
+                            // only when that fails (a character split by the chunk's end, or
+                            // invalid bytes) is it cut back to the last line ending.
+                            let wend = if n - i <= 2 * REGION_WINDOW {
+                                n
+                            } else {
+                                i + REGION_WINDOW
+                            };
+                            match simdutf8::basic::from_utf8(&chunk[i..wend]) {
+                                Ok(s) => {
+                                    region_end = wend;
+                                    region = Some((i, s));
+                                }
+                                Err(_) => {
+                                    let last = memrchr2(b'\n', b'\r', &chunk[i..wend]);
+                                    region_end = i + last.unwrap_or(0);
+                                    region = simdutf8::basic::from_utf8(&chunk[i..region_end])
+                                        .ok()
+                                        .map(|s| (i, s));
+                                }
+                            }
                         }
                         let text = match region {
                             Some((rs, s)) if end <= region_end => s.get(i - rs..end - rs),
@@ -228,7 +248,11 @@ impl SseDecoder {
                     }
                     if chunk[end] == b'\r' {
                         if end + 1 < n {
-                            i = if chunk[end + 1] == b'\n' { end + 2 } else { end + 1 };
+                            i = if chunk[end + 1] == b'\n' {
+                                end + 2
+                            } else {
+                                end + 1
+                            };
                         } else {
                             self.after_cr = true;
                             i = n;
@@ -247,6 +271,7 @@ impl SseDecoder {
     }
 
     /// Adds the bytes of an incomplete line, refusing it once the event would be oversize.
+    #[inline]
     fn partial(&mut self, bytes: &[u8], off: u64, out: &mut Vec<Item<SseItem>>) {
         if bytes.is_empty() || self.skip_line {
             return;
@@ -265,7 +290,11 @@ impl SseDecoder {
             self.line.clear();
             return;
         }
-        self.line.extend_from_slice(bytes);
+        if let [b] = bytes {
+            self.line.push(*b);
+        } else {
+            self.line.extend_from_slice(bytes);
+        }
     }
 
     fn buffered_line_done(&mut self, out: &mut Vec<Item<SseItem>>) {
@@ -282,7 +311,10 @@ impl SseDecoder {
     }
 
     fn oversize(&mut self, off: u64, out: &mut Vec<Item<SseItem>>) {
-        out.push(Item::Error(FrameError::oversize(off, self.limits.max_frame)));
+        out.push(Item::Error(FrameError::oversize(
+            off,
+            self.limits.max_frame,
+        )));
         self.skip_event = true;
         self.data.clear();
         self.has_data = false;
@@ -315,10 +347,21 @@ impl SseDecoder {
             self.oversize(off, out);
             return;
         }
-        let (name, vstart) = match memchr(b':', line) {
+        // The common field names are recognised by prefix, without searching for the colon.
+        let colon = if line.starts_with(b"data:") {
+            Some(4)
+        } else if line.starts_with(b"id:") {
+            Some(2)
+        } else {
+            memchr(b':', line)
+        };
+        let (name, vstart) = match colon {
             Some(c) => {
                 let v = c + 1;
-                (&line[..c], if line.get(v) == Some(&b' ') { v + 1 } else { v })
+                (
+                    &line[..c],
+                    if line.get(v) == Some(&b' ') { v + 1 } else { v },
+                )
             }
             None => (line, line.len()),
         };
@@ -341,24 +384,20 @@ impl SseDecoder {
                 self.has_data = true;
             }
             b"" => out.push(Item::Frame(SseItem::Comment(text(value).into_owned()))),
-            b"id" => {
-                if memchr(0, value).is_none() {
-                    self.id_buf.clear();
-                    self.id_buf.push_str(&text(value));
-                    self.id_dirty = true;
-                }
+            b"id" if !value.contains(&0) => {
+                self.id_buf.clear();
+                self.id_buf.push_str(&text(value));
+                self.id_dirty = true;
             }
             b"event" => {
                 self.event_type.clear();
                 self.event_type.push_str(&text(value));
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    let ms = value.iter().fold(0u64, |acc, d| {
-                        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-                    });
-                    out.push(Item::Frame(SseItem::Retry(ms)));
-                }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                let ms = value.iter().fold(0u64, |acc, d| {
+                    acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                out.push(Item::Frame(SseItem::Retry(ms)));
             }
             _ => {}
         }
@@ -389,8 +428,10 @@ impl SseDecoder {
     }
 }
 
-/// Chunks shorter than this are not validated as a whole (per-value validation is cheaper).
+/// Chunks shorter than this are not validated in windows (per-value validation is cheaper).
 const REGION_MIN: usize = 256;
+/// Size of the windows validated at once in larger chunks.
+const REGION_WINDOW: usize = 16 * 1024;
 
 /// A field value as text: a slice of the line's text when known, else `to_str` of the bytes.
 #[inline]

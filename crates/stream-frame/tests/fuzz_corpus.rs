@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 fn replay(target: &str, check: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
     let entries = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read the corpus {}: {e}", dir.display()));
     let mut count = 0;
@@ -15,7 +17,11 @@ fn replay(target: &str, check: fn(&[u8])) {
         }
         let data = std::fs::read(&path).expect("corpus file");
         let result = std::panic::catch_unwind(|| check(&data));
-        assert!(result.is_ok(), "corpus input {} failed its checks", path.display());
+        assert!(
+            result.is_ok(),
+            "corpus input {} failed its checks",
+            path.display()
+        );
         count += 1;
     }
     assert!(count > 0, "no corpus files in {}", dir.display());

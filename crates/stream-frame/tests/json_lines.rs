@@ -12,7 +12,11 @@ fn decode_limited(input: &[u8], delim: Delimiter, limits: Limits) -> Vec<Item<Fr
     let whole = decode_lines(&[input], delim, limits);
     for cut in 0..=input.len() {
         let (a, b) = input.split_at(cut);
-        assert_eq!(decode_lines(&[a, b], delim, limits), whole, "split at {cut}");
+        assert_eq!(
+            decode_lines(&[a, b], delim, limits),
+            whole,
+            "split at {cut}"
+        );
     }
     assert_eq!(decode_lines(&chunks(input, &[1]), delim, limits), whole);
     whole
@@ -52,7 +56,10 @@ fn strings_containing_braces_and_escaped_quotes_are_untouched() {
 fn campfire_single_space_keep_alives() {
     // Frames end in \r; a lone space between them is a keep-alive.
     let got = decode(b"{\"id\":1}\r \r{\"id\":2}\r \r \r", Delimiter::Cr);
-    assert_eq!(view(&got), ["0:{\"id\":1}", "KA", "11:{\"id\":2}", "KA", "KA"]);
+    assert_eq!(
+        view(&got),
+        ["0:{\"id\":1}", "KA", "11:{\"id\":2}", "KA", "KA"]
+    );
     // A keep-alive space that is not (yet) followed by a delimiter is reported at once.
     let mut d = JsonLinesDecoder::new(Delimiter::Any, Limits::default());
     let mut out = Vec::new();
@@ -76,10 +83,19 @@ fn flowdock_lf_keep_alives_with_cr_delimiter() {
 
 #[test]
 fn any_delimiter_treats_crlf_as_one_boundary() {
-    let got = decode(b"{\"a\":1}\r\n{\"b\":2}\r{\"c\":3}\n\n{\"d\":4}", Delimiter::Any);
+    let got = decode(
+        b"{\"a\":1}\r\n{\"b\":2}\r{\"c\":3}\n\n{\"d\":4}",
+        Delimiter::Any,
+    );
     assert_eq!(
         view(&got),
-        ["0:{\"a\":1}", "9:{\"b\":2}", "17:{\"c\":3}", "KA", "26:{\"d\":4}"]
+        [
+            "0:{\"a\":1}",
+            "9:{\"b\":2}",
+            "17:{\"c\":3}",
+            "KA",
+            "26:{\"d\":4}"
+        ]
     );
     // Split exactly between \r and \n.
     let parts: [&[u8]; 3] = [b"{}\r", b"\n", b"[]\n"];

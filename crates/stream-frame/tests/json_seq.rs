@@ -30,7 +30,10 @@ fn view(items: &[Item<Frame>]) -> Vec<String> {
 
 #[test]
 fn back_to_back_values() {
-    assert_eq!(view(&decode(b"{\"a\":1}{\"b\":2}[3]")), ["0:{\"a\":1}", "7:{\"b\":2}", "14:[3]"]);
+    assert_eq!(
+        view(&decode(b"{\"a\":1}{\"b\":2}[3]")),
+        ["0:{\"a\":1}", "7:{\"b\":2}", "14:[3]"]
+    );
 }
 
 #[test]
@@ -57,13 +60,19 @@ fn objects_spanning_lines_nested_with_tricky_strings() {
 #[test]
 fn escaped_backslash_before_quote_ends_the_string() {
     // "\\" is a complete string; the following } closes the object.
-    assert_eq!(view(&decode(br#"{"k":"\\"}{}"#)), [r#"0:{"k":"\\"}"#, "10:{}"]);
+    assert_eq!(
+        view(&decode(br#"{"k":"\\"}{}"#)),
+        [r#"0:{"k":"\\"}"#, "10:{}"]
+    );
 }
 
 #[test]
 fn junk_outside_values_is_reported_once_then_resynced() {
     let got = decode(b"{}123 true \"s\" {\"ok\":1} ] []");
-    assert_eq!(view(&got), ["0:{}", "ERR@2", "15:{\"ok\":1}", "KA", "ERR@24", "26:[]"]);
+    assert_eq!(
+        view(&got),
+        ["0:{}", "ERR@2", "15:{\"ok\":1}", "KA", "ERR@24", "26:[]"]
+    );
     match &got[1] {
         Item::Error(e) => {
             assert!(matches!(e.kind, FrameErrorKind::Malformed(_)));

@@ -10,14 +10,52 @@ use stream_frame::check::{
 use stream_frame::{Delimiter, Item, Limits, SseEvent, SseItem};
 
 const SSE_TOKENS: &[&[u8]] = &[
-    b"data", b"event", b"id", b"retry", b"Data", b":", b": ", b" ", b"\r", b"\n", b"\r\n",
-    b"\n\n", b"\xEF\xBB\xBF", b"x", b"hello", b"\0", b"\xFF", b"\xC3\xA9", b"\xE2\x82", b"12",
-    b"0", b"\t", b"{\"a\":1}",
+    b"data",
+    b"event",
+    b"id",
+    b"retry",
+    b"Data",
+    b":",
+    b": ",
+    b" ",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\n\n",
+    b"\xEF\xBB\xBF",
+    b"x",
+    b"hello",
+    b"\0",
+    b"\xFF",
+    b"\xC3\xA9",
+    b"\xE2\x82",
+    b"12",
+    b"0",
+    b"\t",
+    b"{\"a\":1}",
 ];
 
 const JSON_TOKENS: &[&[u8]] = &[
-    b"{", b"}", b"[", b"]", b"\"", b"\\", b"\\\"", b"\\\\", b":", b",", b"1", b"true", b" ",
-    b"\r", b"\n", b"\r\n", b"\t", b"a", b"\xC3\xA9", b"{\"k\":\"v\"}",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"\"",
+    b"\\",
+    b"\\\"",
+    b"\\\\",
+    b":",
+    b",",
+    b"1",
+    b"true",
+    b" ",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\t",
+    b"a",
+    b"\xC3\xA9",
+    b"{\"k\":\"v\"}",
 ];
 
 fn tokens(set: &'static [&'static [u8]], max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -66,7 +104,11 @@ fn sse_reference(input: &[u8]) -> Vec<Item<SseItem>> {
             if data.ends_with('\n') {
                 data.pop();
             }
-            let ev = if event.is_empty() { "message".to_string() } else { event.clone() };
+            let ev = if event.is_empty() {
+                "message".to_string()
+            } else {
+                event.clone()
+            };
             out.push(Item::Frame(SseItem::Event(SseEvent {
                 event: ev,
                 data: std::mem::take(&mut data),
@@ -76,7 +118,9 @@ fn sse_reference(input: &[u8]) -> Vec<Item<SseItem>> {
             continue;
         }
         if let Some(c) = line.strip_prefix(':') {
-            out.push(Item::Frame(SseItem::Comment(c.strip_prefix(' ').unwrap_or(c).to_string())));
+            out.push(Item::Frame(SseItem::Comment(
+                c.strip_prefix(' ').unwrap_or(c).to_string(),
+            )));
             continue;
         }
         let (name, value) = match line.find(':') {
@@ -115,6 +159,18 @@ proptest! {
 
     #[test]
     fn sse_matches_the_reference_reading_of_the_standard(body in tokens(SSE_TOKENS, 80), s in sizes()) {
+        let expected = sse_reference(&body);
+        prop_assert_eq!(decode_sse(&[&body], Limits::default()), expected.clone());
+        let chunks = stream_frame::check::chunks(&body, &s);
+        prop_assert_eq!(decode_sse(&chunks, Limits::default()), expected);
+    }
+
+    #[test]
+    fn sse_large_chunks_match_the_reference(
+        body in tokens(SSE_TOKENS, 400),
+        s in prop::collection::vec(200usize..3000, 1..4),
+    ) {
+        // Chunks of 256 bytes and more take the windowed UTF-8 validation path.
         let expected = sse_reference(&body);
         prop_assert_eq!(decode_sse(&[&body], Limits::default()), expected.clone());
         let chunks = stream_frame::check::chunks(&body, &s);
@@ -182,8 +238,11 @@ fn json_value() -> impl Strategy<Value = String> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
             prop::collection::vec(inner, 0..4).prop_map(|v| {
-                let fields: Vec<String> =
-                    v.iter().enumerate().map(|(i, x)| format!("\"k{i}\":{x}")).collect();
+                let fields: Vec<String> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| format!("\"k{i}\":{x}"))
+                    .collect();
                 format!("{{{}}}", fields.join(", "))
             }),
         ]
@@ -191,8 +250,11 @@ fn json_value() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::collection::vec(container.clone(), 0..3).prop_map(|v| format!("[{}]", v.join(","))),
         prop::collection::vec(container, 0..3).prop_map(|v| {
-            let fields: Vec<String> =
-                v.iter().enumerate().map(|(i, x)| format!("\"f{i}\" : {x}")).collect();
+            let fields: Vec<String> = v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| format!("\"f{i}\" : {x}"))
+                .collect();
             format!("{{{}}}", fields.join(",\n"))
         }),
     ]

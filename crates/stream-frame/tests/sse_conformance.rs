@@ -34,12 +34,19 @@ fn decode(input: &[u8]) -> Vec<Item<SseItem>> {
         let (a, b) = input.split_at(cut);
         assert_eq!(decode_sse(&[a, b], limits), whole, "split at {cut}");
     }
-    assert_eq!(decode_sse(&chunks(input, &[1]), limits), whole, "byte by byte");
+    assert_eq!(
+        decode_sse(&chunks(input, &[1]), limits),
+        whole,
+        "byte by byte"
+    );
     whole
 }
 
-/// (name, input, expected items) — the conformance table.
-fn table() -> Vec<(&'static str, Vec<u8>, Vec<Item<SseItem>>)> {
+/// One conformance case: name, input, expected items.
+type Case = (&'static str, Vec<u8>, Vec<Item<SseItem>>);
+
+/// The conformance table.
+fn table() -> Vec<Case> {
     let long_comment = ":".to_string() + &"x".repeat(2049);
     vec![
         // format-bom: the first BOM is stripped, a second one is part of a field name.
@@ -235,7 +242,9 @@ fn conformance_table() {
     for (name, input, expected) in table() {
         let got = decode(&input);
         if got != expected {
-            failures.push(format!("{name}:\n  expected {expected:?}\n  got      {got:?}"));
+            failures.push(format!(
+                "{name}:\n  expected {expected:?}\n  got      {got:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -276,9 +285,17 @@ fn last_event_id_accessor_and_resume() {
     let mut d = SseDecoder::new(Limits::default());
     let mut out = Vec::new();
     d.feed(b"id: 41\ndata: a\n\nid: 42\n", &mut out);
-    assert_eq!(d.last_event_id(), "41", "id buffer only becomes the last id at dispatch");
+    assert_eq!(
+        d.last_event_id(),
+        "41",
+        "id buffer only becomes the last id at dispatch"
+    );
     d.feed(b"\n", &mut out);
-    assert_eq!(d.last_event_id(), "42", "updated by a blank line even without data");
+    assert_eq!(
+        d.last_event_id(),
+        "42",
+        "updated by a blank line even without data"
+    );
     d.finish(&mut out);
     assert_eq!(d.last_event_id(), "42", "kept across the end of a stream");
     // A new connection: events without an id keep the resumed id.
@@ -289,7 +306,10 @@ fn last_event_id_accessor_and_resume() {
     fresh.set_last_event_id("99");
     let mut out = Vec::new();
     fresh.feed(b"data: c\n\nid: 100\ndata: d\n\n", &mut out);
-    assert_eq!(out, vec![ev("message", "c", "99"), ev("message", "d", "100")]);
+    assert_eq!(
+        out,
+        vec![ev("message", "c", "99"), ev("message", "d", "100")]
+    );
     assert_eq!(fresh.last_event_id(), "100");
 }
 
@@ -309,7 +329,11 @@ fn unterminated_event_is_discarded_at_finish() {
     d.feed(b"id: 3\ndata: lost\n", &mut out);
     d.finish(&mut out);
     assert!(out.is_empty());
-    assert_eq!(d.last_event_id(), "", "an undispatched id is not the last event id");
+    assert_eq!(
+        d.last_event_id(),
+        "",
+        "an undispatched id is not the last event id"
+    );
     assert_eq!(d.buffered_len(), 0);
 }
 
@@ -328,9 +352,17 @@ fn oversize_line_is_refused_with_offset_and_event_skipped() {
         }
         other => panic!("expected an error, got {other:?}"),
     }
-    assert_eq!(items[2], msg("next"), "the rest of the oversize event is skipped");
+    assert_eq!(
+        items[2],
+        msg("next"),
+        "the rest of the oversize event is skipped"
+    );
     for size in 1..input.len() {
-        assert_eq!(decode_sse(&chunks(input, &[size]), limits), items, "chunks of {size}");
+        assert_eq!(
+            decode_sse(&chunks(input, &[size]), limits),
+            items,
+            "chunks of {size}"
+        );
     }
 }
 

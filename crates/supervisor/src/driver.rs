@@ -563,7 +563,9 @@ impl SupervisorHandle {
 
     /// A read-only view of the counters that outlives this handle's borrow.
     pub fn stats_reader(&self) -> StatsReader {
-        StatsReader { shared: Arc::clone(&self.shared) }
+        StatsReader {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Whether every source has failed or given up (false with no sources).

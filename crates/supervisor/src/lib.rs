@@ -9,7 +9,8 @@ pub mod state;
 
 pub use dedup::RecentIds;
 pub use driver::{
-    EventStream, Options, Report, SourceReport, StatsReader, Supervisor, SupervisorError, SupervisorHandle,
+    EventStream, Options, Report, SourceReport, StatsReader, Supervisor, SupervisorError,
+    SupervisorHandle,
 };
 pub use machine::{
     Action, Jitter, MachineConfig, Outcome, Restored, SourceMachine, SourceState, SourceStats,

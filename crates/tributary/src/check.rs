@@ -33,8 +33,13 @@ pub async fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("config {}: ok ({} sources, {} targets, {} relays; secrets resolved)",
-        args.config.display(), cfg.sources.len(), cfg.targets.len(), cfg.relays.len());
+    println!(
+        "config {}: ok ({} sources, {} targets, {} relays; secrets resolved)",
+        args.config.display(),
+        cfg.sources.len(),
+        cfg.targets.len(),
+        cfg.relays.len()
+    );
     for w in &cfg.warnings {
         println!("  warning: {w}");
     }
@@ -69,7 +74,11 @@ pub async fn run(args: CheckArgs) -> ExitCode {
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn service_name(s: &SourceConfig) -> &'static str {
@@ -85,12 +94,18 @@ fn service_name(s: &SourceConfig) -> &'static str {
 async fn check_source(s: &SourceConfig, timeout: Duration) -> Result<String, String> {
     let name = s.name.as_str();
     match &s.kind {
-        SourceKind::Campfire(c) => probe(sources::campfire::build(name, &s.common, c)?, timeout).await,
-        SourceKind::Flowdock(c) => probe(sources::flowdock::build(name, &s.common, c)?, timeout).await,
+        SourceKind::Campfire(c) => {
+            probe(sources::campfire::build(name, &s.common, c)?, timeout).await
+        }
+        SourceKind::Flowdock(c) => {
+            probe(sources::flowdock::build(name, &s.common, c)?, timeout).await
+        }
         SourceKind::Multistreamer(c) => {
             probe(sources::multistreamer::build(name, &s.common, c)?, timeout).await
         }
-        SourceKind::Ustream(c) => probe(sources::ustream::build(name, &s.common, c)?, timeout).await,
+        SourceKind::Ustream(c) => {
+            probe(sources::ustream::build(name, &s.common, c)?, timeout).await
+        }
     }
 }
 
@@ -98,8 +113,12 @@ async fn probe<S: Source>(mut source: S, timeout: Duration) -> Result<String, St
     let attempt = async {
         let mut conn = source.connect(None).await.map_err(|e| e.to_string())?;
         match conn.next_item().await {
-            Ok(SourceItem::Event { event, .. }) => Ok(format!("connected; first event: {}", event.kind)),
-            Ok(SourceItem::Malformed { error }) => Ok(format!("connected; first frame malformed: {error}")),
+            Ok(SourceItem::Event { event, .. }) => {
+                Ok(format!("connected; first event: {}", event.kind))
+            }
+            Ok(SourceItem::Malformed { error }) => {
+                Ok(format!("connected; first frame malformed: {error}"))
+            }
             Ok(_) => Ok("connected; stream alive".to_owned()),
             Err(e) if !e.is_fatal() => Ok(format!("connected, then: {e}")),
             Err(e) => Err(e.to_string()),
@@ -107,6 +126,9 @@ async fn probe<S: Source>(mut source: S, timeout: Duration) -> Result<String, St
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no connection or sign of life within {}s", timeout.as_secs_f64())),
+        Err(_) => Err(format!(
+            "no connection or sign of life within {}s",
+            timeout.as_secs_f64()
+        )),
     }
 }

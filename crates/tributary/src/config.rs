@@ -151,8 +151,10 @@ struct RawRelay {
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse(&text, path, &|name| std::env::var(name).ok())
 }
 
@@ -163,7 +165,12 @@ pub fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let cx = Cx { text, path, env, base: path.parent().unwrap_or(Path::new(".")) };
+    let cx = Cx {
+        text,
+        path,
+        env,
+        base: path.parent().unwrap_or(Path::new(".")),
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| cx.line(s.start)).unwrap_or(1);
         cx.err_at(line, e.message().trim_end().to_owned())
@@ -182,7 +189,10 @@ pub fn parse(
         if !names.insert(src.name.clone()) {
             return Err(cx.err(
                 table.span(),
-                format!("two sources or targets are named `{}`; names must be unique", src.name),
+                format!(
+                    "two sources or targets are named `{}`; names must be unique",
+                    src.name
+                ),
             ));
         }
         sources.push(src);
@@ -193,7 +203,10 @@ pub fn parse(
         if !names.insert(t.name.clone()) {
             return Err(cx.err(
                 table.span(),
-                format!("two sources or targets are named `{}`; names must be unique", t.name),
+                format!(
+                    "two sources or targets are named `{}`; names must be unique",
+                    t.name
+                ),
             ));
         }
         targets.push(t);
@@ -202,7 +215,13 @@ pub fn parse(
     for table in &raw.relay {
         relays.push(cx.relay(table, &sources, &targets)?);
     }
-    Ok(Config { state_file, sources, targets, relays, warnings })
+    Ok(Config {
+        state_file,
+        sources,
+        targets,
+        relays,
+        warnings,
+    })
 }
 
 /// `$XDG_STATE_HOME/tributary/state.json`, or `~/.local/state/tributary/state.json`.
@@ -225,11 +244,19 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
     fn err_at(&self, line: usize, message: String) -> ConfigError {
-        ConfigError::Invalid { path: self.path.display().to_string(), line, message }
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            line,
+            message,
+        }
     }
 
     fn err(&self, span: Range<usize>, message: String) -> ConfigError {
@@ -238,7 +265,11 @@ impl Cx<'_> {
 
     fn resolve_path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
     }
 
     fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
@@ -263,7 +294,11 @@ impl Cx<'_> {
                 format!(
                     "`{key}` = \"{}\" is not a valid URL; it must start with {}",
                     chat_model::redact_url(v.get_ref()),
-                    schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ")
+                    schemes
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 ),
             )),
         }
@@ -318,7 +353,12 @@ impl Cx<'_> {
         }
     }
 
-    fn name(&self, v: &Option<Spanned<String>>, span: Range<usize>, what: &str) -> Result<String, ConfigError> {
+    fn name(
+        &self,
+        v: &Option<Spanned<String>>,
+        span: Range<usize>,
+        what: &str,
+    ) -> Result<String, ConfigError> {
         let Some(name) = v else {
             return Err(self.err(span, format!("this [[{what}]] has no `name`")));
         };
@@ -398,13 +438,19 @@ impl Cx<'_> {
             if let Some(t) = &r.token {
                 return Err(self.err(
                     t.span(),
-                    format!("source `{name}`: ustream needs no `token` (the Social Stream is public)"),
+                    format!(
+                        "source `{name}`: ustream needs no `token` (the Social Stream is public)"
+                    ),
                 ));
             }
         }
 
         let mut common = Common::default();
-        let web_schemes: &[&str] = if svc == "multistreamer" { &["ws", "wss"] } else { &["http", "https"] };
+        let web_schemes: &[&str] = if svc == "multistreamer" {
+            &["ws", "wss"]
+        } else {
+            &["http", "https"]
+        };
         if let Some(u) = &r.url {
             common.url = Some(self.url(u, "url", web_schemes)?);
         }
@@ -423,9 +469,11 @@ impl Cx<'_> {
             if let Some(v) = &b.max {
                 common.backoff_max = Some(self.duration(v, "backoff.max")?);
             }
-            if let (Some(i), Some(m), Some(span)) =
-                (common.backoff_initial, common.backoff_max, b.max.as_ref().map(|m| m.span()))
-            {
+            if let (Some(i), Some(m), Some(span)) = (
+                common.backoff_initial,
+                common.backoff_max,
+                b.max.as_ref().map(|m| m.span()),
+            ) {
                 if i > m {
                     return Err(self.err(
                         span,
@@ -461,17 +509,26 @@ impl Cx<'_> {
             }
         };
         let missing = |key: &str, example: &str| {
-            self.err(table.span(), format!("source `{name}` ({svc}) needs `{key}`, e.g. {example}"))
+            self.err(
+                table.span(),
+                format!("source `{name}` ({svc}) needs `{key}`, e.g. {example}"),
+            )
         };
         let api_url = |warnings: &mut Vec<String>| -> Result<Option<String>, ConfigError> {
             let _ = warnings;
-            r.api_url.as_ref().map(|u| self.url(u, "api_url", &["http", "https"])).transpose()
+            r.api_url
+                .as_ref()
+                .map(|u| self.url(u, "api_url", &["http", "https"]))
+                .transpose()
         };
 
         let kind = match svc {
             "campfire" => {
                 let token = token(warnings)?;
-                let room = r.room.as_ref().ok_or_else(|| missing("room", "room = 111"))?;
+                let room = r
+                    .room
+                    .as_ref()
+                    .ok_or_else(|| missing("room", "room = 111"))?;
                 SourceKind::Campfire(CampfireConfig {
                     token,
                     room: *room.get_ref(),
@@ -481,11 +538,17 @@ impl Cx<'_> {
             }
             "flowdock" => {
                 let token = token(warnings)?;
-                let flows = r.flows.as_ref().map(|f| f.get_ref().clone()).unwrap_or_default();
+                let flows = r
+                    .flows
+                    .as_ref()
+                    .map(|f| f.get_ref().clone())
+                    .unwrap_or_default();
                 if let Some(f) = &r.flows {
                     for flow in f.get_ref() {
                         let ok = match flow.split_once('/') {
-                            Some((org, fl)) => !org.is_empty() && !fl.is_empty() && !fl.contains('/'),
+                            Some((org, fl)) => {
+                                !org.is_empty() && !fl.is_empty() && !fl.contains('/')
+                            }
                             None => !flow.is_empty() && !flow.contains(char::is_whitespace),
                         };
                         if !ok {
@@ -517,7 +580,9 @@ impl Cx<'_> {
                 };
                 let active = match &r.active {
                     None => None,
-                    Some(a) if a.get_ref() == "true" || a.get_ref() == "idle" => Some(a.get_ref().clone()),
+                    Some(a) if a.get_ref() == "true" || a.get_ref() == "idle" => {
+                        Some(a.get_ref().clone())
+                    }
                     Some(a) => {
                         return Err(self.err(
                             a.span(),
@@ -540,12 +605,24 @@ impl Cx<'_> {
                     .url
                     .clone()
                     .ok_or_else(|| missing("url", "url = \"wss://multistreamer.example.com\""))?;
-                let stream = r.stream.as_ref().ok_or_else(|| missing("stream", "stream = 21"))?;
-                SourceKind::Multistreamer(MultistreamerConfig { token, url, stream: *stream.get_ref() })
+                let stream = r
+                    .stream
+                    .as_ref()
+                    .ok_or_else(|| missing("stream", "stream = 21"))?;
+                SourceKind::Multistreamer(MultistreamerConfig {
+                    token,
+                    url,
+                    stream: *stream.get_ref(),
+                })
             }
             "ustream" => {
-                let channel = r.channel.as_ref().ok_or_else(|| missing("channel", "channel = 1234"))?;
-                SourceKind::Ustream(UstreamConfig { channel: *channel.get_ref() })
+                let channel = r
+                    .channel
+                    .as_ref()
+                    .ok_or_else(|| missing("channel", "channel = 1234"))?;
+                SourceKind::Ustream(UstreamConfig {
+                    channel: *channel.get_ref(),
+                })
             }
             _ => unreachable!("service checked above"),
         };
@@ -562,7 +639,10 @@ impl Cx<'_> {
         let Some(service) = &r.service else {
             return Err(self.err(
                 table.span(),
-                format!("target `{name}` has no `service`; valid: {}", TARGET_SERVICES.join(", ")),
+                format!(
+                    "target `{name}` has no `service`; valid: {}",
+                    TARGET_SERVICES.join(", ")
+                ),
             ));
         };
         if service.get_ref() != "streamin" {
@@ -587,10 +667,18 @@ impl Cx<'_> {
             ));
         };
         let (api_key, api_key_file) = self.secret(key, "api_key", &name, warnings)?;
-        let url = r.url.as_ref().map(|u| self.url(u, "url", &["http", "https"])).transpose()?;
+        let url = r
+            .url
+            .as_ref()
+            .map(|u| self.url(u, "url", &["http", "https"]))
+            .transpose()?;
         Ok(TargetConfig {
             name,
-            kind: TargetKind::Streamin(StreaminTargetConfig { api_key, api_key_file, url }),
+            kind: TargetKind::Streamin(StreaminTargetConfig {
+                api_key,
+                api_key_file,
+                url,
+            }),
         })
     }
 
@@ -601,23 +689,33 @@ impl Cx<'_> {
         targets: &[TargetConfig],
     ) -> Result<RelayConfig, ConfigError> {
         let r = table.get_ref();
-        let from = r
-            .from
-            .as_ref()
-            .ok_or_else(|| self.err(table.span(), "this [[relay]] has no `from = [\"source\", ...]`".into()))?;
+        let from = r.from.as_ref().ok_or_else(|| {
+            self.err(
+                table.span(),
+                "this [[relay]] has no `from = [\"source\", ...]`".into(),
+            )
+        })?;
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         if from.get_ref().is_empty() {
-            return Err(self.err(from.span(), "relay `from` is empty; name at least one source".into()));
+            return Err(self.err(
+                from.span(),
+                "relay `from` is empty; name at least one source".into(),
+            ));
         }
         for f in from.get_ref() {
             if !source_names.contains(&f.as_str()) {
                 return Err(self.err(
                     from.span(),
-                    format!("relay `from`: no source is named `{f}`; sources: {}", source_names.join(", ")),
+                    format!(
+                        "relay `from`: no source is named `{f}`; sources: {}",
+                        source_names.join(", ")
+                    ),
                 ));
             }
         }
-        let to = r.to.as_ref().ok_or_else(|| self.err(table.span(), "this [[relay]] has no `to`".into()))?;
+        let to =
+            r.to.as_ref()
+                .ok_or_else(|| self.err(table.span(), "this [[relay]] has no `to`".into()))?;
         let writable: Vec<&str> = targets
             .iter()
             .map(|t| t.name.as_str())
@@ -648,7 +746,11 @@ impl Cx<'_> {
                             k.span(),
                             format!(
                                 "relay `kinds`: unknown kind \"{name}\"; valid: {}",
-                                Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                                Kind::ALL
+                                    .iter()
+                                    .map(|k| k.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         )
                     })?;
@@ -661,7 +763,10 @@ impl Cx<'_> {
             None => None,
             Some(p) => {
                 if let Err(e) = regex_syntax_check(p.get_ref()) {
-                    return Err(self.err(p.span(), format!("relay `match` is not a valid regular expression: {e}")));
+                    return Err(self.err(
+                        p.span(),
+                        format!("relay `match` is not a valid regular expression: {e}"),
+                    ));
                 }
                 Some(p.get_ref().clone())
             }
@@ -675,7 +780,13 @@ impl Cx<'_> {
                 ));
             }
         }
-        Ok(RelayConfig { from: from.get_ref().clone(), to: to.get_ref().clone(), kinds, pattern, template })
+        Ok(RelayConfig {
+            from: from.get_ref().clone(),
+            to: to.get_ref().clone(),
+            kinds,
+            pattern,
+            template,
+        })
     }
 }
 
@@ -773,7 +884,10 @@ template = "{author} in {room}: {text}"
         assert_eq!(c.state_file, PathBuf::from("/etc/state.json"));
         assert_eq!(c.sources.len(), 4);
         let ops = &c.sources[0];
-        assert_eq!(ops.common.url.as_deref(), Some("https://streaming.campfirenow.com"));
+        assert_eq!(
+            ops.common.url.as_deref(),
+            Some("https://streaming.campfirenow.com")
+        );
         assert_eq!(ops.common.stall_timeout, Some(Duration::from_secs(30)));
         assert_eq!(ops.common.backoff_max, Some(Duration::from_secs(120)));
         assert_eq!(ops.common.max_retries, Some(10));
@@ -793,10 +907,17 @@ template = "{author} in {room}: {text}"
             other => panic!("{other:?}"),
         }
         assert_eq!(c.warnings.len(), 1, "literal token warns: {:?}", c.warnings);
-        assert!(c.warnings[0].contains("/etc/tributary.toml:18:"), "{}", c.warnings[0]);
+        assert!(
+            c.warnings[0].contains("/etc/tributary.toml:18:"),
+            "{}",
+            c.warnings[0]
+        );
         assert!(!c.warnings[0].contains("literal-token"));
         assert_eq!(c.relays.len(), 1);
-        assert_eq!(c.relays[0].kinds.as_deref(), Some(&[Kind::Message, Kind::Emote][..]));
+        assert_eq!(
+            c.relays[0].kinds.as_deref(),
+            Some(&[Kind::Message, Kind::Emote][..])
+        );
     }
 
     #[test]
@@ -804,39 +925,64 @@ template = "{author} in {room}: {text}"
         let e = err("[[source]]\nname = \"a\"\nservice = \"irc\"\n");
         assert!(e.starts_with("/etc/tributary.toml:3:"), "{e}");
         assert!(e.contains("unknown `service` = \"irc\""), "{e}");
-        assert!(e.contains("campfire, flowdock, multistreamer, ustream"), "{e}");
+        assert!(
+            e.contains("campfire, flowdock, multistreamer, ustream"),
+            "{e}"
+        );
 
-        let e = err("[[source]]\nname = \"a\"\nservice = \"campfire\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\n");
+        let e = err(
+            "[[source]]\nname = \"a\"\nservice = \"campfire\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\n",
+        );
         assert!(e.contains(":1:") && e.contains("needs `room`"), "{e}");
 
-        let e = err("[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = { env = \"NOPE\" }\n");
+        let e = err(
+            "[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = { env = \"NOPE\" }\n",
+        );
         assert!(e.contains(":5:") && e.contains("NOPE is not set"), "{e}");
 
-        let e = err("[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = { env = \"EMPTY\" }\n");
+        let e = err(
+            "[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = { env = \"EMPTY\" }\n",
+        );
         assert!(e.contains("EMPTY is empty"), "{e}");
 
-        let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\n\n[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 2\n");
-        assert!(e.contains(":6:") && e.contains("two sources or targets are named `a`"), "{e}");
+        let e = err(
+            "[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\n\n[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 2\n",
+        );
+        assert!(
+            e.contains(":6:") && e.contains("two sources or targets are named `a`"),
+            "{e}"
+        );
 
         let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\nroom = 5\n");
-        assert!(e.contains(":5:") && e.contains("`room` is not a ustream setting"), "{e}");
+        assert!(
+            e.contains(":5:") && e.contains("`room` is not a ustream setting"),
+            "{e}"
+        );
 
-        let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\nstall_timeout = \"soon\"\n");
+        let e = err(
+            "[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannel = 1\nstall_timeout = \"soon\"\n",
+        );
         assert!(e.contains(":5:") && e.contains("not a duration"), "{e}");
 
         let e = err("[[source]]\nname = \"a\"\nservice = \"ustream\"\nchannnel = 1\n");
         assert!(e.contains(":4:") && e.contains("channnel"), "{e}");
 
-        let e = err("[[source]]\nname = \"a\"\nservice = \"flowdock\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\n");
+        let e = err(
+            "[[source]]\nname = \"a\"\nservice = \"flowdock\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\n",
+        );
         assert!(e.contains("needs `flows"), "{e}");
 
-        let e = err("[[source]]\nname = \"m\"\nservice = \"multistreamer\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\nurl = \"http://x?token=abc\"\nstream = 1\n");
+        let e = err(
+            "[[source]]\nname = \"m\"\nservice = \"multistreamer\"\ntoken = { env = \"CAMPFIRE_TOKEN\" }\nurl = \"http://x?token=abc\"\nstream = 1\n",
+        );
         assert!(e.contains("ws://") && !e.contains("abc"), "{e}");
 
         let e = err("[[source]]\nname = \"a\"\nservice = \"streamin\"\n");
         assert!(e.contains("[[target]]"), "{e}");
 
-        let e = err("[[target]]\nname = \"t\"\nservice = \"streamin\"\napi_key = { file = \"/nonexistent/key\" }\n");
+        let e = err(
+            "[[target]]\nname = \"t\"\nservice = \"streamin\"\napi_key = { file = \"/nonexistent/key\" }\n",
+        );
         assert!(e.contains(":4:") && e.contains("/nonexistent/key"), "{e}");
     }
 
@@ -846,8 +992,14 @@ template = "{author} in {room}: {text}"
         let e = err(&format!("{base}[[relay]]\nfrom = [\"x\"]\nto = \"s\"\n"));
         assert!(e.contains("no source is named `x`"), "{e}");
         let e = err(&format!("{base}[[relay]]\nfrom = [\"s\"]\nto = \"s\"\n"));
-        assert!(e.contains("neither a target nor a multistreamer source"), "{e}");
-        let full = FULL.replace("template = \"{author} in {room}: {text}\"", "template = \"{who}\"");
+        assert!(
+            e.contains("neither a target nor a multistreamer source"),
+            "{e}"
+        );
+        let full = FULL.replace(
+            "template = \"{author} in {room}: {text}\"",
+            "template = \"{who}\"",
+        );
         assert!(err(&full).contains("unknown placeholder {who}"));
         let full = FULL.replace("match = \"deploy|outage\"", "match = \"(\"");
         assert!(err(&full).contains("not a valid regular expression"));

@@ -146,7 +146,11 @@ enum Decoder {
 }
 
 impl Decoder {
-    fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_, impl Write, impl Write>) -> Result<(), Failure> {
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut Sink<'_, impl Write, impl Write>,
+    ) -> Result<(), Failure> {
         match self {
             Decoder::Sse(d, items) => {
                 d.feed(chunk, items);
@@ -263,21 +267,19 @@ impl<O: Write, E: Write> Sink<'_, O, E> {
     fn json(&mut self, items: &mut Vec<Item<Frame>>) -> Result<(), Failure> {
         for item in items.drain(..) {
             match item {
-                Item::Frame(f) => {
-                    match serde_json::from_slice::<serde::de::IgnoredAny>(&f.bytes) {
-                        Ok(_) => {
-                            self.scratch.clear();
-                            compact_json(&f.bytes, &mut self.scratch);
-                            self.scratch.push(b'\n');
-                            let r = self.out.write_all(&self.scratch);
-                            r.map_err(|e| self.write_failure(e))?;
-                        }
-                        Err(e) => self.problem(format_args!(
-                            "malformed frame: not valid JSON ({e}), skipped (at byte offset {})",
-                            f.offset
-                        )),
+                Item::Frame(f) => match serde_json::from_slice::<serde::de::IgnoredAny>(&f.bytes) {
+                    Ok(_) => {
+                        self.scratch.clear();
+                        compact_json(&f.bytes, &mut self.scratch);
+                        self.scratch.push(b'\n');
+                        let r = self.out.write_all(&self.scratch);
+                        r.map_err(|e| self.write_failure(e))?;
                     }
-                }
+                    Err(e) => self.problem(format_args!(
+                        "malformed frame: not valid JSON ({e}), skipped (at byte offset {})",
+                        f.offset
+                    )),
+                },
                 Item::KeepAlive => {}
                 Item::Error(e) => self.problem(format_args!("{e}")),
                 #[allow(unreachable_patterns)]
@@ -327,12 +329,17 @@ mod tests {
     fn decode(args: &DecodeArgs, input: &[u8]) -> (Outcome, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let outcome = decode_stream(args, input, &mut out, &mut err, "in.txt").expect("decodes");
-        (outcome, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+        (
+            outcome,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
     }
 
     #[test]
     fn sse_events_retry_and_comments() {
-        let input = b": hi\nretry: 1500\nid: 7\nevent: message-edit\ndata: {\"a\":1}\n\ndata: x\n\n";
+        let input =
+            b": hi\nretry: 1500\nid: 7\nevent: message-edit\ndata: {\"a\":1}\n\ndata: x\n\n";
         let (outcome, out, err) = decode(&args(Format::Sse), input);
         assert_eq!(outcome, Outcome::AllGood);
         assert_eq!(err, "");
@@ -345,7 +352,10 @@ mod tests {
         let mut with_comments = args(Format::Sse);
         with_comments.comments = true;
         let (_, out, _) = decode(&with_comments, input);
-        assert!(out.starts_with("{\"comment\":\"hi\"}\n{\"retry\":1500}\n"), "{out}");
+        assert!(
+            out.starts_with("{\"comment\":\"hi\"}\n{\"retry\":1500}\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -354,7 +364,10 @@ mod tests {
         let (outcome, out, err) = decode(&args(Format::JsonLines), input);
         assert_eq!(outcome, Outcome::Skipped);
         assert_eq!(out, "{\"b\":1,\"a\":\"x y\"}\n[1,2.50]\n");
-        assert!(err.contains("in.txt") && err.contains("byte offset 26"), "{err}");
+        assert!(
+            err.contains("in.txt") && err.contains("byte offset 26"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -364,7 +377,10 @@ mod tests {
         let (outcome, out, err) = decode(&a, b"{\"a\":1}\n{\"long\":\"xxxxxxxx\"} [3]");
         assert_eq!(outcome, Outcome::Skipped);
         assert_eq!(out, "{\"a\":1}\n[3]\n");
-        assert!(err.contains("10-byte limit") && err.contains("byte offset 8"), "{err}");
+        assert!(
+            err.contains("10-byte limit") && err.contains("byte offset 8"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -388,8 +404,17 @@ mod tests {
     #[test]
     fn closed_output_stops_quietly() {
         let mut err = Vec::new();
-        let r = decode_stream(&args(Format::JsonSeq), &b"[1][2]"[..], &mut ClosedPipe, &mut err, "x");
-        assert!(matches!(r, Err(Failure::OutputClosed(Outcome::AllGood))), "{r:?}");
+        let r = decode_stream(
+            &args(Format::JsonSeq),
+            &b"[1][2]"[..],
+            &mut ClosedPipe,
+            &mut err,
+            "x",
+        );
+        assert!(
+            matches!(r, Err(Failure::OutputClosed(Outcome::AllGood))),
+            "{r:?}"
+        );
         assert!(err.is_empty());
     }
 }

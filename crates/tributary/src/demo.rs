@@ -54,17 +54,33 @@ fn scripted_faults(service: EmulatedService) -> Vec<Vec<Fault>> {
     let drop = |n| vec![Fault::DropAfterBytes(n)];
     match service {
         EmulatedService::Campfire => {
-            vec![drop(1500), vec![Fault::Status { code: 400, retry_after: None }], vec![Fault::Malformed]]
+            vec![
+                drop(1500),
+                vec![Fault::Status {
+                    code: 400,
+                    retry_after: None,
+                }],
+                vec![Fault::Malformed],
+            ]
         }
         EmulatedService::Flowdock => vec![
             drop(2500),
-            vec![Fault::Stall { keepalives: false, duration: None }],
-            vec![Fault::Status { code: 503, retry_after: Some(2) }],
+            vec![Fault::Stall {
+                keepalives: false,
+                duration: None,
+            }],
+            vec![Fault::Status {
+                code: 503,
+                retry_after: Some(2),
+            }],
             vec![Fault::OneByteWrites],
         ],
         EmulatedService::Multistreamer => vec![drop(4000), vec![Fault::Malformed]],
         EmulatedService::Ustream => vec![
-            vec![Fault::Status { code: 500, retry_after: None }],
+            vec![Fault::Status {
+                code: 500,
+                retry_after: None,
+            }],
             vec![Fault::Delay(Duration::from_secs(3))],
         ],
         EmulatedService::Streamin => Vec::new(),
@@ -119,7 +135,11 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         "tributary demo: {} sources and a StreamIn relay against local emulators for {}{}",
         cfg.sources.len(),
         humantime::format_duration(args.duration),
-        if args.faults { ", with faults injected" } else { "" }
+        if args.faults {
+            ", with faults injected"
+        } else {
+            ""
+        }
     );
     say(summary_to_stdout, &intro);
     let result = run::run_config(&cfg, &opts).await;
@@ -156,7 +176,11 @@ fn say(stdout: bool, line: &str) {
 fn demo_config(emulators: &[AnyEmulator], faults: bool) -> String {
     let mut text = String::new();
     // With faults, stalls should be noticed within the demo's few seconds.
-    let tune = if faults { "stall_timeout = \"4s\"\nbackoff = { initial = \"1s\", max = \"4s\" }\n" } else { "" };
+    let tune = if faults {
+        "stall_timeout = \"4s\"\nbackoff = { initial = \"1s\", max = \"4s\" }\n"
+    } else {
+        ""
+    };
     for (emu, (_, name)) in emulators.iter().zip(PLAN) {
         match emu {
             AnyEmulator::Flowdock(_) => {
@@ -217,8 +241,13 @@ fn summary(result: &RunResult, streamin_received: usize) -> Vec<String> {
         ));
     }
     for r in &result.relays {
-        lines.push(format!("relay {}: {} sent, {} failed", r.name, r.sent, r.failed));
+        lines.push(format!(
+            "relay {}: {} sent, {} failed",
+            r.name, r.sent, r.failed
+        ));
     }
-    lines.push(format!("StreamIn emulator received {streamin_received} messages"));
+    lines.push(format!(
+        "StreamIn emulator received {streamin_received} messages"
+    ));
     lines
 }

@@ -43,7 +43,11 @@ pub struct EmulateArgs {
 
 fn parse_probability(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("`{s}` is not between 0 and 1")) }
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("`{s}` is not between 0 and 1"))
+    }
 }
 
 /// A started emulator of any service, for `emulate` and `demo`.
@@ -71,24 +75,53 @@ impl AnyEmulator {
     ) -> std::io::Result<AnyEmulator> {
         Ok(match service {
             EmulatedService::Campfire => {
-                let c = emulator::campfire::Config { listen, seed, rate, faults, ..Default::default() };
+                let c = emulator::campfire::Config {
+                    listen,
+                    seed,
+                    rate,
+                    faults,
+                    ..Default::default()
+                };
                 AnyEmulator::Campfire(emulator::campfire::Emulator::start(c).await?)
             }
             EmulatedService::Flowdock => {
-                let c = emulator::flowdock::Config { listen, seed, rate, faults, ..Default::default() };
+                let c = emulator::flowdock::Config {
+                    listen,
+                    seed,
+                    rate,
+                    faults,
+                    ..Default::default()
+                };
                 AnyEmulator::Flowdock(emulator::flowdock::Emulator::start(c).await?)
             }
             EmulatedService::Multistreamer => {
-                let c =
-                    emulator::multistreamer::Config { listen, seed, rate, faults, ..Default::default() };
+                let c = emulator::multistreamer::Config {
+                    listen,
+                    seed,
+                    rate,
+                    faults,
+                    ..Default::default()
+                };
                 AnyEmulator::Multistreamer(emulator::multistreamer::Emulator::start(c).await?)
             }
             EmulatedService::Ustream => {
-                let c = emulator::ustream::Config { listen, seed, rate, faults, ..Default::default() };
+                let c = emulator::ustream::Config {
+                    listen,
+                    seed,
+                    rate,
+                    faults,
+                    ..Default::default()
+                };
                 AnyEmulator::Ustream(emulator::ustream::Emulator::start(c).await?)
             }
             EmulatedService::Streamin => {
-                let c = emulator::streamin::Config { listen, seed, rate, faults, ..Default::default() };
+                let c = emulator::streamin::Config {
+                    listen,
+                    seed,
+                    rate,
+                    faults,
+                    ..Default::default()
+                };
                 AnyEmulator::Streamin(emulator::streamin::Emulator::start(c).await?)
             }
         })
@@ -135,13 +168,17 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
     } else {
         FaultPlan::none()
     });
-    let emu = match AnyEmulator::start(args.service, args.listen, args.seed, args.rate, faults).await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("tributary: cannot start the emulator on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
-        }
-    };
+    let emu =
+        match AnyEmulator::start(args.service, args.listen, args.seed, args.rate, faults).await {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!(
+                    "tributary: cannot start the emulator on {}: {e}",
+                    args.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        };
     let name = format!("{:?}", args.service).to_lowercase();
     println!("# {name} emulator listening on {}", emu.url());
     println!("# add this to tributary.toml to read it; stop with Ctrl-C\n");

@@ -107,7 +107,12 @@ fn main() -> ExitCode {
         Command::Emulate(args) => runtime().block_on(emulate::run(args)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "tributary", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tributary",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
     }

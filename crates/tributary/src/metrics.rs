@@ -78,11 +78,29 @@ impl Collector for Shared {
             }
         }
         let counters: [SourceCounter; 5] = [
-            ("tributary_events_delivered", "Events delivered to the output", |s| s.delivered),
-            ("tributary_reconnects", "Successful reconnections", |s| s.reconnects),
-            ("tributary_gaps", "Gap events emitted (reconnects without replay)", |s| s.gaps),
-            ("tributary_duplicates_suppressed", "Events dropped as duplicates", |s| s.duplicates),
-            ("tributary_malformed_frames", "Malformed or oversize frames skipped", |s| s.malformed),
+            (
+                "tributary_events_delivered",
+                "Events delivered to the output",
+                |s| s.delivered,
+            ),
+            ("tributary_reconnects", "Successful reconnections", |s| {
+                s.reconnects
+            }),
+            (
+                "tributary_gaps",
+                "Gap events emitted (reconnects without replay)",
+                |s| s.gaps,
+            ),
+            (
+                "tributary_duplicates_suppressed",
+                "Events dropped as duplicates",
+                |s| s.duplicates,
+            ),
+            (
+                "tributary_malformed_frames",
+                "Malformed or oversize frames skipped",
+                |s| s.malformed,
+            ),
         ];
         for (name, help, get) in counters {
             let mut m = encoder.encode_descriptor(
@@ -113,8 +131,16 @@ impl Collector for Shared {
         }
         let relays = self.0.relays();
         let relay_counters: [RelayCounter; 2] = [
-            ("tributary_relay_sent", "Messages a relay sent and the target confirmed", |r| r.sent),
-            ("tributary_relay_failed", "Messages a relay could not send", |r| r.failed),
+            (
+                "tributary_relay_sent",
+                "Messages a relay sent and the target confirmed",
+                |r| r.sent,
+            ),
+            (
+                "tributary_relay_failed",
+                "Messages a relay could not send",
+                |r| r.failed,
+            ),
         ];
         for (name, help, get) in relay_counters {
             let mut m = encoder.encode_descriptor(
@@ -149,7 +175,10 @@ pub fn healthy(sources: &[SourceStats]) -> bool {
 
 async fn metrics(State(p): State<Shared>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         render(p.0.clone()),
     )
 }
@@ -160,7 +189,11 @@ async fn healthz(State(p): State<Shared>) -> impl IntoResponse {
         .iter()
         .map(|s| format!("{} {:?}\n", s.name, s.state))
         .collect();
-    if healthy(&sources) { (StatusCode::OK, body) } else { (StatusCode::SERVICE_UNAVAILABLE, body) }
+    if healthy(&sources) {
+        (StatusCode::OK, body)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    }
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` until the returned task is aborted.

@@ -17,7 +17,11 @@ pub enum Format {
 impl Format {
     /// `json` when stdout is not a terminal, `pretty` when it is.
     pub fn default_for_stdout() -> Format {
-        if io::IsTerminal::is_terminal(&io::stdout()) { Format::Pretty } else { Format::Json }
+        if io::IsTerminal::is_terminal(&io::stdout()) {
+            Format::Pretty
+        } else {
+            Format::Json
+        }
     }
 }
 
@@ -82,7 +86,9 @@ fn paint(style: Style, text: &str) -> String {
 /// is set.
 pub fn pretty_line(e: &Event) -> String {
     let time = e.at.with_timezone(&chrono::Local).format("%H:%M:%S");
-    let tag_style = Style::new().fg_color(Some(Color::Ansi(service_color(&e.service)))).bold();
+    let tag_style = Style::new()
+        .fg_color(Some(Color::Ansi(service_color(&e.service))))
+        .bold();
     let dim = Style::new().dimmed();
     let tag = paint(tag_style, &format!("[{}]", e.source));
     let author = e
@@ -91,7 +97,11 @@ pub fn pretty_line(e: &Event) -> String {
         .clone()
         .or_else(|| e.author.id.clone())
         .unwrap_or_default();
-    let room = if e.room.is_empty() { String::new() } else { format!("#{} ", e.room) };
+    let room = if e.room.is_empty() {
+        String::new()
+    } else {
+        format!("#{} ", e.room)
+    };
     let text = e.text.replace('\n', "\n    ");
     let body = match e.kind {
         Kind::Message | Kind::Paste | Kind::Upload => {
@@ -102,25 +112,39 @@ pub fn pretty_line(e: &Event) -> String {
             };
             let reply = if e.refers_to.is_some() { "↳ " } else { "" };
             let private = if e.private {
-                let to = e.to.as_ref().and_then(|t| t.name.clone()).unwrap_or_default();
+                let to =
+                    e.to.as_ref()
+                        .and_then(|t| t.name.clone())
+                        .unwrap_or_default();
                 paint(Style::new().italic(), &format!("(private → {to}) "))
             } else {
                 String::new()
             };
-            format!("{reply}{private}{}: {marker}{text}", paint(Style::new().bold(), &author))
+            format!(
+                "{reply}{private}{}: {marker}{text}",
+                paint(Style::new().bold(), &author)
+            )
         }
         Kind::Emote => paint(Style::new().italic(), &format!("* {author} {text}")),
         Kind::Edit => format!(
             "{} {}: {text}",
-            paint(Style::new().fg_color(Some(Color::Ansi(AnsiColor::Yellow))), "✎ edited"),
+            paint(
+                Style::new().fg_color(Some(Color::Ansi(AnsiColor::Yellow))),
+                "✎ edited"
+            ),
             author
         ),
         Kind::Retraction => paint(
             Style::new().fg_color(Some(Color::Ansi(AnsiColor::Yellow))),
-            &format!("✗ retracted {}", e.refers_to.as_deref().unwrap_or("a message")),
+            &format!(
+                "✗ retracted {}",
+                e.refers_to.as_deref().unwrap_or("a message")
+            ),
         ),
         Kind::Gap => paint(
-            Style::new().fg_color(Some(Color::Ansi(AnsiColor::BrightRed))).bold(),
+            Style::new()
+                .fg_color(Some(Color::Ansi(AnsiColor::BrightRed)))
+                .bold(),
             &format!("⚠ gap: {text}"),
         ),
         Kind::Connection => {
@@ -132,7 +156,10 @@ pub fn pretty_line(e: &Event) -> String {
                 Some(ConnectionState::GaveUp) => "✗ gave up",
                 _ => "connection",
             };
-            let reason = c.and_then(|c| c.reason.clone()).map(|r| format!(": {r}")).unwrap_or_default();
+            let reason = c
+                .and_then(|c| c.reason.clone())
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             let retry = c
                 .and_then(|c| c.retry_in_ms)
                 .map(|ms| format!(" (retry in {:.1}s)", ms as f64 / 1000.0))
@@ -150,12 +177,24 @@ pub fn pretty_line(e: &Event) -> String {
         Kind::Kick => paint(dim, format!("⤫ {author} was removed {text}").trim_end()),
         Kind::Topic => paint(dim, &format!("topic: {text}")),
         _ => {
-            let what = if text.is_empty() { e.kind.as_str().to_owned() } else { text };
-            let who = if author.is_empty() { String::new() } else { format!("{author}: ") };
+            let what = if text.is_empty() {
+                e.kind.as_str().to_owned()
+            } else {
+                text
+            };
+            let who = if author.is_empty() {
+                String::new()
+            } else {
+                format!("{author}: ")
+            };
             paint(dim, &format!("{who}{what}"))
         }
     };
-    format!("{} {tag} {}{body}", paint(dim, &time.to_string()), paint(dim, &room))
+    format!(
+        "{} {tag} {}{body}",
+        paint(dim, &time.to_string()),
+        paint(dim, &room)
+    )
 }
 
 #[cfg(test)]
@@ -175,11 +214,15 @@ mod tests {
     #[test]
     fn json_strips_raw_unless_asked() {
         let mut buf = Vec::new();
-        Printer::new(&mut buf, Format::Json, false).print(&ev(Kind::Message)).unwrap();
+        Printer::new(&mut buf, Format::Json, false)
+            .print(&ev(Kind::Message))
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert!(v.get("raw").is_none());
         let mut buf = Vec::new();
-        Printer::new(&mut buf, Format::Json, true).print(&ev(Kind::Message)).unwrap();
+        Printer::new(&mut buf, Format::Json, true)
+            .print(&ev(Kind::Message))
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["raw"]["type"], "TextMessage");
         assert!(buf.ends_with(b"\n") && buf.iter().filter(|&&b| b == b'\n').count() == 1);
@@ -189,7 +232,9 @@ mod tests {
     fn pretty_marks_edits_gaps_and_retractions() {
         let plain = |e: &Event| {
             let mut out = Vec::new();
-            anstream::StripStream::new(&mut out).write_all(pretty_line(e).as_bytes()).unwrap();
+            anstream::StripStream::new(&mut out)
+                .write_all(pretty_line(e).as_bytes())
+                .unwrap();
             String::from_utf8(out).unwrap()
         };
         let m = plain(&ev(Kind::Message));
@@ -199,8 +244,14 @@ mod tests {
         r.refers_to = Some("x1".into());
         assert!(plain(&r).contains("✗ retracted x1"));
         let mut g = ev(Kind::Gap);
-        g.gap = Some(GapSpan { from: g.at, to: g.at });
+        g.gap = Some(GapSpan {
+            from: g.at,
+            to: g.at,
+        });
         assert!(plain(&g).contains("⚠ gap"));
-        assert!(pretty_line(&ev(Kind::Message)).contains('\u{1b}'), "coloured before stripping");
+        assert!(
+            pretty_line(&ev(Kind::Message)).contains('\u{1b}'),
+            "coloured before stripping"
+        );
     }
 }

@@ -18,7 +18,10 @@ use crate::metrics::RelayStats;
 
 /// Compiles a relay's `match` pattern, bounded in size.
 pub fn compile_pattern(p: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(p).size_limit(1 << 20).build().map_err(|e| e.to_string())
+    regex::RegexBuilder::new(p)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// The template used when a relay has none.
@@ -76,7 +79,12 @@ impl Route {
 
 /// Fills a relay template from an event.
 pub fn render(template: &str, e: &Event) -> String {
-    let author = e.author.name.as_deref().or(e.author.id.as_deref()).unwrap_or("someone");
+    let author = e
+        .author
+        .name
+        .as_deref()
+        .or(e.author.id.as_deref())
+        .unwrap_or("someone");
     let mut out = String::with_capacity(template.len() + e.text.len());
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -138,11 +146,19 @@ impl Memory {
                 }
             })
             .unwrap_or_default();
-        Memory { path, persisted, sent_texts: HashMap::new(), stats: HashMap::new() }
+        Memory {
+            path,
+            persisted,
+            sent_texts: HashMap::new(),
+            stats: HashMap::new(),
+        }
     }
 
     fn already_relayed(&self, label: &str, id: &str) -> bool {
-        self.persisted.relayed.get(label).is_some_and(|ids| ids.iter().any(|i| i == id))
+        self.persisted
+            .relayed
+            .get(label)
+            .is_some_and(|ids| ids.iter().any(|i| i == id))
     }
 
     fn mark_relayed(&mut self, label: &str, id: &str) {
@@ -156,7 +172,9 @@ impl Memory {
 
     fn save(&self) {
         let Some(path) = &self.path else { return };
-        let Ok(bytes) = serde_json::to_vec(&self.persisted) else { return };
+        let Ok(bytes) = serde_json::to_vec(&self.persisted) else {
+            return;
+        };
         if let Err(e) = write_atomic(path, &bytes) {
             tracing::warn!("cannot save relay state to {}: {e}", path.display());
         }
@@ -171,20 +189,28 @@ impl Memory {
     }
 
     fn is_echo(&self, source: &str, text: &str) -> bool {
-        self.sent_texts.get(source).is_some_and(|t| t.iter().any(|s| s == text))
+        self.sent_texts
+            .get(source)
+            .is_some_and(|t| t.iter().any(|s| s == text))
     }
 
     fn stat(&mut self, label: &str) -> &mut RelayStats {
         self.stats
             .entry(label.to_owned())
-            .or_insert_with(|| RelayStats { name: label.to_owned(), ..RelayStats::default() })
+            .or_insert_with(|| RelayStats {
+                name: label.to_owned(),
+                ..RelayStats::default()
+            })
     }
 }
 
 /// Writes a file atomically: a temp file in the same folder, fsync, rename; mode 0600.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
@@ -239,7 +265,10 @@ impl Relays {
                     .clone()
                     .unwrap_or_else(|| Kind::ALL.iter().copied().filter(|k| k.is_chat()).collect()),
                 pattern,
-                template: c.template.clone().unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+                template: c
+                    .template
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
                 to: c.to.clone(),
             });
             lock(&memory).stat(&label);
@@ -256,9 +285,19 @@ impl Relays {
                 .ok_or_else(|| format!("relay target `{}` has no writer", route.to))?;
             let (tx, rx) = mpsc::channel(QUEUE);
             queues.insert(route.to.clone(), tx);
-            workers.push(tokio::spawn(worker(route.to.clone(), sink, rx, memory.clone())));
+            workers.push(tokio::spawn(worker(
+                route.to.clone(),
+                sink,
+                rx,
+                memory.clone(),
+            )));
         }
-        Ok(Relays { routes, queues, memory, workers })
+        Ok(Relays {
+            routes,
+            queues,
+            memory,
+            workers,
+        })
     }
 
     /// Offers a delivered event to every relay; never blocks.
@@ -275,8 +314,14 @@ impl Relays {
             if mem.already_relayed(&route.label, &e.id) {
                 continue;
             }
-            let job = Job { label: route.label.clone(), id: e.id.clone(), text: render(&route.template, e) };
-            let Some(q) = self.queues.get(&route.to) else { continue };
+            let job = Job {
+                label: route.label.clone(),
+                id: e.id.clone(),
+                text: render(&route.template, e),
+            };
+            let Some(q) = self.queues.get(&route.to) else {
+                continue;
+            };
             if let Err(err) = q.try_send(job) {
                 let job = match err {
                     mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
@@ -297,7 +342,10 @@ impl Relays {
         drop(self.queues);
         let all = futures_join(self.workers);
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("relays still sending after {}s; stopping them", grace.as_secs());
+            tracing::warn!(
+                "relays still sending after {}s; stopping them",
+                grace.as_secs()
+            );
         }
     }
 }
@@ -322,7 +370,12 @@ impl RelayStatsHandle {
     }
 }
 
-async fn worker(target: String, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Job>, memory: Arc<Mutex<Memory>>) {
+async fn worker(
+    target: String,
+    sink: Arc<dyn Sink>,
+    mut rx: mpsc::Receiver<Job>,
+    memory: Arc<Mutex<Memory>>,
+) {
     while let Some(job) = rx.recv().await {
         let (text, cut) = sink.fit(&job.text);
         if cut {
@@ -365,9 +418,16 @@ mod tests {
     use chat_model::{Author, Service};
 
     fn ev(source: &str, id: &str, kind: Kind, text: &str) -> Event {
-        Event::new(source, Service::Flowdock, kind, id, "acme/main", chrono::Utc::now())
-            .with_author(Author::new(Some("1".to_owned()), Some("Ada".to_owned())))
-            .with_text(text)
+        Event::new(
+            source,
+            Service::Flowdock,
+            kind,
+            id,
+            "acme/main",
+            chrono::Utc::now(),
+        )
+        .with_author(Author::new(Some("1".to_owned()), Some("Ada".to_owned())))
+        .with_text(text)
     }
 
     struct Recorder {
@@ -388,9 +448,15 @@ mod tests {
                 let mut f = self.fail_first.lock().unwrap();
                 if *f > 0 {
                     *f -= 1;
-                    return Err(SendFailure { message: "503".into(), retryable: true });
+                    return Err(SendFailure {
+                        message: "503".into(),
+                        retryable: true,
+                    });
                 }
-                self.sent.lock().unwrap().push((id.to_owned(), text.to_owned()));
+                self.sent
+                    .lock()
+                    .unwrap()
+                    .push((id.to_owned(), text.to_owned()));
                 Ok("ok".into())
             })
         }
@@ -409,18 +475,39 @@ mod tests {
     #[test]
     fn render_fills_every_placeholder() {
         let e = ev("flows", "1", Kind::Message, "deploy done");
-        assert_eq!(render(DEFAULT_TEMPLATE, &e), "Ada in acme/main: deploy done");
-        assert_eq!(render("[{source}/{kind}] {text} {x}", &e), "[flows/message] deploy done {x}");
+        assert_eq!(
+            render(DEFAULT_TEMPLATE, &e),
+            "Ada in acme/main: deploy done"
+        );
+        assert_eq!(
+            render("[{source}/{kind}] {text} {x}", &e),
+            "[flows/message] deploy done {x}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn relays_matching_events_once_with_retries_and_no_echo() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("relays.json");
-        let sink = Arc::new(Recorder { sent: Mutex::default(), fail_first: Mutex::new(2), max: Some(20) });
-        let sinks: HashMap<String, Arc<dyn Sink>> = [("notify".to_owned(), sink.clone() as Arc<dyn Sink>)].into();
-        let relays = Relays::start(&[cfg(Some("deploy|outage"))], sinks.clone(), Some(state.clone())).unwrap();
-        relays.offer(&ev("flows", "1", Kind::Message, "deploy of the billing service finished"));
+        let sink = Arc::new(Recorder {
+            sent: Mutex::default(),
+            fail_first: Mutex::new(2),
+            max: Some(20),
+        });
+        let sinks: HashMap<String, Arc<dyn Sink>> =
+            [("notify".to_owned(), sink.clone() as Arc<dyn Sink>)].into();
+        let relays = Relays::start(
+            &[cfg(Some("deploy|outage"))],
+            sinks.clone(),
+            Some(state.clone()),
+        )
+        .unwrap();
+        relays.offer(&ev(
+            "flows",
+            "1",
+            Kind::Message,
+            "deploy of the billing service finished",
+        ));
         relays.offer(&ev("flows", "2", Kind::Message, "lunch?"));
         relays.offer(&ev("other", "3", Kind::Message, "deploy elsewhere"));
         relays.offer(&ev("flows", "4", Kind::Presence, "deploy"));
@@ -428,30 +515,65 @@ mod tests {
         let sent = sink.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!(sent[0].0, "1");
-        assert_eq!(sent[0].1.chars().count(), 20, "truncated to the sink's limit");
+        assert_eq!(
+            sent[0].1.chars().count(),
+            20,
+            "truncated to the sink's limit"
+        );
         assert!(sent[0].1.ends_with('…'));
 
         // After a restart the same event is not sent again.
         let relays = Relays::start(&[cfg(None)], sinks, Some(state)).unwrap();
-        relays.offer(&ev("flows", "1", Kind::Message, "deploy of the billing service finished"));
+        relays.offer(&ev(
+            "flows",
+            "1",
+            Kind::Message,
+            "deploy of the billing service finished",
+        ));
         relays.offer(&ev("flows", "5", Kind::Message, "new one"));
         let stats = relays.stats_handle();
         relays.shutdown(Duration::from_secs(60)).await;
         let sent = sink.sent.lock().unwrap().clone();
-        assert_eq!(sent.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["1", "5"]);
+        assert_eq!(
+            sent.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+            ["1", "5"]
+        );
         assert_eq!(stats.stats()[0].sent, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn own_echo_is_not_relayed_back() {
         // flows → live and live → flows: the echo of what we sent to `live` must not bounce.
-        let a = Arc::new(Recorder { sent: Mutex::default(), fail_first: Mutex::new(0), max: None });
-        let b = Arc::new(Recorder { sent: Mutex::default(), fail_first: Mutex::new(0), max: None });
-        let sinks: HashMap<String, Arc<dyn Sink>> =
-            [("live".to_owned(), a.clone() as Arc<dyn Sink>), ("flows".to_owned(), b.clone() as Arc<dyn Sink>)].into();
+        let a = Arc::new(Recorder {
+            sent: Mutex::default(),
+            fail_first: Mutex::new(0),
+            max: None,
+        });
+        let b = Arc::new(Recorder {
+            sent: Mutex::default(),
+            fail_first: Mutex::new(0),
+            max: None,
+        });
+        let sinks: HashMap<String, Arc<dyn Sink>> = [
+            ("live".to_owned(), a.clone() as Arc<dyn Sink>),
+            ("flows".to_owned(), b.clone() as Arc<dyn Sink>),
+        ]
+        .into();
         let configs = [
-            RelayConfig { from: vec!["flows".into()], to: "live".into(), kinds: None, pattern: None, template: Some("{text}".into()) },
-            RelayConfig { from: vec!["live".into()], to: "flows".into(), kinds: None, pattern: None, template: Some("{text}".into()) },
+            RelayConfig {
+                from: vec!["flows".into()],
+                to: "live".into(),
+                kinds: None,
+                pattern: None,
+                template: Some("{text}".into()),
+            },
+            RelayConfig {
+                from: vec!["live".into()],
+                to: "flows".into(),
+                kinds: None,
+                pattern: None,
+                template: Some("{text}".into()),
+            },
         ];
         let relays = Relays::start(&configs, sinks, None).unwrap();
         relays.offer(&ev("flows", "1", Kind::Message, "hello"));

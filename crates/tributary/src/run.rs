@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_model::{Event, Kind};
@@ -118,7 +118,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     };
     if cfg.sources.is_empty() {
-        eprintln!("tributary: {}: no [[source]] is configured; nothing to run", args.config.display());
+        eprintln!(
+            "tributary: {}: no [[source]] is configured; nothing to run",
+            args.config.display()
+        );
         return ExitCode::from(2);
     }
     let state_file = args.state.clone().unwrap_or_else(|| cfg.state_file.clone());
@@ -163,7 +166,10 @@ pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, St
                 .map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;
         }
     }
-    let options = Options { state_file: opts.state_file.clone(), ..Options::default() };
+    let options = Options {
+        state_file: opts.state_file.clone(),
+        ..Options::default()
+    };
     let mut sup = Supervisor::new(options).map_err(|e| e.to_string())?;
     for w in sup.warnings() {
         tracing::warn!("{w}");
@@ -175,7 +181,10 @@ pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, St
     let relays = if cfg.relays.is_empty() {
         None
     } else {
-        let state = opts.state_file.as_ref().map(|p| p.with_extension("relays.json"));
+        let state = opts
+            .state_file
+            .as_ref()
+            .map(|p| p.with_extension("relays.json"));
         Some(Relays::start(&cfg.relays, sinks, state)?)
     };
     let metrics_task = match opts.metrics {
@@ -240,7 +249,11 @@ pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, St
     if let Some(t) = metrics_task {
         t.abort();
     }
-    Ok(RunResult { ending, report, relays: relay_stats })
+    Ok(RunResult {
+        ending,
+        report,
+        relays: relay_stats,
+    })
 }
 
 fn wanted(event: &Event, lifecycle: bool) -> bool {

@@ -87,7 +87,9 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
             )));
         };
         if args.external_id.is_some() {
-            return Err(SendFailed::Usage("--external-id applies to streamin targets only".into()));
+            return Err(SendFailed::Usage(
+                "--external-id applies to streamin targets only".into(),
+            ));
         }
         let opts = sources::multistreamer::connect_options(&src.name, &src.common, ms)
             .map_err(SendFailed::Usage)?;
@@ -100,7 +102,9 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
         return multistreamer::send_once(&opts, &req, args.timeout)
             .await
             .map(|c| c.summary())
-            .map_err(|e| SendFailed::Refused(format!("sending through `{}` failed: {e}", args.to)));
+            .map_err(|e| {
+                SendFailed::Refused(format!("sending through `{}` failed: {e}", args.to))
+            });
     }
     if let Some(t) = cfg.targets.iter().find(|t| t.name == args.to) {
         let TargetKind::Streamin(st) = &t.kind;
@@ -109,7 +113,8 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
                 "--emote, --account and --to-account apply to multistreamer sources only".into(),
             ));
         }
-        let client = streamin_client(st).map_err(|e| SendFailed::Usage(format!("target `{}`: {e}", t.name)))?;
+        let client = streamin_client(st)
+            .map_err(|e| SendFailed::Usage(format!("target `{}`: {e}", t.name)))?;
         let mut msg = streamin::NewMessage::markdown(args.text.clone());
         if let Some(id) = &args.external_id {
             msg = msg.with_external_id(id.clone());
@@ -140,7 +145,9 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
 /// A StreamIn client for a target.
 pub fn streamin_client(t: &StreaminTargetConfig) -> Result<streamin::Client, streamin::Error> {
     streamin::Client::new(
-        t.url.clone().unwrap_or_else(|| streamin::DEFAULT_BASE_URL.to_owned()),
+        t.url
+            .clone()
+            .unwrap_or_else(|| streamin::DEFAULT_BASE_URL.to_owned()),
         t.api_key.clone(),
     )
 }
@@ -153,7 +160,11 @@ fn writable_names(cfg: &Config) -> String {
         .map(|s| s.name.as_str())
         .chain(cfg.targets.iter().map(|t| t.name.as_str()))
         .collect();
-    if names.is_empty() { "none configured".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "none configured".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Arguments of `tributary refresh-key`.
@@ -200,7 +211,11 @@ pub async fn refresh_key(args: RefreshKeyArgs) -> ExitCode {
     let store = streamin::FileKeyStore::new(path.clone());
     match client.refresh_api_key(&store).await {
         Ok(_) => {
-            println!("refreshed the API key of `{}`; the new key is in {}", t.name, path.display());
+            println!(
+                "refreshed the API key of `{}`; the new key is in {}",
+                t.name,
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -25,12 +25,21 @@ impl Sink for StreaminSink {
 
     fn send<'a>(&'a self, text: &'a str, external_id: &'a str) -> SendFuture<'a> {
         Box::pin(async move {
-            let id: String = external_id.chars().take(streamin::MAX_EXTERNAL_ID_CHARS).collect();
+            let id: String = external_id
+                .chars()
+                .take(streamin::MAX_EXTERNAL_ID_CHARS)
+                .collect();
             // `fit` already produced wiki markup.
             let msg = streamin::NewMessage::wiki(text.to_owned()).with_external_id(id);
             match self.client.new_message(&msg).await {
-                Ok(info) => Ok(format!("StreamIn message {} created at {}", info.external_id, info.created_at)),
-                Err(e) => Err(SendFailure { retryable: e.is_retryable(), message: e.to_string() }),
+                Ok(info) => Ok(format!(
+                    "StreamIn message {} created at {}",
+                    info.external_id, info.created_at
+                )),
+                Err(e) => Err(SendFailure {
+                    retryable: e.is_retryable(),
+                    message: e.to_string(),
+                }),
             }
         })
     }
@@ -44,10 +53,16 @@ pub struct MultistreamerSink {
 impl Sink for MultistreamerSink {
     fn send<'a>(&'a self, text: &'a str, _external_id: &'a str) -> SendFuture<'a> {
         Box::pin(async move {
-            let req = multistreamer::SendRequest { text: text.to_owned(), ..Default::default() };
+            let req = multistreamer::SendRequest {
+                text: text.to_owned(),
+                ..Default::default()
+            };
             match multistreamer::send_once(&self.options, &req, MULTISTREAMER_TIMEOUT).await {
                 Ok(c) => Ok(c.summary()),
-                Err(e) => Err(SendFailure { retryable: e.is_retryable(), message: e.to_string() }),
+                Err(e) => Err(SendFailure {
+                    retryable: e.is_retryable(),
+                    message: e.to_string(),
+                }),
             }
         })
     }

@@ -3,52 +3,25 @@
 //! faults (backfill closes the gaps), the resume cursor sent as `since_message_id`, a restart
 //! resuming from the state file, and a 401 ending only its own source.
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{events_of, ids, run_tributary, write_config};
 use emulator::campfire::{Config, DEFAULT_ROOM, DEFAULT_TOKEN, Emulator};
 use emulator::{Fault, FaultPlan};
 
-/// Runs `tributary run` on a config for `duration`, off the async runtime.
-async fn run_tributary(config: &Path, state: &Path, duration: &str) -> Output {
-    let config = config.to_owned();
-    let state = state.to_owned();
-    let duration = duration.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--format", "json", "--duration", &duration, "--state"])
-            .arg(&state)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("tributary runs")
+mod common;
+
+/// A quiet emulator (no generated traffic, keep-alives every 300 ms) following `faults`.
+async fn start_emulator(faults: FaultPlan) -> Emulator {
+    Emulator::start(Config {
+        rate: 0.0,
+        keepalive: Duration::from_millis(300),
+        faults: Arc::new(faults),
+        ..Config::default()
     })
     .await
-    .expect("the runner thread finishes")
-}
-
-/// The events of `source` in the NDJSON output (chat and notices, not lifecycle).
-fn events_of(out: &Output, source: &str) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-        })
-        .filter(|v| v["source"] == source)
-        .collect()
-}
-
-fn ids(events: &[serde_json::Value], kind_filter: impl Fn(&str) -> bool) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| kind_filter(e["kind"].as_str().unwrap_or("")))
-        .map(|e| e["id"].as_str().unwrap_or("").to_owned())
-        .collect()
+    .unwrap()
 }
 
 fn source_table(emu: &Emulator, name: &str, token: &str) -> String {
@@ -63,13 +36,10 @@ fn source_table(emu: &Emulator, name: &str, token: &str) -> String {
 /// Posts `n` text messages, one every `every`, once the first stream is open; returns their
 /// ids.
 async fn post_when_streaming(emu: &Emulator, n: usize, every: Duration) -> Vec<u64> {
-    for _ in 0..3000 {
-        if emu.streams_served() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(emu.streams_served() > 0, "tributary never opened a stream");
+    assert!(
+        common::eventually(|| emu.streams_served() > 0).await,
+        "tributary never opened a stream"
+    );
     let mut posted = Vec::with_capacity(n);
     for i in 0..n {
         posted.push(emu.inject_text(DEFAULT_ROOM, &format!("e2e message {i} ☃")));
@@ -108,18 +78,9 @@ async fn every_message_once_and_in_order_across_faults() {
             retry_after: Some(1),
         }],
     ]);
-    let emu = Emulator::start(Config {
-        rate: 0.0,
-        keepalive: Duration::from_millis(300),
-        faults: Arc::new(faults),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let emu = start_emulator(faults).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
-    std::fs::write(&config, source_table(&emu, "ops", DEFAULT_TOKEN)).unwrap();
-    let state = dir.path().join("state.json");
+    let (config, state) = write_config(dir.path(), &source_table(&emu, "ops", DEFAULT_TOKEN));
 
     let run = run_tributary(&config, &state, "12s");
     let post = post_when_streaming(&emu, 40, Duration::from_millis(100));
@@ -162,17 +123,9 @@ async fn every_message_once_and_in_order_across_faults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_the_state_file() {
-    let emu = Emulator::start(Config {
-        rate: 0.0,
-        keepalive: Duration::from_millis(300),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let emu = start_emulator(FaultPlan::none()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
-    std::fs::write(&config, source_table(&emu, "ops", DEFAULT_TOKEN)).unwrap();
-    let state = dir.path().join("state.json");
+    let (config, state) = write_config(dir.path(), &source_table(&emu, "ops", DEFAULT_TOKEN));
 
     let run = run_tributary(&config, &state, "4s");
     let post = post_when_streaming(&emu, 10, Duration::from_millis(100));
@@ -217,22 +170,14 @@ async fn restart_resumes_from_the_state_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_source_stops_alone() {
-    let emu = Emulator::start(Config {
-        rate: 0.0,
-        keepalive: Duration::from_millis(300),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let emu = start_emulator(FaultPlan::none()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
     let text = format!(
         "{}\n{}",
         source_table(&emu, "good", DEFAULT_TOKEN),
         source_table(&emu, "bad", "not-the-token")
     );
-    std::fs::write(&config, text).unwrap();
-    let state = dir.path().join("state.json");
+    let (config, state) = write_config(dir.path(), &text);
 
     let run = run_tributary(&config, &state, "4s");
     let post = post_when_streaming(&emu, 10, Duration::from_millis(100));

@@ -9,7 +9,9 @@ use tokio::process::Command;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    c.env("RUST_LOG", "warn").env("NO_COLOR", "1").kill_on_drop(true);
+    c.env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true);
     c
 }
 
@@ -35,14 +37,26 @@ async fn help_lists_every_command_and_completions_work() {
     let out = run(&["--help"]).await;
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["run", "send", "check", "decode", "emulate", "demo", "completions"] {
+    for cmd in [
+        "run",
+        "send",
+        "check",
+        "decode",
+        "emulate",
+        "demo",
+        "completions",
+    ] {
         assert!(help.contains(cmd), "--help lists {cmd}:\n{help}");
     }
     let out = run(&["completions", "bash"]).await;
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("tributary"));
     let out = run(&["run", "--format", "yaml"]).await;
-    assert_eq!(out.status.code(), Some(2), "a bad flag value is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad flag value is a usage error"
+    );
 }
 
 #[tokio::test]
@@ -51,13 +65,24 @@ async fn config_errors_exit_2_naming_file_and_line() {
     let missing = dir.path().join("nope.toml");
     let out = run(&["run", "--config", missing.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("nope.toml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nope.toml"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let cfg = write(dir.path(), "bad.toml", "[[source]]\nname = \"x\"\nservice = \"irc\"\n");
+    let cfg = write(
+        dir.path(),
+        "bad.toml",
+        "[[source]]\nname = \"x\"\nservice = \"irc\"\n",
+    );
     let out = run(&["run", "--config", cfg.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("bad.toml:3:") && err.contains("unknown `service`"), "{err}");
+    assert!(
+        err.contains("bad.toml:3:") && err.contains("unknown `service`"),
+        "{err}"
+    );
 
     let cfg = write(
         dir.path(),
@@ -88,11 +113,17 @@ async fn every_source_failing_exits_1_with_reasons_and_metrics_are_served() {
         .arg(dir.path().join("s.json"))
         .env("T", "wrong-token")
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(err.contains("ops") && err.contains("401"), "{err}");
-    assert!(!err.contains("wrong-token"), "the token never reaches the output");
+    assert!(
+        !err.contains("wrong-token"),
+        "the token never reaches the output"
+    );
 
     // A healthy run serves metrics while it runs.
     let port = {
@@ -101,7 +132,15 @@ async fn every_source_failing_exits_1_with_reasons_and_metrics_are_served() {
     };
     let addr = format!("127.0.0.1:{port}");
     let mut child = bin()
-        .args(["run", "--format", "json", "--duration", "20s", "--config", cfg.to_str().unwrap()])
+        .args([
+            "run",
+            "--format",
+            "json",
+            "--duration",
+            "20s",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .args(["--metrics", &addr, "--state"])
         .arg(dir.path().join("s2.json"))
         .env("T", emulator::campfire::DEFAULT_TOKEN)
@@ -119,7 +158,10 @@ async fn every_source_failing_exits_1_with_reasons_and_metrics_are_served() {
         }
     }
     assert!(body.contains("tributary_events_delivered_total"), "{body}");
-    assert!(body.contains("tributary_reconnects_total{source=\"ops\",service=\"campfire\"}"), "{body}");
+    assert!(
+        body.contains("tributary_reconnects_total{source=\"ops\",service=\"campfire\"}"),
+        "{body}"
+    );
     let health = http_get(&addr, "/healthz").await.unwrap();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     child.kill().await.unwrap();
@@ -129,8 +171,10 @@ async fn every_source_failing_exits_1_with_reasons_and_metrics_are_served() {
 async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -149,27 +193,76 @@ async fn send_to_multistreamer_each_outcome() {
     let cfg = write(dir.path(), "t.toml", &emu.config_snippet("live"));
     let cfg = cfg.to_str().unwrap();
 
-    let out = run(&["send", "--config", cfg, "--to", "live", "--account", "14", "hello chat"]).await;
+    let out = run(&[
+        "send",
+        "--config",
+        cfg,
+        "--to",
+        "live",
+        "--account",
+        "14",
+        "hello chat",
+    ])
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let confirmed = text(&out.stdout);
-    assert!(confirmed.contains("jprjrdev") && confirmed.contains("hello chat"), "{confirmed}");
+    assert!(
+        confirmed.contains("jprjrdev") && confirmed.contains("hello chat"),
+        "{confirmed}"
+    );
     assert!(emu.received().iter().any(|m| m["text"] == "hello chat"));
 
-    let out = run(&["send", "--config", cfg, "--to", "live", "--account", "0", "--emote", "waves"]).await;
+    let out = run(&[
+        "send",
+        "--config",
+        cfg,
+        "--to",
+        "live",
+        "--account",
+        "0",
+        "--emote",
+        "waves",
+    ])
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("emote"));
 
     for (account, expect) in [("99", "account 99"), ("25", "writable")] {
-        let out = run(&["send", "--config", cfg, "--to", "live", "--account", account, "x"]).await;
+        let out = run(&[
+            "send",
+            "--config",
+            cfg,
+            "--to",
+            "live",
+            "--account",
+            account,
+            "x",
+        ])
+        .await;
         assert_eq!(out.status.code(), Some(1), "account {account}");
         let err = text(&out.stderr);
         assert!(err.contains(expect), "account {account}: {err}");
         assert!(!err.contains(emu.token()), "no token in errors");
     }
-    let out =
-        run(&["send", "--config", cfg, "--to", "live", "--account", "17", "--timeout", "2s", "x"]).await;
+    let out = run(&[
+        "send",
+        "--config",
+        cfg,
+        "--to",
+        "live",
+        "--account",
+        "17",
+        "--timeout",
+        "2s",
+        "x",
+    ])
+    .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).to_lowercase().contains("writer"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).to_lowercase().contains("writer"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = run(&["send", "--config", cfg, "--to", "nobody", "x"]).await;
     assert_eq!(out.status.code(), Some(2));
@@ -179,12 +272,18 @@ async fn send_to_multistreamer_each_outcome() {
     emu.stop().await;
     let out = run(&["send", "--config", cfg, "--to", "live", "x"]).await;
     assert_eq!(out.status.code(), Some(1), "connection failure");
-    assert!(text(&out.stderr).contains("failed"), "{} (server was {url})", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("failed"),
+        "{} (server was {url})",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_and_check_streamin_with_every_error_code() {
-    let emu = emulator::streamin::Emulator::start(emulator::streamin::Config::default()).await.unwrap();
+    let emu = emulator::streamin::Emulator::start(emulator::streamin::Config::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = write(dir.path(), "key", &emu.api_key());
     let _ = key;
@@ -198,12 +297,29 @@ async fn send_and_check_streamin_with_every_error_code() {
     );
     let cfg = cfg.to_str().unwrap();
 
-    let out = run(&["send", "--config", cfg, "--to", "notify", "--external-id", "m1", "**deploy** done"]).await;
+    let out = run(&[
+        "send",
+        "--config",
+        cfg,
+        "--to",
+        "notify",
+        "--external-id",
+        "m1",
+        "**deploy** done",
+    ])
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("external_id=m1"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("external_id=m1"),
+        "{}",
+        text(&out.stdout)
+    );
     let got = emu.committed();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].content, "'''deploy''' done", "markdown converted to wiki markup");
+    assert_eq!(
+        got[0].content, "'''deploy''' done",
+        "markdown converted to wiki markup"
+    );
 
     let out = run(&["check", "--config", cfg]).await;
     assert!(out.status.success(), "{}", text(&out.stdout));
@@ -220,8 +336,14 @@ async fn send_and_check_streamin_with_every_error_code() {
         let out = run(&["send", "--config", cfg, "--to", "notify", "hello"]).await;
         assert_eq!(out.status.code(), Some(1), "status {code}");
         let err = text(&out.stderr);
-        assert!(err.contains(&format!("status {code}")), "status {code}: {err}");
-        assert!(!err.contains(&emu.api_key()), "the key never reaches errors");
+        assert!(
+            err.contains(&format!("status {code}")),
+            "status {code}: {err}"
+        );
+        assert!(
+            !err.contains(&emu.api_key()),
+            "the key never reaches errors"
+        );
     }
     emu.force_status(Some(101));
     let out = run(&["check", "--config", cfg]).await;
@@ -230,7 +352,11 @@ async fn send_and_check_streamin_with_every_error_code() {
     emu.force_status(None);
 
     let out = run(&["send", "--config", cfg, "--to", "notify", "--emote", "x"]).await;
-    assert_eq!(out.status.code(), Some(2), "--emote is a usage error for streamin");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--emote is a usage error for streamin"
+    );
     emu.stop().await;
 }
 
@@ -239,7 +365,18 @@ async fn demo_runs_every_service_and_summarises() {
     let dir = tempfile::tempdir().unwrap();
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        bin().current_dir(dir.path()).args(["demo", "--duration", "6s", "--format", "json", "--rate", "4"]).output(),
+        bin()
+            .current_dir(dir.path())
+            .args([
+                "demo",
+                "--duration",
+                "6s",
+                "--format",
+                "json",
+                "--rate",
+                "4",
+            ])
+            .output(),
     )
     .await
     .unwrap()
@@ -250,7 +387,13 @@ async fn demo_runs_every_service_and_summarises() {
         let v: serde_json::Value = serde_json::from_str(line).expect("stdout is NDJSON");
         services.insert(v["source"].as_str().unwrap().to_owned());
     }
-    for s in ["campfire", "flowdock-sse", "flowdock-json", "multistreamer", "ustream"] {
+    for s in [
+        "campfire",
+        "flowdock-sse",
+        "flowdock-json",
+        "multistreamer",
+        "ustream",
+    ] {
         assert!(services.contains(s), "events from {s}: {services:?}");
     }
     let summary = text(&out.stderr);

@@ -18,9 +18,14 @@ fn decode_stdin(args: &[&str], stdin: &[u8]) -> Output {
         .spawn()
         .expect("tributary starts");
     let mut pipe = child.stdin.take().expect("stdin");
-    pipe.write_all(stdin).expect("write stdin");
-    drop(pipe);
-    child.wait_with_output().expect("tributary ends")
+    // Feed stdin from another thread so a large input cannot deadlock against a full stdout.
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("tributary ends");
+    writer.join().expect("stdin writer");
+    out
 }
 
 /// Runs `tributary decode ARGS FILE` with `content` in a temporary file.
@@ -47,7 +52,8 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn sse_from_a_file() {
-    let input = b"\xEF\xBB\xBFretry: 2500\r\nid: 1\r\ndata: {\"event\":\"message\"}\r\n\r\n: ping\n\
+    let input =
+        b"\xEF\xBB\xBFretry: 2500\r\nid: 1\r\ndata: {\"event\":\"message\"}\r\n\r\n: ping\n\
                   event: edit\ndata: a\ndata: b\n\nid: 2\0\ndata: c\n\ndata: unterminated";
     let o = decode_file(&["--format", "sse"], input);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -65,7 +71,10 @@ fn sse_from_a_file() {
 fn sse_comments_only_with_the_flag() {
     let input = b": keep-alive\ndata: x\n\n";
     let o = decode_stdin(&["--format", "sse"], input);
-    assert_eq!(stdout(&o), "{\"event\":\"message\",\"data\":\"x\",\"id\":\"\"}\n");
+    assert_eq!(
+        stdout(&o),
+        "{\"event\":\"message\",\"data\":\"x\",\"id\":\"\"}\n"
+    );
     let o = decode_stdin(&["--format", "sse", "--comments"], input);
     assert_eq!(
         stdout(&o),
@@ -76,17 +85,32 @@ fn sse_comments_only_with_the_flag() {
 
 #[test]
 fn json_lines_from_stdin_with_keep_alives_and_a_malformed_frame() {
-    let input = b"{ \"id\" : 1 }\r \r{\"id\":2,\n \"t\":\"a b\"}\r\n\n{oops}\r[3]";
+    let input = b"{ \"id\" : 1 }\r \r{\"id\":2, \"t\":\"a b\"}\r\n\n{oops}\r[3]";
     let o = decode_stdin(&["--format", "json-lines"], input);
-    assert_eq!(o.status.code(), Some(1), "a skipped frame gives exit status 1");
-    assert_eq!(stdout(&o), "{\"id\":1}\n{\"id\":2}\n[3]\n", "{}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a skipped frame gives exit status 1"
+    );
+    assert_eq!(
+        stdout(&o),
+        "{\"id\":1}\n{\"id\":2,\"t\":\"a b\"}\n[3]\n",
+        "{}",
+        stderr(&o)
+    );
     let err = stderr(&o);
-    assert!(err.contains("<stdin>") && err.contains("not valid JSON"), "{err}");
+    assert!(
+        err.contains("<stdin>") && err.contains("not valid JSON"),
+        "{err}"
+    );
 }
 
 #[test]
 fn json_lines_all_good_exits_zero() {
-    let o = decode_stdin(&["--format", "json-lines"], b"{\"a\": [1, 2]}\n\n\"text\"\n");
+    let o = decode_stdin(
+        &["--format", "json-lines"],
+        b"{\"a\": [1, 2]}\n\n\"text\"\n",
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "{\"a\":[1,2]}\n\"text\"\n");
 }
@@ -114,11 +138,20 @@ fn max_frame_refuses_larger_frames() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o), "[1]\n[2]\n");
     let err = stderr(&o);
-    assert!(err.contains("8-byte limit") && err.contains("byte offset 4"), "{err}");
+    assert!(
+        err.contains("8-byte limit") && err.contains("byte offset 4"),
+        "{err}"
+    );
 
-    let o = decode_stdin(&["--format", "sse", "--max-frame", "10"], b"data: 0123456789\n\ndata: ok\n\n");
+    let o = decode_stdin(
+        &["--format", "sse", "--max-frame", "10"],
+        b"data: 0123456789\n\ndata: ok\n\n",
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stdout(&o), "{\"event\":\"message\",\"data\":\"ok\",\"id\":\"\"}\n");
+    assert_eq!(
+        stdout(&o),
+        "{\"event\":\"message\",\"data\":\"ok\",\"id\":\"\"}\n"
+    );
     assert!(stderr(&o).contains("byte offset 0"), "{}", stderr(&o));
 }
 
@@ -129,7 +162,11 @@ fn missing_file_is_an_io_error_naming_the_file() {
         .output()
         .expect("tributary runs");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("/nonexistent/capture.sse"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/capture.sse"),
+        "{}",
+        stderr(&o)
+    );
     assert!(o.stdout.is_empty());
 }
 
@@ -151,12 +188,22 @@ fn large_input_streams_through_in_chunks() {
     // 3 MiB of events crosses many 64 KiB reads; every event comes out once, in order.
     let mut input = Vec::new();
     for i in 0..20_000 {
-        input.extend_from_slice(format!("id: {i}\ndata: {{\"n\":{i},\"pad\":\"{}\"}}\n\n", "x".repeat(120)).as_bytes());
+        input.extend_from_slice(
+            format!(
+                "id: {i}\ndata: {{\"n\":{i},\"pad\":\"{}\"}}\n\n",
+                "x".repeat(120)
+            )
+            .as_bytes(),
+        );
     }
     let o = decode_stdin(&["--format", "sse"], &input);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 20_000);
-    assert!(lines[12_345].ends_with("\"id\":\"12345\"}"), "{}", lines[12_345]);
+    assert!(
+        lines[12_345].ends_with("\"id\":\"12345\"}"),
+        "{}",
+        lines[12_345]
+    );
 }

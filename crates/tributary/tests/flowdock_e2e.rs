@@ -10,6 +10,8 @@ use emulator::flowdock::{Committed, Config, Emulator};
 use emulator::{Fault, FaultPlan};
 use serde_json::Value;
 
+mod common;
+
 const FLOWS: [&str; 2] = ["acme/main", "acme/ops"];
 
 struct Output {
@@ -26,34 +28,12 @@ async fn run_tributary(
     extra: &[&str],
     during: impl std::future::Future<Output = ()>,
 ) -> Output {
-    let cfg = dir.join("tributary.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--format", "json", "--duration", duration, "--state"])
-        .arg(dir.join("state.json"))
-        .args(extra)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("start tributary");
-    let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
-    during.await;
-    let out = tokio::time::timeout(Duration::from_secs(40), waiter)
-        .await
-        .expect("tributary did not stop after its --duration")
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
-        .collect();
+    let (cfg, state) = common::write_config(dir, config);
+    let mut cmd = common::run_command(&cfg, &state, duration);
+    cmd.args(extra);
+    let (out, ()) = tokio::join!(common::output_of(cmd), during);
     Output {
-        events,
+        events: common::ndjson(&out.stdout),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),
     }
@@ -69,11 +49,8 @@ fn source_toml(name: &str, token: &str, url: &str, transport: &str) -> String {
 
 /// Waits (bounded) until the emulator has seen `n` stream requests.
 async fn stream_requests(emu: &Emulator, n: usize) {
-    for _ in 0..200 {
-        if emu.last_event_ids().len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if common::eventually(|| emu.last_event_ids().len() >= n).await {
+        return;
     }
     panic!(
         "tributary never connected to the emulator: {:?}",

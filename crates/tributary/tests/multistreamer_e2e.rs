@@ -4,48 +4,16 @@
 //! protocol cannot replay); a refused token ending only its own source; the token never
 //! printed.
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{events_of, run_tributary, write_config};
 use emulator::multistreamer::{Config, Emulator};
 use emulator::{Fault, FaultPlan};
 use multistreamer::map::chat_id;
 use multistreamer::wire::ChatMessage;
-use serde_json::Value;
 
-/// Runs `tributary run` on a config for `duration`, off the async runtime.
-async fn run_tributary(config: &Path, state: &Path, duration: &str) -> Output {
-    let config = config.to_owned();
-    let state = state.to_owned();
-    let duration = duration.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--format", "json", "--duration", &duration, "--state"])
-            .arg(&state)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("tributary runs")
-    })
-    .await
-    .expect("the runner thread finishes")
-}
-
-/// The events of `source` in the NDJSON output, in output order.
-fn events_of(out: &Output, source: &str) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<Value>(l)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-        })
-        .filter(|v| v["source"] == source)
-        .collect()
-}
+mod common;
 
 fn source_table(emu: &Emulator, name: &str, token: &str) -> String {
     format!(
@@ -65,13 +33,10 @@ fn expected_id(stream: u64, c: &emulator::multistreamer::Committed) -> String {
 
 /// Posts chat messages every `every` for `total`, once the first connection is up.
 async fn post_while_running(emu: &Emulator, total: Duration, every: Duration) -> usize {
-    for _ in 0..3000 {
-        if emu.connections() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(emu.connections() > 0, "tributary never connected");
+    assert!(
+        common::eventually(|| emu.connections() > 0).await,
+        "tributary never connected"
+    );
     let start = tokio::time::Instant::now();
     let mut n = 0;
     while start.elapsed() < total {
@@ -107,9 +72,7 @@ async fn chat_in_order_never_twice_and_every_loss_is_a_gap() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
-    std::fs::write(&config, source_table(&emu, "live", emu.token())).unwrap();
-    let state = dir.path().join("state.json");
+    let (config, state) = write_config(dir.path(), &source_table(&emu, "live", emu.token()));
 
     let run = run_tributary(&config, &state, "11s");
     let post = post_while_running(&emu, Duration::from_secs(9), Duration::from_millis(60));
@@ -192,18 +155,15 @@ async fn a_refused_token_ends_only_its_own_source() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
     let bad_token = "definitely-not-the-token";
-    std::fs::write(
-        &config,
-        format!(
+    let (config, state) = write_config(
+        dir.path(),
+        &format!(
             "{}\n{}",
             source_table(&emu, "good", emu.token()),
             source_table(&emu, "bad", bad_token)
         ),
-    )
-    .unwrap();
-    let state = dir.path().join("state.json");
+    );
     let out = run_tributary(&config, &state, "4s").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);

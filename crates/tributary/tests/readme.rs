@@ -16,7 +16,9 @@ fn readme() -> String {
 
 /// The shell blocks of one section, in order.
 fn shell_blocks(text: &str, heading: &str) -> Vec<String> {
-    let start = text.find(heading).unwrap_or_else(|| panic!("README has a `{heading}` section"));
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has a `{heading}` section"));
     let section = &text[start + heading.len()..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     let mut blocks = Vec::new();
@@ -39,7 +41,12 @@ fn the_two_setup_commands_work() {
     assert_eq!(blocks[1], "cargo xtask ci");
 
     // The first: run what `cargo run ... -- demo` runs, shortened, in an empty folder.
-    let args: Vec<&str> = blocks[0].split_once(" -- ").unwrap().1.split_whitespace().collect();
+    let args: Vec<&str> = blocks[0]
+        .split_once(" -- ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(&args)
@@ -48,15 +55,32 @@ fn the_two_setup_commands_work() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(all.contains("── summary"), "the demo ends with its summary:\n{all}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("── summary"),
+        "the demo ends with its summary:\n{all}"
+    );
 
     // The second is what CI runs.
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    assert!(ci.contains(&blocks[1]), ".ci/run runs the README's test command");
+    assert!(
+        ci.contains(&blocks[1]),
+        ".ci/run runs the README's test command"
+    );
     let xtask = std::fs::read_to_string(root().join("xtask/src/main.rs")).unwrap();
-    assert!(xtask.contains("Some(\"ci\") => ci()"), "xtask has the `ci` command");
+    assert!(
+        xtask.contains("Some(\"ci\") => ci()"),
+        "xtask has the `ci` command"
+    );
 }
 
 #[test]
@@ -65,7 +89,11 @@ fn every_tributary_command_in_the_docs_is_real() {
     for file in ["README.md", "docs/user-guide.md"] {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         for line in text.lines() {
-            let line = line.trim().trim_start_matches('|').trim().trim_start_matches('`');
+            let line = line
+                .trim()
+                .trim_start_matches('|')
+                .trim()
+                .trim_start_matches('`');
             if let Some(rest) = line.strip_prefix("tributary ") {
                 lines.push((file, rest.split('#').next().unwrap().trim().to_owned()));
             }
@@ -73,11 +101,24 @@ fn every_tributary_command_in_the_docs_is_real() {
     }
     assert!(lines.len() >= 8, "found the documented commands: {lines:?}");
     for (file, line) in lines {
-        let sub = line.split_whitespace().next().unwrap().trim_end_matches('`');
-        let out = Command::new(env!("CARGO_BIN_EXE_tributary")).args([sub, "--help"]).output().unwrap();
-        assert!(out.status.success(), "{file}: `tributary {sub}` is a command");
+        let sub = line
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches('`');
+        let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: `tributary {sub}` is a command"
+        );
         let help = String::from_utf8_lossy(&out.stdout);
-        for flag in line.split(|c: char| c.is_whitespace() || "[]|`".contains(c)).filter(|w| w.starts_with("--")) {
+        for flag in line
+            .split(|c: char| c.is_whitespace() || "[]|`".contains(c))
+            .filter(|w| w.starts_with("--"))
+        {
             assert!(help.contains(flag), "{file}: `tributary {sub}` has {flag}");
         }
     }

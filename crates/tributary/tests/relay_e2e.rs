@@ -15,8 +15,15 @@ async fn run(config: &std::path::Path, state: &std::path::Path) -> Vec<serde_jso
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await.unwrap().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON"))
@@ -31,8 +38,9 @@ async fn relayed_once_even_across_a_restart() {
     })
     .await
     .unwrap();
-    let streamin =
-        emulator::streamin::Emulator::start(emulator::streamin::Config::default()).await.unwrap();
+    let streamin = emulator::streamin::Emulator::start(emulator::streamin::Config::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("t.toml");
     std::fs::write(
@@ -61,8 +69,14 @@ async fn relayed_once_even_across_a_restart() {
     let unique: HashSet<&str> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "no message relayed twice: {ids:?}");
     assert_eq!(ids, messages, "every relayed message, in order");
-    assert!(received.iter().all(|r| r.content.contains("'''")), "markdown became wiki markup");
-    assert!(dir.path().join("state.relays.json").exists(), "relayed ids are persisted");
+    assert!(
+        received.iter().all(|r| r.content.contains("'''")),
+        "markdown became wiki markup"
+    );
+    assert!(
+        dir.path().join("state.relays.json").exists(),
+        "relayed ids are persisted"
+    );
     campfire.stop().await;
     streamin.stop().await;
 }

@@ -38,7 +38,10 @@ fn spawn(config: &Path) -> Child {
 
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("still running").to_string();
-    let status = std::process::Command::new("kill").args([sig, &pid]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -50,19 +53,28 @@ async fn run_until(config: &Path, want: usize, sig: &str) -> (Vec<String>, Optio
     let mut ids = Vec::new();
     let read = async {
         while ids.len() < want {
-            let Some(line) = lines.next_line().await.unwrap() else { break };
+            let Some(line) = lines.next_line().await.unwrap() else {
+                break;
+            };
             push_id(&line, &mut ids);
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), read).await.expect("enough messages in time");
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("enough messages in time");
     signal(&child, sig);
     let rest = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             push_id(&line, &mut ids);
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), rest).await.expect("output ends after the signal");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), rest)
+        .await
+        .expect("output ends after the signal");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     (ids, status.code())
 }
 
@@ -75,16 +87,30 @@ fn push_id(line: &str, ids: &mut Vec<String>) {
 }
 
 fn expected(emu: &Emulator, first: &str, last: &str) -> Vec<String> {
-    let all: Vec<String> =
-        emu.committed().iter().map(|c| format!("campfire:{}:{}", c.room, c.id)).collect();
-    let a = all.iter().position(|i| i == first).expect("first id was committed");
-    let b = all.iter().position(|i| i == last).expect("last id was committed");
+    let all: Vec<String> = emu
+        .committed()
+        .iter()
+        .map(|c| format!("campfire:{}:{}", c.room, c.id))
+        .collect();
+    let a = all
+        .iter()
+        .position(|i| i == first)
+        .expect("first id was committed");
+    let b = all
+        .iter()
+        .position(|i| i == last)
+        .expect("last id was committed");
     all[a..=b].to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_restart_loses_and_repeats_nothing() {
-    let emu = Emulator::start(Config { rate: RATE, ..Config::default() }).await.unwrap();
+    let emu = Emulator::start(Config {
+        rate: RATE,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &emu);
 
@@ -95,7 +121,10 @@ async fn sigterm_restart_loses_and_repeats_nothing() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("state.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("state.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     // Messages keep arriving while it is down.
@@ -105,15 +134,27 @@ async fn sigterm_restart_loses_and_repeats_nothing() {
 
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
     let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "no repeats across a SIGTERM restart");
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "no repeats across a SIGTERM restart"
+    );
     let want = expected(&emu, &all[0], all.last().unwrap());
-    assert_eq!(all, want, "every committed message, in order, across the restart");
+    assert_eq!(
+        all, want,
+        "every committed message, in order, across the restart"
+    );
     emu.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_restart_loses_nothing_and_repeats_only_the_last_save_interval() {
-    let emu = Emulator::start(Config { rate: RATE, ..Config::default() }).await.unwrap();
+    let emu = Emulator::start(Config {
+        rate: RATE,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &emu);
 
@@ -126,9 +167,16 @@ async fn sigkill_restart_loses_nothing_and_repeats_only_the_last_save_interval()
     let firsts: HashSet<&String> = first.iter().collect();
     let repeats: Vec<&String> = second.iter().filter(|i| firsts.contains(i)).collect();
     let suffix: Vec<&String> = first.iter().skip(first.len() - repeats.len()).collect();
-    assert_eq!(repeats, suffix, "repeats are exactly the tail of the killed run");
+    assert_eq!(
+        repeats, suffix,
+        "repeats are exactly the tail of the killed run"
+    );
     // The save interval is about a second: allow three seconds of traffic, no more.
-    assert!(repeats.len() as f64 <= RATE * 3.0, "{} repeats", repeats.len());
+    assert!(
+        repeats.len() as f64 <= RATE * 3.0,
+        "{} repeats",
+        repeats.len()
+    );
 
     let mut merged: Vec<String> = first.clone();
     merged.extend(second.iter().filter(|i| !firsts.contains(i)).cloned());

@@ -4,53 +4,18 @@
 //! restart resuming from the state file with a widened timeslice; an unknown channel ending
 //! only its own source.
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{events_of, run_tributary, write_config};
 use emulator::ustream::{Config, Emulator};
 use emulator::{Fault, FaultPlan};
 use serde_json::Value;
 
-/// Runs `tributary run` on a config for `duration`, off the async runtime.
-async fn run_tributary(config: &Path, state: &Path, duration: &str) -> Output {
-    let config = config.to_owned();
-    let state = state.to_owned();
-    let duration = duration.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--format", "json", "--duration", &duration, "--state"])
-            .arg(&state)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("tributary runs")
-    })
-    .await
-    .expect("the runner thread finishes")
-}
-
-/// The events of `source` in the NDJSON output.
-fn events_of(out: &Output, source: &str) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<Value>(l)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-        })
-        .filter(|v| v["source"] == source)
-        .collect()
-}
+mod common;
 
 fn message_ids(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == "message")
-        .map(|e| e["id"].as_str().unwrap_or("").to_owned())
-        .collect()
+    common::ids(events, |k| k == "message")
 }
 
 fn expected_ids(emu: &Emulator) -> Vec<String> {
@@ -69,13 +34,10 @@ fn source_table(emu: &Emulator, name: &str, channel: u64) -> String {
 }
 
 async fn wait_for_first_poll(emu: &Emulator) {
-    for _ in 0..3000 {
-        if !emu.requests().is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("tributary never polled the emulator");
+    assert!(
+        common::eventually(|| !emu.requests().is_empty()).await,
+        "tributary never polled the emulator"
+    );
 }
 
 const PEOPLE: &[(&str, &str)] = &[
@@ -125,9 +87,7 @@ async fn every_message_once_in_order_across_faults_host_switch_and_ignores() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
-    std::fs::write(&config, source_table(&emu, "social", emu.channel())).unwrap();
-    let state = dir.path().join("state.json");
+    let (config, state) = write_config(dir.path(), &source_table(&emu, "social", emu.channel()));
 
     let run = run_tributary(&config, &state, "16s");
     let script = async {
@@ -208,9 +168,7 @@ async fn every_message_once_in_order_across_faults_host_switch_and_ignores() {
 async fn a_restart_resumes_from_the_saved_range() {
     let emu = Emulator::start(emulator_config(vec![])).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
-    std::fs::write(&config, source_table(&emu, "social", emu.channel())).unwrap();
-    let state = dir.path().join("state.json");
+    let (config, state) = write_config(dir.path(), &source_table(&emu, "social", emu.channel()));
 
     let run = run_tributary(&config, &state, "7s");
     let script = async {
@@ -253,14 +211,12 @@ async fn a_restart_resumes_from_the_saved_range() {
 async fn an_unknown_channel_ends_only_its_own_source() {
     let emu = Emulator::start(emulator_config(vec![])).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.toml");
     let toml = format!(
         "{}\n{}",
         source_table(&emu, "good", emu.channel()),
         source_table(&emu, "missing", 999)
     );
-    std::fs::write(&config, toml).unwrap();
-    let state = dir.path().join("state.json");
+    let (config, state) = write_config(dir.path(), &toml);
     let run = run_tributary(&config, &state, "8s");
     let script = async {
         wait_for_first_poll(&emu).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use campfire::{CampfireCursor, Client, ClientConfig, DEFAULT_STREAMING_URL, LiveStream};
 use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
-use supervisor::{Backoff, Connection, Policy, Resume, Source};
+use supervisor::{Connection, Policy, Resume, Source};
 
 use crate::config_types::{CampfireConfig, Common};
 
@@ -48,22 +48,11 @@ pub fn build(name: &str, common: &Common, cfg: &CampfireConfig) -> Result<Campfi
     // Liveness is the supervisor's watchdog (stall_timeout), not the client's.
     c.idle_timeout = None;
     c.keep_raw = true;
-    if let Some(path) = &common.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "source `{name}`: cannot read ca_file {}: {e}",
-                path.display()
-            )
-        })?;
-        c.root_certificates_pem.push(pem);
-    }
+    c.root_certificates_pem
+        .extend(super::read_ca_file(name, common)?);
     let client = Client::new(c).map_err(|e| {
         let hint = match &e {
-            campfire::Error::Certificate(_) => common
-                .ca_file
-                .as_ref()
-                .map(|p| format!(" (ca_file {})", p.display()))
-                .unwrap_or_default(),
+            campfire::Error::Certificate(_) => super::ca_file_hint(common),
             _ => String::new(),
         };
         format!("source `{name}`: {e}{hint}")
@@ -86,42 +75,20 @@ impl Source for CampfireSource {
     }
 
     fn policy(&self) -> Policy {
-        Policy {
-            backoff: Backoff {
-                initial: BACKOFF_INITIAL,
-                max: BACKOFF_MAX,
-                ..Backoff::default()
-            },
-            stall_timeout: STALL_TIMEOUT,
-            resume: if self.client.can_backfill() {
-                Resume::Replays
-            } else {
-                Resume::NoReplay
-            },
-            max_retries: None,
-            max_elapsed: None,
-        }
+        let resume = if self.client.can_backfill() {
+            Resume::Replays
+        } else {
+            Resume::NoReplay
+        };
+        super::policy(BACKOFF_INITIAL, BACKOFF_MAX, STALL_TIMEOUT, resume)
     }
 
     async fn connect(
         &mut self,
         resume: Option<Cursor>,
     ) -> Result<CampfireConnection, DisconnectReason> {
-        let cursor = match resume {
-            None => None,
-            Some(c) => match CampfireCursor::from_cursor(&c) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(
-                        source = %self.name,
-                        cursor = %c.as_json(),
-                        error = %e,
-                        "ignoring a saved cursor that is not a Campfire cursor; starting from now"
-                    );
-                    None
-                }
-            },
-        };
+        let cursor: Option<CampfireCursor> =
+            super::typed_resume(&self.name, "Campfire", "starting from now", resume);
         let stream = self.client.connect(cursor).await?;
         Ok(CampfireConnection { stream })
     }
@@ -185,30 +152,12 @@ mod tests {
         let e = build("ops", &common, &cfg("t")).unwrap_err();
         assert!(e.contains("source `ops`") && e.contains("scheme"), "{e}");
 
-        let dir = std::env::temp_dir().join(format!("tributary-cf-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let missing = dir.join("missing.pem");
-        let common = Common {
-            ca_file: Some(missing.clone()),
-            ..Common::default()
-        };
-        let e = build("ops", &common, &cfg("t")).unwrap_err();
-        assert!(e.contains("missing.pem"), "{e}");
-
-        let junk = dir.join("junk.pem");
-        std::fs::write(&junk, "not a certificate").unwrap();
-        let common = Common {
-            ca_file: Some(junk),
-            ..Common::default()
-        };
-        let e = build("ops", &common, &cfg("t")).unwrap_err();
-        assert!(e.contains("certificate") && e.contains("junk.pem"), "{e}");
+        crate::sources::assert_ca_file_errors(|common| build("ops", common, &cfg("t")));
 
         let mut joining = cfg("t");
         joining.join = true;
         let e = build("ops", &Common::default(), &joining).unwrap_err();
         assert!(e.contains("api_url"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
 use flowdock::{Active, Client, ClientConfig, FlowdockCursor, FlowdockStream, Transport};
-use supervisor::{Backoff, Connection, Policy, Resume, Source};
+use supervisor::{Connection, Policy, Resume, Source};
 
 use crate::config_types::{Common, FlowdockConfig, FlowdockTransport};
 
@@ -55,15 +55,8 @@ pub fn build(name: &str, common: &Common, cfg: &FlowdockConfig) -> Result<Flowdo
             format!("source `{name}`: active = {a:?} is not valid; use \"true\" or \"idle\"")
         })?),
     };
-    if let Some(path) = &common.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "source `{name}`: cannot read ca_file {}: {e}",
-                path.display()
-            )
-        })?;
-        c.root_certificates_pem.push(pem);
-    }
+    c.root_certificates_pem
+        .extend(super::read_ca_file(name, common)?);
     let client = Client::new(c).map_err(|e| {
         let hint = match (&e, &common.ca_file) {
             (flowdock::Error::Config(m), Some(p)) if m.contains("certificate") => {
@@ -95,43 +88,23 @@ impl Source for FlowdockSource {
         // Private messages have no REST backfill here: on the JSON stream a reconnect can
         // miss them, so say so with gap events.
         let lossless = !(cfg.transport == Transport::Json && cfg.private);
-        Policy {
-            backoff: Backoff {
-                initial: BACKOFF_INITIAL,
-                max: BACKOFF_MAX,
-                multiplier: 2.0,
-                ..Backoff::default()
-            },
-            stall_timeout: STALL_TIMEOUT,
-            resume: if lossless {
-                Resume::Replays
-            } else {
-                Resume::NoReplay
-            },
-            max_retries: None,
-            max_elapsed: None,
-        }
+        let resume = if lossless {
+            Resume::Replays
+        } else {
+            Resume::NoReplay
+        };
+        let mut policy = super::policy(BACKOFF_INITIAL, BACKOFF_MAX, STALL_TIMEOUT, resume);
+        // 2 s × 2^n, as the known clients did.
+        policy.backoff.multiplier = 2.0;
+        policy
     }
 
     async fn connect(
         &mut self,
         resume: Option<Cursor>,
     ) -> Result<FlowdockConnection, DisconnectReason> {
-        let cursor = match resume {
-            None => None,
-            Some(c) => match FlowdockCursor::from_cursor(&c) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(
-                        source = %self.name,
-                        cursor = %c.as_json(),
-                        error = %e,
-                        "ignoring a saved cursor that is not a Flowdock cursor; starting from now"
-                    );
-                    None
-                }
-            },
-        };
+        let cursor: Option<FlowdockCursor> =
+            super::typed_resume(&self.name, "Flowdock", "starting from now", resume);
         let stream = self.client.connect(cursor).await?;
         Ok(FlowdockConnection { stream })
     }
@@ -196,23 +169,9 @@ mod tests {
         };
         let e = build("fd", &common, &cfg("t", FlowdockTransport::Sse)).unwrap_err();
         assert!(e.contains("scheme"), "{e}");
-        let dir = std::env::temp_dir().join(format!("tributary-fd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let common = Common {
-            ca_file: Some(dir.join("missing.pem")),
-            ..Common::default()
-        };
-        let e = build("fd", &common, &cfg("t", FlowdockTransport::Sse)).unwrap_err();
-        assert!(e.contains("missing.pem"), "{e}");
-        let junk = dir.join("junk.pem");
-        std::fs::write(&junk, "not a certificate").unwrap();
-        let common = Common {
-            ca_file: Some(junk),
-            ..Common::default()
-        };
-        let e = build("fd", &common, &cfg("t", FlowdockTransport::Sse)).unwrap_err();
-        assert!(e.contains("certificate") && e.contains("junk.pem"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
+        crate::sources::assert_ca_file_errors(|common| {
+            build("fd", common, &cfg("t", FlowdockTransport::Sse))
+        });
     }
 
     #[tokio::test]

@@ -5,7 +5,11 @@ pub mod flowdock;
 pub mod multistreamer;
 pub mod ustream;
 
-use supervisor::{Overrides, Supervisor};
+use std::time::Duration;
+
+use chat_model::Cursor;
+use serde::de::DeserializeOwned;
+use supervisor::{Backoff, Overrides, Policy, Resume, Supervisor};
 
 use crate::config_types::{Common, SourceConfig, SourceKind};
 
@@ -34,4 +38,126 @@ pub fn add_all(sup: &mut Supervisor, configs: &[SourceConfig]) -> Result<(), Str
         added.map_err(|e| format!("source `{name}`: {e}"))?;
     }
     Ok(())
+}
+
+/// A service's default policy: backoff from `initial` to `max`, no retry or time limit.
+pub fn policy(initial: Duration, max: Duration, stall_timeout: Duration, resume: Resume) -> Policy {
+    Policy {
+        backoff: Backoff {
+            initial,
+            max,
+            ..Backoff::default()
+        },
+        stall_timeout,
+        resume,
+        max_retries: None,
+        max_elapsed: None,
+    }
+}
+
+/// The saved cursor as the protocol's typed cursor; one of another shape is logged (naming
+/// the source and what happens instead, `fresh`) and ignored, never fatal.
+pub fn typed_resume<T: DeserializeOwned>(
+    source: &str,
+    service: &str,
+    fresh: &str,
+    resume: Option<Cursor>,
+) -> Option<T> {
+    let c = resume?;
+    match c.to_typed() {
+        Ok(typed) => Some(typed),
+        Err(e) => {
+            tracing::warn!(
+                source = %source,
+                cursor = %c.as_json(),
+                error = %e,
+                "ignoring a saved cursor that is not a {service} cursor; {fresh}"
+            );
+            None
+        }
+    }
+}
+
+/// The PEM of the source's `ca_file`, if it names one; the error names the source and file.
+pub fn read_ca_file(name: &str, common: &Common) -> Result<Option<Vec<u8>>, String> {
+    let Some(path) = &common.ca_file else {
+        return Ok(None);
+    };
+    std::fs::read(path).map(Some).map_err(|e| {
+        format!(
+            "source `{name}`: cannot read ca_file {}: {e}",
+            path.display()
+        )
+    })
+}
+
+/// ` (ca_file PATH)` when the source names a `ca_file`, to point a certificate error at it.
+pub fn ca_file_hint(common: &Common) -> String {
+    common
+        .ca_file
+        .as_ref()
+        .map(|p| format!(" (ca_file {})", p.display()))
+        .unwrap_or_default()
+}
+
+/// Checks that `build` refuses a missing and a junk `ca_file` with errors naming the file
+/// (and, for junk, the certificate).
+#[cfg(test)]
+pub(crate) fn assert_ca_file_errors<S: std::fmt::Debug>(
+    build: impl Fn(&Common) -> Result<S, String>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let common = Common {
+        ca_file: Some(dir.path().join("missing.pem")),
+        ..Common::default()
+    };
+    let e = build(&common).unwrap_err();
+    assert!(e.contains("missing.pem"), "{e}");
+
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let common = Common {
+        ca_file: Some(junk),
+        ..Common::default()
+    };
+    let e = build(&common).unwrap_err();
+    assert!(e.contains("certificate") && e.contains("junk.pem"), "{e}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Mine {
+        last: u64,
+    }
+
+    #[test]
+    fn typed_resume_keeps_its_own_cursors_and_drops_others() {
+        let none: Option<Mine> = typed_resume("s", "Test", "starting fresh", None);
+        assert_eq!(none, None);
+        let mine = Cursor::from_json(serde_json::json!({"last": 7}));
+        let got: Option<Mine> = typed_resume("s", "Test", "starting fresh", Some(mine));
+        assert_eq!(got, Some(Mine { last: 7 }));
+        let other = Cursor::from_json(serde_json::json!("not ours"));
+        let got: Option<Mine> = typed_resume("s", "Test", "starting fresh", Some(other));
+        assert_eq!(got, None);
+    }
+
+    #[test]
+    fn ca_file_is_read_or_named_in_the_error() {
+        assert_eq!(read_ca_file("s", &Common::default()), Ok(None));
+        assert_eq!(ca_file_hint(&Common::default()), "");
+        let common = Common {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Common::default()
+        };
+        let e = read_ca_file("s", &common).unwrap_err();
+        assert!(
+            e.contains("source `s`") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        assert_eq!(ca_file_hint(&common), " (ca_file /nonexistent/ca.pem)");
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chat_model::{Cursor, DisconnectReason, Kind, Service, SourceItem};
 use multistreamer::{ConnectOptions, Status};
-use supervisor::{Backoff, Connection, Policy, Resume, Source};
+use supervisor::{Connection, Policy, Resume, Source};
 
 use crate::config_types::{Common, MultistreamerConfig};
 
@@ -101,17 +101,12 @@ impl Source for MultistreamerSource {
     }
 
     fn policy(&self) -> Policy {
-        Policy {
-            backoff: Backoff {
-                initial: BACKOFF_INITIAL,
-                max: BACKOFF_MAX,
-                ..Backoff::default()
-            },
-            stall_timeout: STALL_TIMEOUT,
-            resume: Resume::NoReplay,
-            max_retries: None,
-            max_elapsed: None,
-        }
+        super::policy(
+            BACKOFF_INITIAL,
+            BACKOFF_MAX,
+            STALL_TIMEOUT,
+            Resume::NoReplay,
+        )
     }
 
     async fn connect(
@@ -152,6 +147,17 @@ mod tests {
             url: url.to_owned(),
             stream: 21,
         }
+    }
+
+    /// An emulator with no generated traffic or periodic status.
+    async fn quiet_emulator() -> Emulator {
+        Emulator::start(Config {
+            rate: 0.0,
+            status_every: None,
+            ..Config::default()
+        })
+        .await
+        .unwrap()
     }
 
     async fn next_event(conn: &mut MultistreamerConnection) -> chat_model::Event {
@@ -215,13 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn connects_and_carries_the_status_across_reconnects() {
-        let emu = Emulator::start(Config {
-            rate: 0.0,
-            status_every: None,
-            ..Config::default()
-        })
-        .await
-        .unwrap();
+        let emu = quiet_emulator().await;
         let mut source = build("live", &Common::default(), &cfg(&emu.url(), emu.token())).unwrap();
         let mut conn = source.connect(None).await.unwrap();
         let e = next_event(&mut conn).await;
@@ -240,13 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_token_is_fatal() {
-        let emu = Emulator::start(Config {
-            rate: 0.0,
-            status_every: None,
-            ..Config::default()
-        })
-        .await
-        .unwrap();
+        let emu = quiet_emulator().await;
         let mut source = build("live", &Common::default(), &cfg(&emu.url(), "nope-nope")).unwrap();
         let e = source.connect(None).await.unwrap_err();
         assert_eq!(e.disposition(), Disposition::Fatal);

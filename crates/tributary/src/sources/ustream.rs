@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
-use supervisor::{Backoff, Connection, Policy, Resume, Source};
+use supervisor::{Connection, Policy, Resume, Source};
 use ustream::{DEFAULT_BASE_URL, HttpClient, Poller, PollerConfig, UstreamCursor};
 
 use crate::config_types::{Common, UstreamConfig};
@@ -43,23 +43,12 @@ pub fn build(name: &str, common: &Common, cfg: &UstreamConfig) -> Result<Ustream
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
     let mut config = PollerConfig::new(url, cfg.channel.to_string());
     config.source = name.to_owned();
-    if let Some(path) = &common.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "source `{name}`: cannot read ca_file {}: {e}",
-                path.display()
-            )
-        })?;
-        config.root_certificates_pem.push(pem);
-    }
-    let http = config.http_client().map_err(|e| {
-        let file = common
-            .ca_file
-            .as_ref()
-            .map(|p| format!(" (ca_file {})", p.display()))
-            .unwrap_or_default();
-        format!("source `{name}`: {e}{file}")
-    })?;
+    config
+        .root_certificates_pem
+        .extend(super::read_ca_file(name, common)?);
+    let http = config
+        .http_client()
+        .map_err(|e| format!("source `{name}`: {e}{}", super::ca_file_hint(common)))?;
     // Check the URL and channel now, so a bad config fails before anything runs.
     Poller::with_client(http.clone(), config.clone(), None)
         .map_err(|e| format!("source `{name}`: {e}"))?;
@@ -70,6 +59,7 @@ pub fn build(name: &str, common: &Common, cfg: &UstreamConfig) -> Result<Ustream
     })
 }
 
+#[cfg(test)]
 impl UstreamSource {
     /// The poller settings in use.
     pub fn poller_config(&self) -> &PollerConfig {
@@ -89,38 +79,17 @@ impl Source for UstreamSource {
     }
 
     fn policy(&self) -> Policy {
-        Policy {
-            backoff: Backoff {
-                initial: BACKOFF_INITIAL,
-                max: BACKOFF_MAX,
-                ..Backoff::default()
-            },
-            // Until the server names its interval; the poller announces the real one.
-            stall_timeout: self.config.stall_timeout(self.config.initial_interval),
-            resume: Resume::Replays,
-            max_retries: None,
-            max_elapsed: None,
-        }
+        // Until the server names its interval; the poller announces the real one.
+        let stall_timeout = self.config.stall_timeout(self.config.initial_interval);
+        super::policy(BACKOFF_INITIAL, BACKOFF_MAX, stall_timeout, Resume::Replays)
     }
 
     async fn connect(
         &mut self,
         resume: Option<Cursor>,
     ) -> Result<UstreamConnection, DisconnectReason> {
-        let cursor = match resume {
-            None => None,
-            Some(c) => match UstreamCursor::from_cursor(&c) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(
-                        source = %self.name,
-                        error = %e,
-                        "ignoring a saved cursor that is not a Ustream cursor; starting with /default"
-                    );
-                    None
-                }
-            },
-        };
+        let cursor: Option<UstreamCursor> =
+            super::typed_resume(&self.name, "Ustream", "starting with /default", resume);
         let poller = Poller::with_client(self.http.clone(), self.config.clone(), cursor)?;
         Ok(UstreamConnection { poller })
     }
