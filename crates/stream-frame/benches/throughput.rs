@@ -4,6 +4,7 @@
 //! Inputs: 64 MiB streams of Flowdock-like events (`id: N`, `data: {json of 300-600 bytes}`),
 //! fed in 16 KiB chunks, in a sweep of chunk sizes from 1 KiB to 1 MiB, and (on a 4 MiB prefix,
 //! to keep the run short) in 1-byte chunks. Run with `cargo bench -p stream-frame`.
+//! Consumers drop the items after each `feed` (or, with `feed_each`, as each one arrives).
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
@@ -136,6 +137,19 @@ fn run_sse(input: &[u8], chunk: usize) -> usize {
     n + out.len()
 }
 
+/// Same, with `feed_each`: each item is consumed (dropped) as soon as it is decoded.
+fn run_sse_each(input: &[u8], chunk: usize) -> usize {
+    let mut d = SseDecoder::new(Limits::default());
+    let mut n = 0;
+    for c in input.chunks(chunk) {
+        d.feed_each(c, |item| {
+            n += 1;
+            drop(black_box(item));
+        });
+    }
+    n
+}
+
 fn run_lines(input: &[u8], chunk: usize) -> usize {
     let mut d = JsonLinesDecoder::new(Delimiter::Lf, Limits::default());
     let mut out = Vec::with_capacity(256);
@@ -231,6 +245,9 @@ fn sse(c: &mut Criterion) {
     g.bench_function("stream-frame/16KiB", |b| {
         b.iter(|| black_box(run_sse(black_box(&input), 16 * KIB)))
     });
+    g.bench_function("stream-frame-feed_each/16KiB", |b| {
+        b.iter(|| black_box(run_sse_each(black_box(&input), 16 * KIB)))
+    });
     let chunks = bytes_chunks(&input, 16 * KIB);
     g.bench_function("eventsource-stream/16KiB", |b| {
         b.iter(|| black_box(run_eventsource_stream(black_box(&chunks))))
@@ -250,8 +267,11 @@ fn sse(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Bytes(input.len() as u64));
     for size in [KIB, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB] {
-        g.bench_function(format!("{}KiB", size / KIB), |b| {
+        g.bench_function(format!("feed/{}KiB", size / KIB), |b| {
             b.iter(|| black_box(run_sse(black_box(&input), size)))
+        });
+        g.bench_function(format!("feed_each/{}KiB", size / KIB), |b| {
+            b.iter(|| black_box(run_sse_each(black_box(&input), size)))
         });
     }
     g.finish();

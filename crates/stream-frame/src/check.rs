@@ -98,6 +98,13 @@ pub fn check_sse_with(body: &[u8], limits: Limits, sizes: &[usize]) {
     assert_eq!(whole, split, "SSE: chunking changed the result");
     let bytes = decode_sse(&chunks(body, &[1]), limits);
     assert_eq!(whole, bytes, "SSE: byte-by-byte feeding changed the result");
+    let mut each = Vec::new();
+    let mut d = SseDecoder::new(limits);
+    for c in chunks(body, sizes) {
+        d.feed_each(c, |item| each.push(item));
+    }
+    d.finish(&mut each);
+    assert_eq!(whole, each, "SSE: feed_each changed the result");
     let mut last = None;
     for item in &whole {
         match item {

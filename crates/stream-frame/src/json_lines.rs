@@ -344,3 +344,47 @@ pub(crate) fn reserve_bounded(buf: &mut Vec<u8>, add: usize, max: usize) {
         buf.reserve_exact(want - buf.len());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_len_drops_only_trailing_json_whitespace() {
+        assert_eq!(trimmed_len(b"{} \t\r\n"), 2);
+        assert_eq!(trimmed_len(b" \n"), 0);
+        assert_eq!(
+            trimmed_len(b"a\x0cb"),
+            3,
+            "form feed is not JSON whitespace"
+        );
+    }
+
+    #[test]
+    fn reserve_bounded_never_grows_past_the_limit() {
+        let mut buf = Vec::with_capacity(600);
+        buf.extend_from_slice(&[0; 600]);
+        reserve_bounded(&mut buf, 300, 1000);
+        assert!(
+            buf.capacity() >= 900 && buf.capacity() <= 1000,
+            "{}",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn small_chunks_share_one_copy_large_ones_do_not() {
+        let small = vec![b'x'; 100];
+        let mut shared = Shared::new(&small);
+        let (a, b) = (shared.bytes(0, 10), shared.bytes(20, 30));
+        assert_eq!(a.len() + b.len(), 20);
+        assert!(shared.copy.is_some());
+        let large = vec![b'x'; SHARE_MAX + 1];
+        let mut shared = Shared::new(&large);
+        assert_eq!(shared.bytes(5, 10).len(), 5);
+        assert!(
+            shared.copy.is_none(),
+            "a frame of a large chunk must not pin the whole chunk"
+        );
+    }
+}

@@ -23,6 +23,25 @@
 //!
 //! The decoders do not parse JSON: consumers parse [`Frame::bytes`] (for example with
 //! `serde_json::from_slice`), which keeps framing at close to `memchr` speed.
+//!
+//! ```
+//! use stream_frame::{Item, Limits, SseDecoder, SseItem};
+//!
+//! let mut decoder = SseDecoder::new(Limits::default());
+//! let mut items = Vec::new();
+//! decoder.feed(b"id: 7\ndata: {\"text\":", &mut items); // chunks split anywhere
+//! decoder.feed(b"\"hi\"}\n\n: keep-alive\n", &mut items);
+//! decoder.finish(&mut items);
+//! match &items[0] {
+//!     Item::Frame(SseItem::Event(ev)) => {
+//!         assert_eq!((ev.event.as_str(), ev.data.as_str(), ev.id.as_str()),
+//!                    ("message", "{\"text\":\"hi\"}", "7"));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! assert_eq!(items[1], Item::Frame(SseItem::Comment("keep-alive".into())));
+//! assert_eq!(decoder.last_event_id(), "7"); // send as Last-Event-ID when reconnecting
+//! ```
 #![forbid(unsafe_code)]
 
 mod error;
@@ -90,3 +109,8 @@ pub struct Frame {
 pub(crate) fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
