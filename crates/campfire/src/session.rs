@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chat_model::{Cursor, SourceItem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stream_frame::{Delimiter, Frame, Item, JsonLinesDecoder, Limits};
+use stream_frame::{Chunk, Delimiter, Frame, Item, JsonLinesDecoder, Limits};
 
 use crate::map::to_event;
 use crate::wire::Message;
@@ -107,20 +107,23 @@ impl Session {
         }
     }
 
-    /// Decodes the next chunk of the live stream.
+    /// Decodes the next chunk of the live stream: a `&Bytes` as the HTTP client delivers it
+    /// (frames are then slices of it, without copying) or any `&[u8]`.
     ///
-    /// Any bytes are proof of life: a chunk that completes no frame and starts no new
-    /// whitespace run (a second keep-alive space in a row, part of a long frame) still yields
-    /// one [`SourceItem::KeepAlive`], so a watchdog never mistakes a quiet room for a dead
-    /// stream.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SourceItem>) {
+    /// Any bytes are proof of life. The decoder reports every chunk of keep-alive whitespace
+    /// (each of Campfire's single spaces, seconds apart, is one [`SourceItem::KeepAlive`]);
+    /// a chunk that only continues a frame (part of a long message) completes nothing, so it
+    /// yields one here, and a watchdog never mistakes a quiet room or a slow long frame for a
+    /// dead stream.
+    pub fn feed<'a>(&mut self, chunk: impl Into<Chunk<'a>>, out: &mut Vec<SourceItem>) {
+        let chunk = chunk.into();
         let before = out.len();
         self.decoder.feed(chunk, &mut self.frames);
         self.drain(out);
         let alive = out[before..]
             .iter()
             .any(|i| matches!(i, SourceItem::KeepAlive | SourceItem::Event { .. }));
-        if !chunk.is_empty() && !alive {
+        if !chunk.as_slice().is_empty() && !alive {
             out.push(SourceItem::KeepAlive);
         }
     }

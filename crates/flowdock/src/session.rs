@@ -10,7 +10,7 @@ use std::time::Duration;
 use chat_model::{Cursor, SourceItem, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stream_frame::{Delimiter, Frame, Item, JsonLinesDecoder, Limits, SseDecoder, SseItem};
+use stream_frame::{Chunk, Delimiter, Frame, Item, JsonLinesDecoder, Limits, SseDecoder, SseItem};
 
 use crate::mapping::{room_of, to_event};
 use crate::wire::WireMessage;
@@ -144,19 +144,32 @@ impl StreamDecoder {
     }
 
     /// Feeds one network chunk received at `now`, appending what it completed to `out`.
-    pub fn feed(&mut self, chunk: &[u8], now: Timestamp, out: &mut VecDeque<SourceItem>) {
+    ///
+    /// `chunk` is a `&Bytes` as the HTTP client delivers it (JSON frames are then slices of
+    /// it, without copying) or any `&[u8]`.
+    pub fn feed<'a>(
+        &mut self,
+        chunk: impl Into<Chunk<'a>>,
+        now: Timestamp,
+        out: &mut VecDeque<SourceItem>,
+    ) {
+        let chunk = chunk.into();
         let base = self.fed;
-        self.fed += chunk.len() as u64;
+        self.fed += chunk.as_slice().len() as u64;
         match &mut self.framer {
             Framer::Json(dec, items) => {
                 dec.feed(chunk, items);
-                let items = std::mem::take(items);
-                self.json_items(items, now, out);
+                let mut items = std::mem::take(items);
+                self.json_items(&mut items, now, out);
+                self.give_back_json(items);
             }
             Framer::Sse(dec, items) => {
+                // The items of one network chunk are few; collecting them in the reused buffer
+                // costs nothing next to parsing each event's JSON.
                 dec.feed(chunk, items);
-                let items = std::mem::take(items);
-                self.sse_items(items, base, now, out);
+                let mut items = std::mem::take(items);
+                self.sse_items(&mut items, base, now, out);
+                self.give_back_sse(items);
             }
         }
     }
@@ -167,24 +180,40 @@ impl StreamDecoder {
         match &mut self.framer {
             Framer::Json(dec, items) => {
                 dec.finish(items);
-                let items = std::mem::take(items);
-                self.json_items(items, now, out);
+                let mut items = std::mem::take(items);
+                self.json_items(&mut items, now, out);
+                self.give_back_json(items);
             }
             Framer::Sse(dec, items) => {
                 dec.finish(items);
-                let items = std::mem::take(items);
-                self.sse_items(items, base, now, out);
+                let mut items = std::mem::take(items);
+                self.sse_items(&mut items, base, now, out);
+                self.give_back_sse(items);
             }
+        }
+    }
+
+    /// Returns the (drained) item buffer to the framer, so its capacity is reused.
+    fn give_back_json(&mut self, items: Vec<Item<Frame>>) {
+        if let Framer::Json(_, slot) = &mut self.framer {
+            *slot = items;
+        }
+    }
+
+    /// Returns the (drained) item buffer to the framer, so its capacity is reused.
+    fn give_back_sse(&mut self, items: Vec<Item<SseItem>>) {
+        if let Framer::Sse(_, slot) = &mut self.framer {
+            *slot = items;
         }
     }
 
     fn json_items(
         &mut self,
-        items: Vec<Item<Frame>>,
+        items: &mut Vec<Item<Frame>>,
         now: Timestamp,
         out: &mut VecDeque<SourceItem>,
     ) {
-        for item in items {
+        for item in items.drain(..) {
             match item {
                 Item::KeepAlive => out.push_back(SourceItem::KeepAlive),
                 Item::Error(e) => out.push_back(SourceItem::Malformed {
@@ -207,12 +236,12 @@ impl StreamDecoder {
 
     fn sse_items(
         &mut self,
-        items: Vec<Item<SseItem>>,
+        items: &mut Vec<Item<SseItem>>,
         base: u64,
         now: Timestamp,
         out: &mut VecDeque<SourceItem>,
     ) {
-        for item in items {
+        for item in items.drain(..) {
             match item {
                 Item::KeepAlive | Item::Frame(SseItem::Comment(_)) => {
                     out.push_back(SourceItem::KeepAlive)
@@ -227,7 +256,7 @@ impl StreamDecoder {
                     let id_changed = !ev.id.is_empty()
                         && self.cursor.last_event_id.as_deref() != Some(ev.id.as_str());
                     if !ev.id.is_empty() {
-                        self.cursor.last_event_id = Some(ev.id.clone());
+                        self.cursor.last_event_id = Some(ev.id.to_string());
                     }
                     let before = out.len();
                     match serde_json::from_str::<Value>(&ev.data) {

@@ -163,12 +163,13 @@ fn run_lines(input: &[u8], chunk: usize) -> usize {
     n + out.len()
 }
 
+/// `feed` given the `Bytes` chunks an HTTP client delivers (the recommended path).
 fn run_lines_bytes(chunks: &[Bytes]) -> usize {
     let mut d = JsonLinesDecoder::new(Delimiter::Lf, Limits::default());
     let mut out = Vec::with_capacity(256);
     let mut n = 0;
     for c in chunks {
-        d.feed_bytes(c, &mut out);
+        d.feed(c, &mut out);
         n += out.len();
         out.clear();
     }
@@ -181,7 +182,7 @@ fn run_seq_bytes(chunks: &[Bytes]) -> usize {
     let mut out = Vec::with_capacity(256);
     let mut n = 0;
     for c in chunks {
-        d.feed_bytes(c, &mut out);
+        d.feed(c, &mut out);
         n += out.len();
         out.clear();
     }
@@ -234,9 +235,52 @@ fn run_eventsource_stream(chunks: &[Bytes]) -> usize {
     }
 }
 
+/// FNV-1a over an event's type, data and id (fields separated so they cannot run together).
+fn fnv(h: &mut u64, event: &str, data: &str, id: &str) {
+    for part in [event, data, id] {
+        for &b in part.as_bytes().iter().chain(&[0xFF]) {
+            *h ^= u64::from(b);
+            *h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+/// Setup check: (events, checksum) of the stream as each side decodes it; they must agree, so
+/// both benchmarks do the same work.
+fn sse_checksums(input: &[u8], chunks: &[Bytes]) -> ((usize, u64), (usize, u64)) {
+    let mut ours = (0, 0xcbf2_9ce4_8422_2325);
+    let mut d = SseDecoder::new(Limits::default());
+    for c in chunks {
+        d.feed_each(c, |item| {
+            if let stream_frame::Item::Frame(stream_frame::SseItem::Event(e)) = item {
+                ours.0 += 1;
+                fnv(&mut ours.1, &e.event, &e.data, &e.id);
+            }
+        });
+    }
+    assert!(!input.is_empty());
+    let stream = futures_util::stream::iter(chunks.iter().cloned().map(Ok::<Bytes, Infallible>));
+    let mut events = std::pin::pin!(stream.eventsource());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut theirs = (0, 0xcbf2_9ce4_8422_2325);
+    while let Poll::Ready(Some(ev)) = events.as_mut().poll_next(&mut cx) {
+        let e = ev.expect("in-memory stream cannot fail");
+        theirs.0 += 1;
+        fnv(&mut theirs.1, &e.event, &e.data, &e.id);
+    }
+    (ours, theirs)
+}
+
 fn sse(c: &mut Criterion) {
     let input = sse_stream(STREAM);
     let small = &input[..SMALL];
+    let chunks = bytes_chunks(&input, 16 * KIB);
+    let (ours, theirs) = sse_checksums(&input, &chunks);
+    assert_eq!(
+        ours, theirs,
+        "stream-frame and eventsource-stream must decode the same events"
+    );
+    assert!(ours.0 > 100_000, "{ours:?}");
     let mut g = c.benchmark_group("sse");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -248,7 +292,6 @@ fn sse(c: &mut Criterion) {
     g.bench_function("stream-frame-feed_each/16KiB", |b| {
         b.iter(|| black_box(run_sse_each(black_box(&input), 16 * KIB)))
     });
-    let chunks = bytes_chunks(&input, 16 * KIB);
     g.bench_function("eventsource-stream/16KiB", |b| {
         b.iter(|| black_box(run_eventsource_stream(black_box(&chunks))))
     });
@@ -284,12 +327,12 @@ fn json(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Bytes(input.len() as u64));
-    g.bench_function("stream-frame/16KiB", |b| {
-        b.iter(|| black_box(run_lines(black_box(&input), 16 * KIB)))
-    });
     let chunks = bytes_chunks(&input, 16 * KIB);
-    g.bench_function("stream-frame-feed_bytes/16KiB", |b| {
+    g.bench_function("stream-frame-feed(Bytes)/16KiB", |b| {
         b.iter(|| black_box(run_lines_bytes(black_box(&chunks))))
+    });
+    g.bench_function("stream-frame-feed(slice)/16KiB", |b| {
+        b.iter(|| black_box(run_lines(black_box(&input), 16 * KIB)))
     });
     drop(chunks);
     g.bench_function("memchr-baseline/16KiB", |b| {
@@ -309,11 +352,11 @@ fn json(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Bytes(input.len() as u64));
-    g.bench_function("stream-frame/16KiB", |b| {
+    g.bench_function("stream-frame-feed(slice)/16KiB", |b| {
         b.iter(|| black_box(run_seq(black_box(&input), 16 * KIB)))
     });
     let chunks = bytes_chunks(&input, 16 * KIB);
-    g.bench_function("stream-frame-feed_bytes/16KiB", |b| {
+    g.bench_function("stream-frame-feed(Bytes)/16KiB", |b| {
         b.iter(|| black_box(run_seq_bytes(black_box(&chunks))))
     });
     drop(chunks);

@@ -140,15 +140,14 @@ pub fn check_lines_with(body: &[u8], limits: Limits, sizes: &[usize]) {
         Delimiter::Any,
     ] {
         let whole = decode_lines(&[body], delim, limits);
-        let split = decode_lines(&chunks(body, sizes), delim, limits);
-        assert_eq!(whole, split, "{delim:?}: chunking changed the result");
-        let owned = decode_lines_bytes(&chunks(body, sizes), delim, limits);
-        assert_eq!(whole, owned, "{delim:?}: feed_bytes changed the result");
-        let bytes = decode_lines(&chunks(body, &[1]), delim, limits);
-        assert_eq!(
-            whole, bytes,
-            "{delim:?}: byte-by-byte feeding changed the result"
-        );
+        let parts = chunks(body, sizes);
+        let split = decode_lines(&parts, delim, limits);
+        assert_same_frames(&whole, &split, parts.len(), "delimited JSON, chunked");
+        let owned = decode_lines_bytes(&parts, delim, limits);
+        assert_eq!(split, owned, "{delim:?}: feed_bytes changed the result");
+        let ones = chunks(body, &[1]);
+        let bytes = decode_lines(&ones, delim, limits);
+        assert_same_frames(&whole, &bytes, ones.len(), "delimited JSON, byte by byte");
         check_frames(body, &whole, limits, |b| {
             assert!(
                 !crate::is_ws(b[0]) && !crate::is_ws(b[b.len() - 1]),
@@ -198,15 +197,14 @@ pub fn decode_seq_bytes(chunks: &[&[u8]], limits: Limits) -> Vec<Item<Frame>> {
 /// Concatenated JSON: whole == chunked == byte by byte, plus invariants.
 pub fn check_seq_with(body: &[u8], limits: Limits, sizes: &[usize]) {
     let whole = decode_seq(&[body], limits);
-    let split = decode_seq(&chunks(body, sizes), limits);
-    assert_eq!(whole, split, "json-seq: chunking changed the result");
-    let owned = decode_seq_bytes(&chunks(body, sizes), limits);
-    assert_eq!(whole, owned, "json-seq: feed_bytes changed the result");
-    let bytes = decode_seq(&chunks(body, &[1]), limits);
-    assert_eq!(
-        whole, bytes,
-        "json-seq: byte-by-byte feeding changed the result"
-    );
+    let parts = chunks(body, sizes);
+    let split = decode_seq(&parts, limits);
+    assert_same_frames(&whole, &split, parts.len(), "json-seq, chunked");
+    let owned = decode_seq_bytes(&parts, limits);
+    assert_eq!(split, owned, "json-seq: feed_bytes changed the result");
+    let ones = chunks(body, &[1]);
+    let bytes = decode_seq(&ones, limits);
+    assert_same_frames(&whole, &bytes, ones.len(), "json-seq, byte by byte");
     check_frames(body, &whole, limits, |b| {
         assert!(
             matches!(b[0], b'{' | b'['),
@@ -217,6 +215,40 @@ pub fn check_seq_with(body: &[u8], limits: Limits, sizes: &[usize]) {
             "value does not end with }} or ]"
         );
     });
+}
+
+/// Asserts that `split` (the stream fed in `n_chunks` chunks) has exactly the frames and errors
+/// of `whole` (the stream fed at once), in order, and keep-alives as the JSON decoders promise:
+/// between two frames at least as many as `whole` has there (whitespace continued in a later
+/// chunk is reported again), and in all no more than one more per chunk.
+pub fn assert_same_frames(whole: &[Item<Frame>], split: &[Item<Frame>], n_chunks: usize, what: &str) {
+    /// Non-keep-alive items, each with the number of keep-alives before it (the last entry
+    /// counts the keep-alives at the end).
+    fn gaps(items: &[Item<Frame>]) -> (Vec<&Item<Frame>>, Vec<usize>) {
+        let (mut frames, mut counts, mut ka) = (Vec::new(), Vec::new(), 0);
+        for item in items {
+            if matches!(item, Item::KeepAlive) {
+                ka += 1;
+            } else {
+                frames.push(item);
+                counts.push(ka);
+                ka = 0;
+            }
+        }
+        counts.push(ka);
+        (frames, counts)
+    }
+    let (wf, wk) = gaps(whole);
+    let (sf, sk) = gaps(split);
+    assert_eq!(wf, sf, "{what}: chunking changed the frames");
+    for (k, (w, s)) in wk.iter().zip(&sk).enumerate() {
+        assert!(s >= w, "{what}: gap {k} lost keep-alives ({s} < {w})");
+    }
+    let (wt, st) = (wk.iter().sum::<usize>(), sk.iter().sum::<usize>());
+    assert!(
+        st <= wt + n_chunks,
+        "{what}: {st} keep-alives from {n_chunks} chunks, {wt} unsplit"
+    );
 }
 
 /// Fuzz entry point for SSE.

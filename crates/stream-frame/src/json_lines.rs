@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use memchr::{memchr, memchr2};
 
-use crate::{Frame, FrameError, Item, Limits, is_ws};
+use crate::{Chunk, Frame, FrameError, Item, Limits, is_ws};
 
 /// What separates frames in a delimited JSON stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,10 +33,13 @@ enum Seg {
 /// A *segment* is the bytes between two boundaries (or the stream start and a boundary).
 /// * A segment holding any non-whitespace byte yields one [`Item::Frame`]: the segment with
 ///   surrounding JSON whitespace (space, tab, `\r`, `\n`) trimmed. The bytes are not parsed.
-/// * Whitespace that is not part of a frame is a keep-alive: a segment's leading whitespace run
-///   yields one [`Item::KeepAlive`] as soon as its first byte arrives (so a watchdog sees
-///   Campfire's `" "` or Flowdock's `"\n"` at once), and an empty segment (two boundaries in a
-///   row, e.g. a blank line) yields one [`Item::KeepAlive`]. Whitespace after a frame's last
+/// * Whitespace that is not part of a frame is a keep-alive: a segment's leading whitespace
+///   yields one [`Item::KeepAlive`] per `feed` call that adds to it, as soon as it arrives (so
+///   a watchdog sees every one of Campfire's `" "` keep-alives, arriving seconds apart, or
+///   Flowdock's `"\n"` at once; `"   "` in one chunk is one keep-alive), and an empty segment
+///   (two boundaries in a row, e.g. a blank line) yields one [`Item::KeepAlive`]. How many
+///   keep-alives a run yields therefore depends on how it was chunked; frames and errors never
+///   do. Whitespace after a frame's last
 ///   byte and before its boundary belongs to the frame and is trimmed silently. Note that with
 ///   [`Delimiter::Cr`] a `\r\n` ending is a frame followed by a keep-alive (that `\n` is
 ///   exactly Flowdock's keep-alive), and that with [`Delimiter::Any`] a `\n` right after a
@@ -84,14 +87,20 @@ impl JsonLinesDecoder {
 
     /// Decodes the next chunk of the stream, appending what it completed to `out`.
     ///
-    /// Frames that lie within one chunk of at most 64 KiB share one copy of that chunk.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item<Frame>>) {
-        self.feed_shared(Shared::new(chunk), out);
+    /// `chunk` is a `&[u8]` (or `&[u8; N]`, `&Vec<u8>`, `&str`) or a `&Bytes`. Given a
+    /// `&Bytes` (what HTTP clients deliver), frames that lie within the chunk are slices of it,
+    /// without copying (such a frame keeps the whole chunk alive while it is held): the fast
+    /// path. Given borrowed bytes, frames within one chunk of at most 64 KiB share one copy of
+    /// that chunk.
+    pub fn feed<'a>(&mut self, chunk: impl Into<Chunk<'a>>, out: &mut Vec<Item<Frame>>) {
+        let shared = match chunk.into() {
+            Chunk::Slice(s) => Shared::new(s),
+            Chunk::Bytes(b) => Shared::owned(b),
+        };
+        self.feed_shared(shared, out);
     }
 
-    /// Like [`feed`](Self::feed) for a chunk already in a `Bytes` (e.g. from an HTTP client):
-    /// frames that lie within the chunk are slices of it, without copying. Such a frame keeps
-    /// the whole chunk alive while it is held.
+    /// Same as [`feed`](Self::feed) with a `&Bytes` chunk (kept for callers that name it).
     pub fn feed_bytes(&mut self, chunk: &Bytes, out: &mut Vec<Item<Frame>>) {
         self.feed_shared(Shared::owned(chunk), out);
     }
@@ -103,6 +112,9 @@ impl JsonLinesDecoder {
             return;
         }
         let base = self.pos;
+        // Each call may report one keep-alive for the segment it continues: whitespace that
+        // arrives in a later chunk is new proof of life.
+        self.ka_sent = false;
         let mut i = 0;
         if self.delim == Delimiter::Any && self.last_cr && chunk[0] == b'\n' {
             // Second half of a `\r\n` boundary split across chunks.

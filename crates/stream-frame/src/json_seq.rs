@@ -4,7 +4,7 @@ use bytes::Bytes;
 use memchr::memchr2;
 
 use crate::json_lines::{Shared, reserve_bounded};
-use crate::{Frame, FrameError, Item, Limits, is_ws};
+use crate::{Chunk, Frame, FrameError, Item, Limits, is_ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -42,8 +42,10 @@ static CLASS: [u8; 256] = {
 /// counted alike, so mismatched brackets surface when the consumer parses the frame.
 /// * Each complete top-level object or array yields one [`Item::Frame`] (offset of its `{` or
 ///   `[`).
-/// * Whitespace between values is reported as keep-alives: each maximal whitespace run
-///   outside a value yields one [`Item::KeepAlive`] when its first byte arrives. This lets a
+/// * Whitespace between values is reported as keep-alives: a whitespace run outside a value
+///   yields one [`Item::KeepAlive`] per `feed` call that adds to it, as soon as it arrives (so
+///   keep-alives sent seconds apart are each seen; how many a run yields depends on its
+///   chunking, frames and errors never do). This lets a
 ///   liveness watchdog see whitespace heartbeats; a consumer that does not care ignores them.
 /// * Anything else outside a value (a scalar, a stray `}`) is junk: one [`Item::Error`]
 ///   (`Malformed`, offset of the first junk byte) per junk run, then bytes are skipped up to
@@ -83,14 +85,19 @@ impl JsonSeqDecoder {
 
     /// Decodes the next chunk of the stream, appending what it completed to `out`.
     ///
-    /// Values that lie within one chunk of at most 64 KiB share one copy of that chunk.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item<Frame>>) {
-        self.feed_shared(Shared::new(chunk), out);
+    /// `chunk` is a `&[u8]` (or `&[u8; N]`, `&Vec<u8>`, `&str`) or a `&Bytes`. Given a
+    /// `&Bytes` (what HTTP clients deliver), values that lie within the chunk are slices of it,
+    /// without copying (such a frame keeps the whole chunk alive while it is held). Given
+    /// borrowed bytes, values within one chunk of at most 64 KiB share one copy of that chunk.
+    pub fn feed<'a>(&mut self, chunk: impl Into<Chunk<'a>>, out: &mut Vec<Item<Frame>>) {
+        let shared = match chunk.into() {
+            Chunk::Slice(s) => Shared::new(s),
+            Chunk::Bytes(b) => Shared::owned(b),
+        };
+        self.feed_shared(shared, out);
     }
 
-    /// Like [`feed`](Self::feed) for a chunk already in a `Bytes` (e.g. from an HTTP client):
-    /// values that lie within the chunk are slices of it, without copying. Such a frame keeps
-    /// the whole chunk alive while it is held.
+    /// Same as [`feed`](Self::feed) with a `&Bytes` chunk (kept for callers that name it).
     pub fn feed_bytes(&mut self, chunk: &Bytes, out: &mut Vec<Item<Frame>>) {
         self.feed_shared(Shared::owned(chunk), out);
     }
@@ -99,6 +106,10 @@ impl JsonSeqDecoder {
         let chunk = shared.chunk;
         let n = chunk.len();
         let base = self.pos;
+        if n > 0 && self.state == (State::Between { ws: true }) {
+            // Whitespace arriving in a later chunk is new proof of life: report it again.
+            self.state = State::Between { ws: false };
+        }
         let mut i = 0;
         while i < n {
             match self.state {

@@ -48,6 +48,7 @@ mod error;
 mod json_lines;
 mod json_seq;
 mod sse;
+mod text;
 
 #[doc(hidden)]
 pub mod check;
@@ -56,6 +57,73 @@ pub use error::{FrameError, FrameErrorKind};
 pub use json_lines::{Delimiter, JsonLinesDecoder};
 pub use json_seq::JsonSeqDecoder;
 pub use sse::{SseDecoder, SseEvent, SseItem};
+pub use text::Str;
+
+/// A chunk of input for a decoder's `feed`: borrowed bytes, or a [`bytes::Bytes`] (as HTTP
+/// clients hand chunks over) whose frames the JSON decoders return as slices without copying.
+///
+/// Built implicitly by `feed` from `&[u8]`, `&&[u8]`, `&[u8; N]`, `&Vec<u8>`, `&str`,
+/// `&String` or `&Bytes`.
+#[derive(Debug, Clone, Copy)]
+pub enum Chunk<'a> {
+    /// Borrowed bytes: frames that must outlive the call are copied.
+    Slice(&'a [u8]),
+    /// Shared bytes: frames are slices of the chunk (they keep it alive while held).
+    Bytes(&'a bytes::Bytes),
+}
+
+impl<'a> Chunk<'a> {
+    /// The chunk's bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &'a [u8] {
+        match *self {
+            Chunk::Slice(s) => s,
+            Chunk::Bytes(b) => b,
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Chunk<'a> {
+    fn from(s: &'a [u8]) -> Self {
+        Chunk::Slice(s)
+    }
+}
+
+impl<'a, 'b: 'a> From<&'a &'b [u8]> for Chunk<'a> {
+    fn from(s: &'a &'b [u8]) -> Self {
+        Chunk::Slice(s)
+    }
+}
+
+impl<'a> From<&'a String> for Chunk<'a> {
+    fn from(s: &'a String) -> Self {
+        Chunk::Slice(s.as_bytes())
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Chunk<'a> {
+    fn from(s: &'a [u8; N]) -> Self {
+        Chunk::Slice(s)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Chunk<'a> {
+    fn from(s: &'a Vec<u8>) -> Self {
+        Chunk::Slice(s)
+    }
+}
+
+impl<'a> From<&'a str> for Chunk<'a> {
+    fn from(s: &'a str) -> Self {
+        Chunk::Slice(s.as_bytes())
+    }
+}
+
+impl<'a> From<&'a bytes::Bytes> for Chunk<'a> {
+    fn from(b: &'a bytes::Bytes) -> Self {
+        Chunk::Bytes(b)
+    }
+}
 
 /// Size limits a decoder enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

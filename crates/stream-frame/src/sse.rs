@@ -1,10 +1,14 @@
 //! Server-Sent Events (`text/event-stream`), parsed exactly as the WHATWG HTML standard says.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use memchr::{memchr, memchr2, memrchr2};
 
-use crate::{FrameError, Item, Limits};
+use crate::{Chunk, FrameError, Item, Limits, Str};
+
+/// The default event type.
+const MESSAGE: Str = Str::from_static("message");
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
@@ -21,14 +25,28 @@ pub enum SseItem {
 }
 
 /// A dispatched Server-Sent Event.
+///
+/// The fields are [`Str`]s (use them as `&str`): the decoder builds events without a heap
+/// allocation of their own; values share the text buffer of the chunk they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
     /// The event type: the last `event:` field of the event, or `"message"` when none (or empty).
-    pub event: String,
+    pub event: Str,
     /// The data: the event's `data:` values joined with `\n`.
-    pub data: String,
+    pub data: Str,
     /// The last event id at dispatch time (`""` when none was ever set).
-    pub id: String,
+    pub id: Str,
+}
+
+/// The data of the event being built.
+#[derive(Debug, Clone)]
+enum Data {
+    /// No `data` field yet.
+    None,
+    /// One `data` value (the common case: a slice of the chunk's text, no copy).
+    One(Str),
+    /// Several values, joined in the decoder's `buf`.
+    Buf,
 }
 
 /// Incremental Server-Sent Events decoder following the WHATWG HTML event-stream rules.
@@ -70,15 +88,22 @@ pub struct SseDecoder {
     skip_line: bool,
     /// Discarding lines up to the next blank line after an oversize error.
     skip_event: bool,
-    /// The event's data so far, as text (each value validated or made valid when appended).
-    data: String,
-    has_data: bool,
-    event_type: String,
+    /// The event's data so far.
+    data: Data,
+    /// The joined data of a multi-line event (reused between events).
+    buf: String,
+    /// The event type, when an `event` field set a non-empty one.
+    event_type: Option<Str>,
+    /// The last non-empty event type seen, reused while the server repeats it.
+    last_type: Str,
     /// The last event id buffer; only meaningful while `id_dirty` (otherwise it is `last_id`).
-    id_buf: String,
+    id_buf: Str,
     /// `id_buf` was set since the last dispatch.
     id_dirty: bool,
+    /// The last event id (a plain copy: events get `id_buf` itself, without another count).
     last_id: String,
+    /// `last_id` as a `Str`, made when an event without an `id` field needs it.
+    last_id_str: Option<Str>,
 }
 
 impl SseDecoder {
@@ -93,12 +118,14 @@ impl SseDecoder {
             line_start: 0,
             skip_line: false,
             skip_event: false,
-            data: String::new(),
-            has_data: false,
-            event_type: String::new(),
-            id_buf: String::new(),
+            data: Data::None,
+            buf: String::new(),
+            event_type: None,
+            last_type: MESSAGE,
+            id_buf: Str::default(),
             id_dirty: false,
             last_id: String::new(),
+            last_id_str: None,
         }
     }
 
@@ -112,15 +139,25 @@ impl SseDecoder {
     pub fn set_last_event_id(&mut self, id: &str) {
         self.last_id.clear();
         self.last_id.push_str(id);
-        self.id_buf.clear();
-        self.id_buf.push_str(id);
+        self.last_id_str = None;
+        self.id_buf = Str::default();
         self.id_dirty = false;
     }
 
     /// Bytes currently held for the event being built (partial line plus data; never more
     /// than `max_frame`).
     pub fn buffered_len(&self) -> usize {
-        self.line.len() + self.data.len()
+        self.line.len() + self.data_len()
+    }
+
+    /// Length of the event's data so far.
+    #[inline]
+    fn data_len(&self) -> usize {
+        match &self.data {
+            Data::None => 0,
+            Data::One(s) => s.len(),
+            Data::Buf => self.buf.len(),
+        }
     }
 
     /// The limits in force.
@@ -128,16 +165,17 @@ impl SseDecoder {
         self.limits
     }
 
-    /// Decodes the next chunk of the stream, appending what it completed to `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item<SseItem>>) {
+    /// Decodes the next chunk of the stream (`&[u8]`, `&[u8; N]`, `&Vec<u8>`, `&str` or
+    /// `&Bytes`), appending what it completed to `out`.
+    pub fn feed<'a>(&mut self, chunk: impl Into<Chunk<'a>>, out: &mut Vec<Item<SseItem>>) {
         self.feed_each(chunk, |item| out.push(item));
     }
 
     /// Like [`feed`](Self::feed), handing each item to `f` as soon as it is decoded instead of
     /// collecting them: with large chunks the items never pile up (less memory, warmer caches).
-    pub fn feed_each(&mut self, chunk: &[u8], mut f: impl FnMut(Item<SseItem>)) {
+    pub fn feed_each<'a>(&mut self, chunk: impl Into<Chunk<'a>>, mut f: impl FnMut(Item<SseItem>)) {
         let out = &mut f;
-        let mut chunk = chunk;
+        let mut chunk = chunk.into().as_slice();
         if let Some(matched) = self.bom {
             let mut m = matched as usize;
             let mut i = 0;
@@ -178,11 +216,10 @@ impl SseDecoder {
         self.line.clear();
         self.skip_line = false;
         self.skip_event = false;
-        self.data = String::new();
-        self.has_data = false;
-        self.event_type.clear();
-        self.id_buf.clear();
-        self.id_buf.push_str(&self.last_id);
+        self.data = Data::None;
+        self.buf = String::new();
+        self.event_type = None;
+        self.id_buf = Str::default();
         self.id_dirty = false;
     }
 
@@ -201,8 +238,9 @@ impl SseDecoder {
         }
         // The complete lines of a large chunk are validated as UTF-8 in windows of about
         // REGION_WINDOW bytes (one pass, cheaper than one validation per value, and small
-        // enough to stay in cache); values inside a window are then used as `&str` as is.
-        let mut region: Option<(usize, &str)> = None;
+        // enough to stay in cache) and copied into one shared text buffer per window; the
+        // values inside a window are then `Str` slices of that buffer (no allocation per value).
+        let mut region: Option<(usize, Arc<str>)> = None;
         let mut region_end = 0;
         let use_regions = n >= REGION_MIN;
         while i < n {
@@ -234,22 +272,27 @@ impl SseDecoder {
                             match simdutf8::basic::from_utf8(&chunk[i..wend]) {
                                 Ok(s) => {
                                     region_end = wend;
-                                    region = Some((i, s));
+                                    region = Some((i, Arc::from(s)));
                                 }
                                 Err(_) => {
                                     let last = memrchr2(b'\n', b'\r', &chunk[i..wend]);
                                     region_end = i + last.unwrap_or(0);
                                     region = simdutf8::basic::from_utf8(&chunk[i..region_end])
                                         .ok()
-                                        .map(|s| (i, s));
+                                        .map(|s| (i, Arc::from(s)));
                                 }
                             }
                         }
-                        let text = match region {
-                            Some((rs, s)) if end <= region_end => s.get(i - rs..end - rs),
+                        let src = match &region {
+                            Some((rs, s)) if end <= region_end => Some((s, i - rs)),
                             _ => None,
                         };
-                        self.line_done(&chunk[i..end], text, base + i as u64, out);
+                        let line = &chunk[i..end];
+                        if line.is_empty() && !self.skip_event {
+                            self.dispatch(out);
+                        } else if !src.is_some_and(|(buf, at)| self.fast_field(line, buf, at)) {
+                            self.line_done(line, src, base + i as u64, out);
+                        }
                     } else {
                         self.partial(&chunk[i..end], base + i as u64, out);
                         self.buffered_line_done(out);
@@ -292,7 +335,7 @@ impl SseDecoder {
             self.skip_line = true;
             return;
         }
-        if self.line.len() + bytes.len() + self.data.len() > self.limits.max_frame {
+        if self.line.len() + bytes.len() + self.data_len() > self.limits.max_frame {
             self.oversize(self.line_start, out);
             self.skip_line = true;
             self.line.clear();
@@ -324,18 +367,19 @@ impl SseDecoder {
             self.limits.max_frame,
         )));
         self.skip_event = true;
-        self.data.clear();
-        self.has_data = false;
-        self.event_type.clear();
+        self.data = Data::None;
+        self.buf.clear();
+        self.event_type = None;
     }
 
-    /// Processes one complete line (without its ending); `text` is the line as `&str` when it
-    /// is already known to be valid UTF-8.
+    /// Processes one complete line (without its ending); `src` is the shared text buffer the
+    /// line lies in and the line's offset in it, when the line is already known to be valid
+    /// UTF-8.
     #[inline]
     fn line_done(
         &mut self,
         line: &[u8],
-        text: Option<&str>,
+        src: Option<(&Arc<str>, usize)>,
         off: u64,
         out: &mut impl FnMut(Item<SseItem>),
     ) {
@@ -351,7 +395,7 @@ impl SseDecoder {
             return;
         }
         let max = self.limits.max_frame;
-        if line.len() + self.data.len() > max {
+        if line.len() + self.data_len() > max {
             self.oversize(off, out);
             return;
         }
@@ -375,31 +419,59 @@ impl SseDecoder {
         };
         // Field values start after an ASCII byte and end at the line end: char boundaries.
         let value = &line[vstart..];
-        let text = |v| value_text(text, vstart, v);
+        let value_src = src.map(|(buf, at)| (buf, at + vstart, at + line.len()));
         match name {
             b"data" => {
-                let v = text(value);
-                let sep = usize::from(self.has_data);
-                if self.data.len() + sep + v.len() > max {
-                    // Only possible when U+FFFD replacements made the text longer.
-                    self.oversize(off, out);
-                    return;
+                let sep = usize::from(!matches!(self.data, Data::None));
+                match std::mem::replace(&mut self.data, Data::Buf) {
+                    Data::None => match value_src.and_then(|(b, s, e)| Str::slice_of(b, s, e)) {
+                        Some(v) => self.data = Data::One(v),
+                        None => {
+                            let v = to_str(value);
+                            if v.len() > max {
+                                // Only possible when U+FFFD replacements made the text longer.
+                                self.oversize(off, out);
+                                return;
+                            }
+                            self.buf.clear();
+                            self.buf.push_str(&v);
+                        }
+                    },
+                    Data::One(first) => {
+                        self.buf.clear();
+                        self.buf.push_str(&first);
+                        self.push_data(value_src, value, sep, off, out);
+                    }
+                    Data::Buf => self.push_data(value_src, value, sep, off, out),
                 }
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(&v);
-                self.has_data = true;
             }
-            b"" => out(Item::Frame(SseItem::Comment(text(value).into_owned()))),
+            b"" => out(Item::Frame(SseItem::Comment(
+                value_text(value_src, value).into_owned(),
+            ))),
             b"id" if !value.contains(&0) => {
-                self.id_buf.clear();
-                self.id_buf.push_str(&text(value));
+                let v = value_text(value_src, value);
+                let current = if self.id_dirty {
+                    self.id_buf.as_str()
+                } else {
+                    self.last_id.as_str()
+                };
+                if current != v {
+                    self.id_buf = make_str(value_src, v);
+                } else if !self.id_dirty {
+                    self.id_buf = self.last_id_str();
+                }
                 self.id_dirty = true;
             }
             b"event" => {
-                self.event_type.clear();
-                self.event_type.push_str(&text(value));
+                let v = value_text(value_src, value);
+                self.event_type = if v.is_empty() {
+                    None
+                } else if self.last_type.as_str() == v {
+                    Some(self.last_type.clone())
+                } else {
+                    self.last_type = make_str(value_src, v);
+                    Some(self.last_type.clone())
+                };
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 let ms = value.iter().fold(0u64, |acc, d| {
@@ -411,30 +483,100 @@ impl SseDecoder {
         }
     }
 
-    fn dispatch(&mut self, out: &mut impl FnMut(Item<SseItem>)) {
-        if self.id_dirty {
-            // While `id_dirty` is false the id buffer is never read (its value is `last_id`),
-            // so a swap stands in for a copy.
-            self.id_dirty = false;
-            std::mem::swap(&mut self.last_id, &mut self.id_buf);
+    /// Handles the two fields of nearly every event, `data` (the event's first) and `id`, when
+    /// the line is already text in a shared buffer (at `at`): the value becomes a slice of it.
+    /// Returns false, having done nothing, for any other line.
+    #[inline(always)]
+    fn fast_field(&mut self, line: &[u8], buf: &Arc<str>, at: usize) -> bool {
+        if self.skip_event || line.len() + self.data_len() > self.limits.max_frame {
+            return false;
         }
-        if !self.has_data {
-            self.event_type.clear();
+        let end = at + line.len();
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            if matches!(self.data, Data::None) {
+                let v = 5 + usize::from(rest.first() == Some(&b' '));
+                if let Some(s) = Str::slice_of(buf, at + v, end) {
+                    self.data = Data::One(s);
+                    return true;
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix(b"id:") {
+            let v = 3 + usize::from(rest.first() == Some(&b' '));
+            if !line[v..].contains(&0) {
+                if let Some(s) = Str::slice_of(buf, at + v, end) {
+                    self.id_buf = s;
+                    self.id_dirty = true;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Appends one more data value to the joined data in `buf` (`self.data` is `Data::Buf`).
+    fn push_data(
+        &mut self,
+        value_src: Option<(&Arc<str>, usize, usize)>,
+        value: &[u8],
+        sep: usize,
+        off: u64,
+        out: &mut impl FnMut(Item<SseItem>),
+    ) {
+        let v = value_text(value_src, value);
+        if self.buf.len() + sep + v.len() > self.limits.max_frame {
+            // Only possible when U+FFFD replacements made the text longer.
+            self.oversize(off, out);
             return;
         }
-        self.has_data = false;
-        // The data is already text; the next event's data gets a fresh, exact-size buffer.
-        let data = std::mem::take(&mut self.data);
-        let event = if self.event_type.is_empty() {
-            String::from("message")
+        if sep == 1 {
+            self.buf.push('\n');
+        }
+        self.buf.push_str(&v);
+    }
+
+    #[inline]
+    fn dispatch(&mut self, out: &mut impl FnMut(Item<SseItem>)) {
+        let new_id = if self.id_dirty {
+            self.id_dirty = false;
+            let id = std::mem::take(&mut self.id_buf);
+            self.last_id.clear();
+            self.last_id.push_str(&id);
+            self.last_id_str = None;
+            Some(id)
         } else {
-            std::mem::take(&mut self.event_type)
+            None
+        };
+        let data = match std::mem::replace(&mut self.data, Data::None) {
+            Data::None => {
+                self.event_type = None;
+                self.last_id_str = new_id;
+                return;
+            }
+            Data::One(s) => s,
+            Data::Buf => Str::from(self.buf.as_str()),
+        };
+        // A new id goes to the event as is (the decoder keeps a plain copy), so an event costs
+        // no reference count beyond its data's and its id's.
+        let id = match new_id {
+            Some(id) => id,
+            None => self.last_id_str(),
         };
         out(Item::Frame(SseItem::Event(SseEvent {
-            event,
+            event: self.event_type.take().unwrap_or(MESSAGE),
             data,
-            id: self.last_id.clone(),
+            id,
         })));
+    }
+
+    /// The last event id as a `Str` (made once per id, then shared).
+    fn last_id_str(&mut self) -> Str {
+        if self.last_id.is_empty() {
+            return Str::default();
+        }
+        let id = &self.last_id;
+        self.last_id_str
+            .get_or_insert_with(|| Str::from(id.as_str()))
+            .clone()
     }
 }
 
@@ -443,12 +585,24 @@ const REGION_MIN: usize = 256;
 /// Size of the windows validated at once in larger chunks.
 const REGION_WINDOW: usize = 16 * 1024;
 
-/// A field value as text: a slice of the line's text when known, else `to_str` of the bytes.
+/// A field value as text: a slice of the shared buffer when known, else `to_str` of the bytes.
 #[inline]
-fn value_text<'a>(line: Option<&'a str>, vstart: usize, value: &'a [u8]) -> Cow<'a, str> {
-    match line.and_then(|t| t.get(vstart..)) {
+fn value_text<'a>(src: Option<(&'a Arc<str>, usize, usize)>, value: &'a [u8]) -> Cow<'a, str> {
+    match src.and_then(|(b, s, e)| b.get(s..e)) {
         Some(s) => Cow::Borrowed(s),
         None => to_str(value),
+    }
+}
+
+/// A field value as a `Str`: a slice of the shared buffer when there is one, else a copy.
+#[inline]
+fn make_str(src: Option<(&Arc<str>, usize, usize)>, text: Cow<'_, str>) -> Str {
+    match src.and_then(|(b, s, e)| Str::slice_of(b, s, e)) {
+        Some(s) => s,
+        None => match text {
+            Cow::Borrowed(t) => Str::from(t),
+            Cow::Owned(t) => Str::from(t),
+        },
     }
 }
 

@@ -1,6 +1,6 @@
 //! Delimited JSON decoder: frames, keep-alives, delimiters, limits.
 
-use stream_frame::check::{chunks, decode_lines};
+use stream_frame::check::{assert_same_frames, chunks, decode_lines};
 use stream_frame::{Delimiter, Frame, FrameErrorKind, Item, JsonLinesDecoder, Limits};
 
 /// Decodes whole, split at every position and byte by byte; all must agree.
@@ -12,13 +12,16 @@ fn decode_limited(input: &[u8], delim: Delimiter, limits: Limits) -> Vec<Item<Fr
     let whole = decode_lines(&[input], delim, limits);
     for cut in 0..=input.len() {
         let (a, b) = input.split_at(cut);
-        assert_eq!(
-            decode_lines(&[a, b], delim, limits),
-            whole,
-            "split at {cut}"
-        );
+        let split = decode_lines(&[a, b], delim, limits);
+        assert_same_frames(&whole, &split, 2, &format!("split at {cut}"));
     }
-    assert_eq!(decode_lines(&chunks(input, &[1]), delim, limits), whole);
+    let ones = chunks(input, &[1]);
+    assert_same_frames(
+        &whole,
+        &decode_lines(&ones, delim, limits),
+        ones.len(),
+        "byte by byte",
+    );
     whole
 }
 
@@ -66,10 +69,11 @@ fn campfire_single_space_keep_alives() {
     d.feed(b"{\"id\":1}\r", &mut out);
     d.feed(b" ", &mut out);
     assert_eq!(view(&out), ["0:{\"id\":1}", "KA"]);
+    // The next space, arriving later in its own chunk, is new proof of life.
     d.feed(b" ", &mut out);
-    assert_eq!(out.len(), 2, "one keep-alive per whitespace run");
+    assert_eq!(view(&out), ["0:{\"id\":1}", "KA", "KA"]);
     d.feed(b"{\"id\":2}\r\n", &mut out);
-    assert_eq!(view(&out), ["0:{\"id\":1}", "KA", "11:{\"id\":2}"]);
+    assert_eq!(view(&out), ["0:{\"id\":1}", "KA", "KA", "11:{\"id\":2}"]);
 }
 
 #[test]
@@ -172,4 +176,29 @@ fn offsets_restart_after_finish() {
     d.finish(&mut out);
     d.feed(b"[1]\n", &mut out);
     assert_eq!(view(&out), ["0:{}", "3:[]", "0:[1]"]);
+}
+
+#[test]
+fn every_feed_of_keep_alive_whitespace_is_reported_once() {
+    for delim in [Delimiter::Cr, Delimiter::Lf, Delimiter::Any, Delimiter::CrLf] {
+        // Campfire: a single space every few seconds, each in its own chunk, before the next
+        // message of a quiet room.
+        let mut d = JsonLinesDecoder::new(delim, Limits::default());
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            d.feed(b" ", &mut out);
+        }
+        assert_eq!(view(&out), ["KA", "KA", "KA"], "{delim:?}");
+        d.feed(b"{\"id\":1}\r\n", &mut out);
+        assert_eq!(view(&out)[3], "3:{\"id\":1}", "{delim:?}");
+        // The same whitespace in one chunk is one keep-alive.
+        let mut d = JsonLinesDecoder::new(delim, Limits::default());
+        let mut out = Vec::new();
+        d.feed(b"   ", &mut out);
+        assert_eq!(view(&out), ["KA"], "{delim:?}");
+        // Whitespace inside or after a frame is not a keep-alive.
+        d.feed(b"{\"a\": 1", &mut out);
+        d.feed(b"  ", &mut out);
+        assert_eq!(view(&out), ["KA"], "{delim:?}");
+    }
 }

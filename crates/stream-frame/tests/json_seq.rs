@@ -1,15 +1,17 @@
 //! Concatenated JSON decoder: values found by depth, strings and escapes.
 
-use stream_frame::check::{chunks, decode_seq};
+use stream_frame::check::{assert_same_frames, chunks, decode_seq};
 use stream_frame::{Frame, FrameErrorKind, Item, JsonSeqDecoder, Limits};
 
 fn decode_limited(input: &[u8], limits: Limits) -> Vec<Item<Frame>> {
     let whole = decode_seq(&[input], limits);
     for cut in 0..=input.len() {
         let (a, b) = input.split_at(cut);
-        assert_eq!(decode_seq(&[a, b], limits), whole, "split at {cut}");
+        let split = decode_seq(&[a, b], limits);
+        assert_same_frames(&whole, &split, 2, &format!("split at {cut}"));
     }
-    assert_eq!(decode_seq(&chunks(input, &[1]), limits), whole);
+    let ones = chunks(input, &[1]);
+    assert_same_frames(&whole, &decode_seq(&ones, limits), ones.len(), "byte by byte");
     whole
 }
 
@@ -110,4 +112,20 @@ fn oversize_value_fed_byte_by_byte_never_buffers_past_the_limit() {
     d.feed(b"{}]}[]", &mut out);
     d.finish(&mut out);
     assert_eq!(view(&out), ["ERR@0", "150010:[]"]);
+}
+
+#[test]
+fn every_feed_of_whitespace_between_values_is_reported_once() {
+    let mut d = JsonSeqDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.feed(b"{}", &mut out);
+    for _ in 0..3 {
+        d.feed(b" ", &mut out);
+    }
+    assert_eq!(view(&out), ["0:{}", "KA", "KA", "KA"]);
+    let mut d = JsonSeqDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.feed(b"{}   ", &mut out);
+    d.feed(b"[1, 2]", &mut out);
+    assert_eq!(view(&out), ["0:{}", "KA", "5:[1, 2]"]);
 }

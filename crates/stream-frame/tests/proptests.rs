@@ -110,9 +110,9 @@ fn sse_reference(input: &[u8]) -> Vec<Item<SseItem>> {
                 event.clone()
             };
             out.push(Item::Frame(SseItem::Event(SseEvent {
-                event: ev,
-                data: std::mem::take(&mut data),
-                id: last_id.clone(),
+                event: ev.into(),
+                data: std::mem::take(&mut data).into(),
+                id: last_id.as_str().into(),
             })));
             event.clear();
             continue;

@@ -400,3 +400,90 @@ async fn demo_runs_every_service_and_summarises() {
     assert!(summary.contains("── summary"), "{summary}");
     assert!(summary.contains("StreamIn emulator received"), "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_key_rewrites_the_key_file_once_a_day() {
+    let emu = emulator::streamin::Emulator::start(emulator::streamin::Config::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let old = emu.api_key();
+    write(dir.path(), "key", &format!("{old}\n"));
+    let cfg = write(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "[[target]]\nname = \"notify\"\nservice = \"streamin\"\napi_key = {{ file = \"key\" }}\nurl = \"{}\"\n",
+            emu.url()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let out = run(&["refresh-key", "--config", cfg, "--to", "notify"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stored = std::fs::read_to_string(dir.path().join("key")).unwrap();
+    assert_eq!(
+        stored.trim(),
+        emu.api_key(),
+        "the new key is stored in the key file"
+    );
+    assert_ne!(stored.trim(), old);
+    assert!(
+        !text(&out.stdout).contains(stored.trim()),
+        "the key is not printed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The new key works, and a second refresh today is refused before asking the server.
+    let out = run(&["send", "--config", cfg, "--to", "notify", "after refresh"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let asked = emu
+        .requests()
+        .iter()
+        .filter(|r| r.as_str() == "refresh_api_key")
+        .count();
+    let out = run(&["refresh-key", "--config", cfg, "--to", "notify"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("once") || text(&out.stderr).contains("per day"),
+        "{}",
+        text(&out.stderr)
+    );
+    let asked_again = emu
+        .requests()
+        .iter()
+        .filter(|r| r.as_str() == "refresh_api_key")
+        .count();
+    assert_eq!(asked, asked_again, "refused without asking the server");
+
+    // A key from the environment cannot be stored: a usage error.
+    let env_cfg = write(
+        dir.path(),
+        "env.toml",
+        &format!(
+            "[[target]]\nname = \"notify\"\nservice = \"streamin\"\napi_key = {{ env = \"K\" }}\nurl = \"{}\"\n",
+            emu.url()
+        ),
+    );
+    let out = bin()
+        .args([
+            "refresh-key",
+            "--config",
+            env_cfg.to_str().unwrap(),
+            "--to",
+            "notify",
+        ])
+        .env("K", emu.api_key())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("file"));
+    emu.stop().await;
+}
