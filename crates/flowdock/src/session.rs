@@ -73,7 +73,7 @@ impl FlowdockCursor {
 
 enum Framer {
     Json(JsonLinesDecoder, Vec<Item<Frame>>),
-    Sse(SseDecoder, Vec<Item<SseItem>>),
+    Sse(Box<SseDecoder>, Vec<Item<SseItem>>),
 }
 
 /// Decodes one connection's bytes into [`SourceItem`]s, keeping the resume cursor.
@@ -117,7 +117,7 @@ impl StreamDecoder {
                 if let Some(id) = &cursor.last_event_id {
                     dec.set_last_event_id(id);
                 }
-                Framer::Sse(dec, vec![])
+                Framer::Sse(Box::new(dec), vec![])
             }
         };
         StreamDecoder {

@@ -221,7 +221,12 @@ pub fn check_seq_with(body: &[u8], limits: Limits, sizes: &[usize]) {
 /// of `whole` (the stream fed at once), in order, and keep-alives as the JSON decoders promise:
 /// between two frames at least as many as `whole` has there (whitespace continued in a later
 /// chunk is reported again), and in all no more than one more per chunk.
-pub fn assert_same_frames(whole: &[Item<Frame>], split: &[Item<Frame>], n_chunks: usize, what: &str) {
+pub fn assert_same_frames(
+    whole: &[Item<Frame>],
+    split: &[Item<Frame>],
+    n_chunks: usize,
+    what: &str,
+) {
     /// Non-keep-alive items, each with the number of keep-alives before it (the last entry
     /// counts the keep-alives at the end).
     fn gaps(items: &[Item<Frame>]) -> (Vec<&Item<Frame>>, Vec<usize>) {

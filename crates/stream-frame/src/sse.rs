@@ -104,6 +104,9 @@ pub struct SseDecoder {
     last_id: String,
     /// `last_id` as a `Str`, made when an event without an `id` field needs it.
     last_id_str: Option<Str>,
+    /// The last text window, reused for the next one once no event holds it any more (then
+    /// a window costs no allocation).
+    spare: Option<Arc<String>>,
 }
 
 impl SseDecoder {
@@ -126,6 +129,7 @@ impl SseDecoder {
             id_dirty: false,
             last_id: String::new(),
             last_id_str: None,
+            spare: None,
         }
     }
 
@@ -228,6 +232,18 @@ impl SseDecoder {
         if n == 0 {
             return;
         }
+        if n < 16 && !self.after_cr && !chunk.iter().any(|&b| b == b'\n' || b == b'\r') {
+            // A tiny chunk inside a line (e.g. byte-by-byte feeding): just keep it.
+            self.partial(chunk, self.pos, out);
+            self.pos += n as u64;
+            return;
+        }
+        self.feed_lines(chunk, out);
+    }
+
+    #[inline(never)]
+    fn feed_lines(&mut self, chunk: &[u8], out: &mut impl FnMut(Item<SseItem>)) {
+        let n = chunk.len();
         let base = self.pos;
         let mut i = 0;
         if self.after_cr {
@@ -240,9 +256,52 @@ impl SseDecoder {
         // REGION_WINDOW bytes (one pass, cheaper than one validation per value, and small
         // enough to stay in cache) and copied into one shared text buffer per window; the
         // values inside a window are then `Str` slices of that buffer (no allocation per value).
-        let mut region: Option<(usize, Arc<str>)> = None;
+        // A region is (chunk index where the window's chunk part starts, offset of that index
+        // in the window, window).
+        let mut region: Option<(usize, usize, Arc<String>)> = None;
         let mut region_end = 0;
         let use_regions = n >= REGION_MIN;
+        if use_regions && !self.line.is_empty() && !self.skip_line && !self.skip_event {
+            // A line carried over from the previous chunk becomes the start of this chunk's
+            // first window, so it is handled like any other line (no copy of its own).
+            if let Some(k) = memchr2(b'\n', b'\r', chunk) {
+                if self.line.len() + k + self.data_len() <= self.limits.max_frame {
+                    self.line.extend_from_slice(&chunk[..k]);
+                    match simdutf8::basic::from_utf8(&self.line) {
+                        Ok(text) => {
+                            let wend = if n <= 2 * REGION_WINDOW {
+                                n
+                            } else {
+                                (k + 1).max(REGION_WINDOW)
+                            };
+                            let l = text.len();
+                            let (rest, rest_end) = match simdutf8::basic::from_utf8(&chunk[k..wend])
+                            {
+                                Ok(rest) => (rest, wend),
+                                Err(_) => {
+                                    let last = memrchr2(b'\n', b'\r', &chunk[k..wend]);
+                                    let cut = k + last.unwrap_or(0);
+                                    match simdutf8::basic::from_utf8(&chunk[k..cut]) {
+                                        Ok(rest) => (rest, cut),
+                                        Err(_) => ("", k),
+                                    }
+                                }
+                            };
+                            region_end = rest_end;
+                            let window = make_window(&mut self.spare, text, rest);
+                            let line = &window.as_bytes()[..l];
+                            if !self.fast_field(line, &window, 0) {
+                                self.line_done(line, Some((&window, 0)), self.line_start, out);
+                            }
+                            self.line.clear();
+                            region = Some((k, l, window));
+                        }
+                        Err(_) => self.buffered_line_done(out),
+                    }
+                    i = self.after_line_end(chunk, k);
+                }
+            }
+        }
         while i < n {
             // Blank lines (a third of all lines) are checked without a memchr call, and short
             // remainders (tiny chunks) with a plain loop.
@@ -269,22 +328,27 @@ impl SseDecoder {
                             } else {
                                 i + REGION_WINDOW
                             };
+                            if let Some((_, _, old)) = region.take() {
+                                self.spare = Some(old);
+                            }
                             match simdutf8::basic::from_utf8(&chunk[i..wend]) {
                                 Ok(s) => {
                                     region_end = wend;
-                                    region = Some((i, Arc::from(s)));
+                                    region = Some((i, 0, make_window(&mut self.spare, s, "")));
                                 }
                                 Err(_) => {
                                     let last = memrchr2(b'\n', b'\r', &chunk[i..wend]);
                                     region_end = i + last.unwrap_or(0);
                                     region = simdutf8::basic::from_utf8(&chunk[i..region_end])
                                         .ok()
-                                        .map(|s| (i, Arc::from(s)));
+                                        .map(|s| (i, 0, make_window(&mut self.spare, s, "")));
                                 }
                             }
                         }
                         let src = match &region {
-                            Some((rs, s)) if end <= region_end => Some((s, i - rs)),
+                            Some((rb, wo, s)) if end <= region_end && i >= *rb => {
+                                Some((s, wo + i - rb))
+                            }
                             _ => None,
                         };
                         let line = &chunk[i..end];
@@ -297,20 +361,7 @@ impl SseDecoder {
                         self.partial(&chunk[i..end], base + i as u64, out);
                         self.buffered_line_done(out);
                     }
-                    if chunk[end] == b'\r' {
-                        if end + 1 < n {
-                            i = if chunk[end + 1] == b'\n' {
-                                end + 2
-                            } else {
-                                end + 1
-                            };
-                        } else {
-                            self.after_cr = true;
-                            i = n;
-                        }
-                    } else {
-                        i = end + 1;
-                    }
+                    i = self.after_line_end(chunk, end);
                 }
                 None => {
                     self.partial(&chunk[i..], base + i as u64, out);
@@ -318,7 +369,31 @@ impl SseDecoder {
                 }
             }
         }
+        if let Some((_, _, window)) = region {
+            self.spare = Some(window);
+        }
         self.pos += n as u64;
+    }
+
+    /// The index after the line ending at `end` (a `\r` at the chunk's end may be followed by
+    /// a `\n` in the next chunk: remembered in `after_cr`).
+    #[inline]
+    fn after_line_end(&mut self, chunk: &[u8], end: usize) -> usize {
+        let n = chunk.len();
+        if chunk[end] == b'\r' {
+            if end + 1 < n {
+                if chunk[end + 1] == b'\n' {
+                    end + 2
+                } else {
+                    end + 1
+                }
+            } else {
+                self.after_cr = true;
+                n
+            }
+        } else {
+            end + 1
+        }
     }
 
     /// Adds the bytes of an incomplete line, refusing it once the event would be oversize.
@@ -379,7 +454,7 @@ impl SseDecoder {
     fn line_done(
         &mut self,
         line: &[u8],
-        src: Option<(&Arc<str>, usize)>,
+        src: Option<(&Arc<String>, usize)>,
         off: u64,
         out: &mut impl FnMut(Item<SseItem>),
     ) {
@@ -487,7 +562,7 @@ impl SseDecoder {
     /// the line is already text in a shared buffer (at `at`): the value becomes a slice of it.
     /// Returns false, having done nothing, for any other line.
     #[inline(always)]
-    fn fast_field(&mut self, line: &[u8], buf: &Arc<str>, at: usize) -> bool {
+    fn fast_field(&mut self, line: &[u8], buf: &Arc<String>, at: usize) -> bool {
         if self.skip_event || line.len() + self.data_len() > self.limits.max_frame {
             return false;
         }
@@ -516,7 +591,7 @@ impl SseDecoder {
     /// Appends one more data value to the joined data in `buf` (`self.data` is `Data::Buf`).
     fn push_data(
         &mut self,
-        value_src: Option<(&Arc<str>, usize, usize)>,
+        value_src: Option<(&Arc<String>, usize, usize)>,
         value: &[u8],
         sep: usize,
         off: u64,
@@ -553,7 +628,7 @@ impl SseDecoder {
                 return;
             }
             Data::One(s) => s,
-            Data::Buf => Str::from(self.buf.as_str()),
+            Data::Buf => Str::from(std::mem::take(&mut self.buf)),
         };
         // A new id goes to the event as is (the decoder keeps a plain copy), so an event costs
         // no reference count beyond its data's and its id's.
@@ -585,9 +660,31 @@ const REGION_MIN: usize = 256;
 /// Size of the windows validated at once in larger chunks.
 const REGION_WINDOW: usize = 16 * 1024;
 
+/// Windows larger than this are not kept for reuse (a long line's window would pin memory).
+const SPARE_MAX: usize = 64 * 1024;
+
+/// A shared text buffer holding `a` then `b`: the spare one when no event holds it any more,
+/// else a new one.
+fn make_window(spare: &mut Option<Arc<String>>, a: &str, b: &str) -> Arc<String> {
+    if let Some(mut w) = spare.take() {
+        if let Some(text) = Arc::get_mut(&mut w) {
+            if text.capacity() <= SPARE_MAX {
+                text.clear();
+                text.push_str(a);
+                text.push_str(b);
+                return w;
+            }
+        }
+    }
+    let mut text = String::with_capacity(a.len() + b.len());
+    text.push_str(a);
+    text.push_str(b);
+    Arc::new(text)
+}
+
 /// A field value as text: a slice of the shared buffer when known, else `to_str` of the bytes.
 #[inline]
-fn value_text<'a>(src: Option<(&'a Arc<str>, usize, usize)>, value: &'a [u8]) -> Cow<'a, str> {
+fn value_text<'a>(src: Option<(&'a Arc<String>, usize, usize)>, value: &'a [u8]) -> Cow<'a, str> {
     match src.and_then(|(b, s, e)| b.get(s..e)) {
         Some(s) => Cow::Borrowed(s),
         None => to_str(value),
@@ -596,7 +693,7 @@ fn value_text<'a>(src: Option<(&'a Arc<str>, usize, usize)>, value: &'a [u8]) ->
 
 /// A field value as a `Str`: a slice of the shared buffer when there is one, else a copy.
 #[inline]
-fn make_str(src: Option<(&Arc<str>, usize, usize)>, text: Cow<'_, str>) -> Str {
+fn make_str(src: Option<(&Arc<String>, usize, usize)>, text: Cow<'_, str>) -> Str {
     match src.and_then(|(b, s, e)| Str::slice_of(b, s, e)) {
         Some(s) => s,
         None => match text {

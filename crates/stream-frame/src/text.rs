@@ -16,7 +16,7 @@ use smol_str::SmolStr;
 /// reference-counted text buffer that several strings share (the validated text of the chunk
 /// the value came from). Cloning never copies more than the inline bytes. A `Str`
 /// holding a slice of a shared buffer keeps the whole buffer (at most about 32 KiB, or one
-/// oversized event) alive; use [`into_string`](Self::into_string) to keep a value long-term
+/// long line) alive; use [`into_string`](Self::into_string) to keep a value long-term
 /// without it.
 ///
 /// Use it like a `&str` (`*`, `&s[..]`, `.as_str()`, any `str` method), compare it with
@@ -30,7 +30,7 @@ enum Repr {
     Small(SmolStr),
     /// A range of a shared buffer.
     Shared {
-        buf: Arc<str>,
+        buf: Arc<String>,
         start: usize,
         end: usize,
     },
@@ -47,7 +47,7 @@ impl Str {
 
     /// The bytes `start..end` of `buf`, or `None` when that is not a range of `buf` on
     /// character boundaries.
-    pub(crate) fn slice_of(buf: &Arc<str>, start: usize, end: usize) -> Option<Self> {
+    pub(crate) fn slice_of(buf: &Arc<String>, start: usize, end: usize) -> Option<Self> {
         let text = buf.get(start..end)?;
         if text.len() <= Self::INLINE {
             return Some(Str(Repr::Small(SmolStr::new_inline(text))));
@@ -114,8 +114,17 @@ impl From<&str> for Str {
 }
 
 impl From<String> for Str {
+    /// Takes over `s` without copying it (short strings are copied inline).
     fn from(s: String) -> Self {
-        Str(Repr::Small(SmolStr::from(s)))
+        if s.len() <= Self::INLINE {
+            return Str(Repr::Small(SmolStr::new_inline(&s)));
+        }
+        let end = s.len();
+        Str(Repr::Shared {
+            buf: Arc::new(s),
+            start: 0,
+            end,
+        })
     }
 }
 
@@ -192,12 +201,12 @@ mod tests {
     #[test]
     fn slices_share_one_buffer_and_compare_as_text() {
         let long = "x".repeat(30);
-        let buf: Arc<str> = Arc::from(format!("id: 7\ndata: caf\u{e9}{long}\n"));
+        let buf = Arc::new(format!("id: 7\ndata: caf\u{e9}{long}\n"));
         let id = Str::slice_of(&buf, 4, 5).unwrap();
-        let data = Str::slice_of(&buf, 12, 47).unwrap();
-        let text = format!("caf\u{e9}{long}");
         assert_eq!(id, "7");
         assert_eq!(Arc::strong_count(&buf), 1, "short strings are inline");
+        let data = Str::slice_of(&buf, 12, 47).unwrap();
+        let text = format!("caf\u{e9}{long}");
         assert_eq!(data, text.as_str());
         assert_eq!(text.as_str(), data);
         assert_eq!(data, text);

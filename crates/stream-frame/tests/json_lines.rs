@@ -180,7 +180,12 @@ fn offsets_restart_after_finish() {
 
 #[test]
 fn every_feed_of_keep_alive_whitespace_is_reported_once() {
-    for delim in [Delimiter::Cr, Delimiter::Lf, Delimiter::Any, Delimiter::CrLf] {
+    for delim in [
+        Delimiter::Cr,
+        Delimiter::Lf,
+        Delimiter::Any,
+        Delimiter::CrLf,
+    ] {
         // Campfire: a single space every few seconds, each in its own chunk, before the next
         // message of a quiet room.
         let mut d = JsonLinesDecoder::new(delim, Limits::default());

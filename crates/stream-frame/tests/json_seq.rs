@@ -11,7 +11,12 @@ fn decode_limited(input: &[u8], limits: Limits) -> Vec<Item<Frame>> {
         assert_same_frames(&whole, &split, 2, &format!("split at {cut}"));
     }
     let ones = chunks(input, &[1]);
-    assert_same_frames(&whole, &decode_seq(&ones, limits), ones.len(), "byte by byte");
+    assert_same_frames(
+        &whole,
+        &decode_seq(&ones, limits),
+        ones.len(),
+        "byte by byte",
+    );
     whole
 }
 

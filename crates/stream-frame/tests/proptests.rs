@@ -178,6 +178,17 @@ proptest! {
     }
 
     #[test]
+    fn sse_lines_carried_into_large_chunks_split_consistently(
+        body in tokens(SSE_TOKENS, 600),
+        l in prop_oneof![Just(Limits::default()), (1usize..400).prop_map(Limits::with_max_frame)],
+        s in prop::collection::vec(1usize..1500, 1..5),
+    ) {
+        // A line left incomplete by one chunk continues in a chunk of 256 bytes or more: it is
+        // joined into that chunk's first validated window.
+        check_sse_with(&body, l, &s);
+    }
+
+    #[test]
     fn json_lines_any_split_gives_the_same_items(body in tokens(JSON_TOKENS, 80), l in limits(), s in sizes()) {
         check_lines_with(&body, l, &s);
     }

@@ -393,3 +393,31 @@ fn huge_line_fed_byte_by_byte_never_buffers_past_the_limit() {
     assert!(matches!(&out[0], Item::Error(e) if e.offset == 0));
     assert_eq!(out[1], msg("after"));
 }
+
+#[test]
+fn a_line_carried_into_a_large_chunk_keeps_split_characters_and_ids() {
+    // Long lines of two-byte characters, cut inside a character, continued in large chunks.
+    let data = "\u{e9}".repeat(700);
+    let input = format!("id: first\ndata: {data}\n\nid: second\ndata: x{data}\r\n\r\n");
+    let bytes = input.as_bytes();
+    let expected = vec![
+        ev("message", &data, "first"),
+        ev("message", &format!("x{data}"), "second"),
+    ];
+    for cut in [1, 9, 17, 18, 300, 301, 1000, 1415, 1416, 1417] {
+        let (a, b) = bytes.split_at(cut);
+        assert_eq!(
+            decode_sse(&[a, b], Limits::default()),
+            expected,
+            "cut at {cut}"
+        );
+        for size in [255, 256, 257, 999] {
+            let parts = chunks(bytes, &[cut, size]);
+            assert_eq!(
+                decode_sse(&parts, Limits::default()),
+                expected,
+                "{cut}/{size}"
+            );
+        }
+    }
+}
