@@ -83,6 +83,10 @@ pub struct SseDecoder {
     after_cr: bool,
     /// An incomplete line spanning chunks.
     line: Vec<u8>,
+    /// Instead of `line`: an incomplete line already known to be valid text (the tail of the
+    /// last chunk), in the buffer that becomes the next chunk's window (no copy, no second
+    /// validation when the next chunk completes it).
+    carry: Option<Arc<String>>,
     line_start: u64,
     /// Discarding the rest of an oversize line (or a line of a skipped event).
     skip_line: bool,
@@ -118,6 +122,7 @@ impl SseDecoder {
             bom: Some(0),
             after_cr: false,
             line: Vec::new(),
+            carry: None,
             line_start: 0,
             skip_line: false,
             skip_event: false,
@@ -151,7 +156,7 @@ impl SseDecoder {
     /// Bytes currently held for the event being built (partial line plus data; never more
     /// than `max_frame`).
     pub fn buffered_len(&self) -> usize {
-        self.line.len() + self.data_len()
+        self.line.len() + self.carry.as_ref().map_or(0, |c| c.len()) + self.data_len()
     }
 
     /// Length of the event's data so far.
@@ -218,6 +223,7 @@ impl SseDecoder {
         self.bom = Some(0);
         self.after_cr = false;
         self.line.clear();
+        self.carry = None;
         self.skip_line = false;
         self.skip_event = false;
         self.data = Data::None;
@@ -232,6 +238,9 @@ impl SseDecoder {
         if n == 0 {
             return;
         }
+        if self.carry.is_some() && n < REGION_MIN {
+            self.spill_carry();
+        }
         if n < 16 && !self.after_cr && !chunk.iter().any(|&b| b == b'\n' || b == b'\r') {
             // A tiny chunk inside a line (e.g. byte-by-byte feeding): just keep it.
             self.partial(chunk, self.pos, out);
@@ -239,6 +248,15 @@ impl SseDecoder {
             return;
         }
         self.feed_lines(chunk, out);
+    }
+
+    /// Moves a carried line into `line` (for the paths that work on bytes).
+    #[cold]
+    #[inline(never)]
+    fn spill_carry(&mut self) {
+        if let Some(c) = self.carry.take() {
+            self.line.extend_from_slice(c.as_bytes());
+        }
     }
 
     #[inline(never)]
@@ -261,6 +279,42 @@ impl SseDecoder {
         let mut region: Option<(usize, usize, Arc<String>)> = None;
         let mut region_end = 0;
         let use_regions = n >= REGION_MIN;
+        if let Some(mut carry) = self.carry.take() {
+            // The carried line is valid text ending on a character boundary, so this chunk's
+            // window is validated in one piece and appended to it.
+            let t = carry.len();
+            let k = memchr2(b'\n', b'\r', chunk);
+            let text = k.and_then(|k| {
+                if t + k + self.data_len() > self.limits.max_frame {
+                    return None;
+                }
+                let wend = if n <= 2 * REGION_WINDOW {
+                    n
+                } else {
+                    (k + 1).max(REGION_WINDOW)
+                };
+                simdutf8::basic::from_utf8(&chunk[..wend]).ok()
+            });
+            match (k, text) {
+                (Some(k), Some(text)) => {
+                    let window = match Arc::get_mut(&mut carry) {
+                        Some(buf) => {
+                            buf.push_str(text);
+                            carry
+                        }
+                        None => make_window(&mut None, &carry, text),
+                    };
+                    region_end = text.len();
+                    let line = &window.as_bytes()[..t + k];
+                    if !self.fast_field(line, &window, 0) {
+                        self.line_done(line, Some((&window, 0)), self.line_start, out);
+                    }
+                    region = Some((0, t, window));
+                    i = self.after_line_end(chunk, k);
+                }
+                _ => self.line.extend_from_slice(carry.as_bytes()),
+            }
+        }
         if use_regions && !self.line.is_empty() && !self.skip_line && !self.skip_event {
             // A line carried over from the previous chunk becomes the start of this chunk's
             // first window, so it is handled like any other line (no copy of its own).
@@ -364,7 +418,27 @@ impl SseDecoder {
                     i = self.after_line_end(chunk, end);
                 }
                 None => {
-                    self.partial(&chunk[i..], base + i as u64, out);
+                    // A tail inside the validated window is kept as text for the next chunk.
+                    let tail = match &region {
+                        Some((rb, wo, w))
+                            if region_end == n
+                                && i >= *rb
+                                && self.line.is_empty()
+                                && !self.skip_line
+                                && !self.skip_event
+                                && n - i + self.data_len() <= self.limits.max_frame =>
+                        {
+                            w.get(wo + i - rb..)
+                        }
+                        _ => None,
+                    };
+                    match tail {
+                        Some(tail) => {
+                            self.line_start = base + i as u64;
+                            self.carry = Some(make_window(&mut self.spare, tail, ""));
+                        }
+                        None => self.partial(&chunk[i..], base + i as u64, out),
+                    }
                     break;
                 }
             }

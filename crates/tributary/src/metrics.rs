@@ -102,18 +102,9 @@ impl Collector for Shared {
                 |s| s.malformed,
             ),
         ];
-        for (name, help, get) in counters {
-            let mut m = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for s in &sources {
-                let labels = [("source", s.name.as_str()), ("service", s.service.as_str())];
-                ConstCounter::new(get(s)).encode(m.encode_family(&labels)?)?;
-            }
-        }
+        encode_counters(&mut encoder, &counters, &sources, |s| {
+            vec![("source", s.name.as_str()), ("service", s.service.as_str())]
+        })?;
         {
             let mut m = encoder.encode_descriptor(
                 "tributary_last_event_age_seconds",
@@ -142,20 +133,32 @@ impl Collector for Shared {
                 |r| r.failed,
             ),
         ];
-        for (name, help, get) in relay_counters {
-            let mut m = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for r in &relays {
-                let labels = [("relay", r.name.as_str())];
-                ConstCounter::new(get(r)).encode(m.encode_family(&labels)?)?;
-            }
-        }
+        encode_counters(&mut encoder, &relay_counters, &relays, |r| {
+            vec![("relay", r.name.as_str())]
+        })?;
         Ok(())
     }
+}
+
+/// Encodes one counter family per `(name, help, read)` entry, one sample per item.
+fn encode_counters<'a, T>(
+    encoder: &mut DescriptorEncoder<'_>,
+    counters: &[(&'static str, &'static str, fn(&T) -> u64)],
+    items: &'a [T],
+    labels: impl Fn(&'a T) -> Vec<(&'static str, &'a str)>,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, read) in counters {
+        let mut m = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for item in items {
+            ConstCounter::new(read(item)).encode(m.encode_family(&labels(item))?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Renders the metrics page once (Prometheus / OpenMetrics text).
