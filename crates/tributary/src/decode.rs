@@ -117,7 +117,7 @@ fn decode_stream(
         scratch: Vec::new(),
     };
     let mut decoder = match args.format {
-        Format::Sse => Decoder::Sse(SseDecoder::new(limits), Vec::new()),
+        Format::Sse => Decoder::Sse(Box::new(SseDecoder::new(limits)), Vec::new()),
         Format::JsonLines => {
             Decoder::Lines(JsonLinesDecoder::new(Delimiter::Any, limits), Vec::new())
         }
@@ -140,7 +140,7 @@ fn decode_stream(
 
 /// One of the three decoders with its item buffer.
 enum Decoder {
-    Sse(SseDecoder, Vec<Item<SseItem>>),
+    Sse(Box<SseDecoder>, Vec<Item<SseItem>>),
     Lines(JsonLinesDecoder, Vec<Item<Frame>>),
     Seq(JsonSeqDecoder, Vec<Item<Frame>>),
 }

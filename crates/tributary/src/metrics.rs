@@ -43,10 +43,8 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// A counter's name, help text and how to read it from a source's stats.
-type SourceCounter = (&'static str, &'static str, fn(&SourceStats) -> u64);
-/// A counter's name, help text and how to read it from a relay's stats.
-type RelayCounter = (&'static str, &'static str, fn(&RelayStats) -> u64);
+/// A counter's name, help text and how to read it from an item's stats.
+type Counter<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 const STATES: &[(SourceState, &str)] = &[
     (SourceState::Idle, "idle"),
@@ -77,7 +75,7 @@ impl Collector for Shared {
                 }
             }
         }
-        let counters: [SourceCounter; 5] = [
+        let counters: [Counter<SourceStats>; 5] = [
             (
                 "tributary_events_delivered",
                 "Events delivered to the output",
@@ -121,7 +119,7 @@ impl Collector for Shared {
             }
         }
         let relays = self.0.relays();
-        let relay_counters: [RelayCounter; 2] = [
+        let relay_counters: [Counter<RelayStats>; 2] = [
             (
                 "tributary_relay_sent",
                 "Messages a relay sent and the target confirmed",
@@ -143,7 +141,7 @@ impl Collector for Shared {
 /// Encodes one counter family per `(name, help, read)` entry, one sample per item.
 fn encode_counters<'a, T>(
     encoder: &mut DescriptorEncoder<'_>,
-    counters: &[(&'static str, &'static str, fn(&T) -> u64)],
+    counters: &[Counter<T>],
     items: &'a [T],
     labels: impl Fn(&'a T) -> Vec<(&'static str, &'a str)>,
 ) -> Result<(), std::fmt::Error> {
