@@ -238,9 +238,6 @@ impl SseDecoder {
         if n == 0 {
             return;
         }
-        if self.carry.is_some() && n < REGION_MIN {
-            self.spill_carry();
-        }
         if n < 16 && !self.after_cr && !chunk.iter().any(|&b| b == b'\n' || b == b'\r') {
             // A tiny chunk inside a line (e.g. byte-by-byte feeding): just keep it.
             self.partial(chunk, self.pos, out);
@@ -279,6 +276,10 @@ impl SseDecoder {
         let mut region: Option<(usize, usize, Arc<String>)> = None;
         let mut region_end = 0;
         let use_regions = n >= REGION_MIN;
+        if !use_regions && self.carry.is_some() {
+            // Small chunks work on bytes.
+            self.spill_carry();
+        }
         if let Some(mut carry) = self.carry.take() {
             // The carried line is valid text ending on a character boundary, so this chunk's
             // window is validated in one piece and appended to it.
@@ -477,7 +478,12 @@ impl SseDecoder {
             return;
         }
         if self.line.is_empty() {
-            self.line_start = off;
+            if self.carry.is_some() {
+                // A carried line continues (`line_start` is set); from here on it is bytes.
+                self.spill_carry();
+            } else {
+                self.line_start = off;
+            }
         }
         if self.skip_event {
             // The line belongs to a skipped event: only its end matters.

@@ -421,3 +421,42 @@ fn a_line_carried_into_a_large_chunk_keeps_split_characters_and_ids() {
         }
     }
 }
+
+#[test]
+fn line_carried_as_text_across_large_and_small_chunks() {
+    // Long lines (with a multibyte character) split by 300-byte chunks are carried to the next
+    // chunk as validated text; a small chunk after one falls back to bytes. Every split must
+    // give the same events, with the data intact.
+    let value = format!("{}caf\u{e9}{}", "a".repeat(400), "b".repeat(400));
+    let body = format!("id: 1\ndata: {value}\n\nid: 2\ndata: {value}\ndata: x\n\n");
+    let body = body.as_bytes();
+    let expected = vec![
+        ev("message", &value, "1"),
+        ev("message", &format!("{value}\nx"), "2"),
+    ];
+    assert_eq!(decode(body), expected);
+    for sizes in [
+        &[300][..],
+        &[300, 5],
+        &[300, 300, 1, 2],
+        &[700, 3, 400],
+        &[512, 256],
+    ] {
+        assert_eq!(
+            decode_sse(&chunks(body, sizes), Limits::default()),
+            expected,
+            "{sizes:?}"
+        );
+    }
+    // The carried line counts towards the limit: the event is refused whichever way it is split.
+    let mut d = SseDecoder::new(Limits::with_max_frame(500));
+    let mut out = Vec::new();
+    d.feed(&body[..300], &mut out);
+    assert!(out.is_empty());
+    assert!(d.buffered_len() > 0);
+    d.feed(&body[300..700], &mut out);
+    assert!(
+        matches!(&out[..], [Item::Error(e)] if e.kind == FrameErrorKind::Oversize { limit: 500 }),
+        "{out:?}"
+    );
+}
