@@ -12,9 +12,9 @@ use smol_str::SmolStr;
 ///
 /// The SSE decoder hands out event data, types and ids as `Str` so that it needs no heap
 /// allocation per event: a `Str` is a `&'static str` (the default event type `"message"`),
-/// a short string (up to 23 bytes, e.g. an event id) stored inline, or a range of a
-/// reference-counted text buffer that several strings share (the validated text of the chunk
-/// the value came from). Cloning never copies more than the inline bytes. A `Str`
+/// a short string (up to 23 bytes) stored inline, or a range of a reference-counted text
+/// buffer that several strings share (the validated text of the chunk the value came from;
+/// the data and id of a plain `id:`/`data:` event are both such ranges). Cloning never copies more than the inline bytes. A `Str`
 /// holding a slice of a shared buffer keeps the whole buffer (at most about 32 KiB, or one
 /// long line) alive; use [`into_string`](Self::into_string) to keep a value long-term
 /// without it.
@@ -47,11 +47,24 @@ impl Str {
 
     /// The bytes `start..end` of `buf`, or `None` when that is not a range of `buf` on
     /// character boundaries.
+    #[inline]
     pub(crate) fn slice_of(buf: &Arc<String>, start: usize, end: usize) -> Option<Self> {
         let text = buf.get(start..end)?;
         if text.len() <= Self::INLINE {
             return Some(Str(Repr::Small(SmolStr::new_inline(text))));
         }
+        Some(Str(Repr::Shared {
+            buf: Arc::clone(buf),
+            start,
+            end,
+        }))
+    }
+
+    /// The bytes `start..end` of `buf` as a shared range even when short (cheaper to build
+    /// than an inline copy), or `None` when that is not a range on character boundaries.
+    #[inline]
+    pub(crate) fn shared_of(buf: &Arc<String>, start: usize, end: usize) -> Option<Self> {
+        buf.get(start..end)?;
         Some(Str(Repr::Shared {
             buf: Arc::clone(buf),
             start,

@@ -35,6 +35,29 @@ const SSE_TOKENS: &[&[u8]] = &[
     b"{\"a\":1}",
 ];
 
+/// Pieces of the common event shapes (`id: X\ndata: Y\n\n`, `data: Y\n\n`) and their near
+/// misses, so that the decoder's whole-event fast path and its fallbacks are both exercised.
+const SSE_SHAPE_TOKENS: &[&[u8]] = &[
+    b"id: 7\ndata: hello\n\n",
+    b"data: {\"a\":1}\n\n",
+    b"id: 12345678901234567890123456789\ndata: x\n\n",
+    b"data: a long value of more than twenty-three bytes\n\n",
+    b"id: ",
+    b"data: ",
+    b"event: e\n",
+    b"id:8\n",
+    b"retry: 5\n",
+    b":\n\n",
+    b"\n",
+    b"\n\n",
+    b"\r",
+    b"\r\n",
+    b"\0",
+    b"\xFF",
+    b"\xC3\xA9",
+    b"x",
+];
+
 const JSON_TOKENS: &[&[u8]] = &[
     b"{",
     b"}",
@@ -175,6 +198,19 @@ proptest! {
         prop_assert_eq!(decode_sse(&[&body], Limits::default()), expected.clone());
         let chunks = stream_frame::check::chunks(&body, &s);
         prop_assert_eq!(decode_sse(&chunks, Limits::default()), expected);
+    }
+
+    #[test]
+    fn sse_event_shaped_streams_match_the_reference(
+        body in tokens(SSE_SHAPE_TOKENS, 200),
+        l in prop_oneof![Just(Limits::default()), (1usize..64).prop_map(Limits::with_max_frame)],
+        s in prop::collection::vec(200usize..3000, 1..4),
+    ) {
+        // Whole events in large chunks take the fused fast path; anything else falls back.
+        let expected = sse_reference(&body);
+        let chunks = stream_frame::check::chunks(&body, &s);
+        prop_assert_eq!(decode_sse(&chunks, Limits::default()), expected);
+        check_sse_with(&body, l, &s);
     }
 
     #[test]
