@@ -175,7 +175,7 @@ impl Memory {
         let Ok(bytes) = serde_json::to_vec(&self.persisted) else {
             return;
         };
-        if let Err(e) = write_atomic(path, &bytes) {
+        if let Err(e) = streamin::write_atomically(path, &bytes) {
             tracing::warn!("cannot save relay state to {}: {e}", path.display());
         }
     }
@@ -202,27 +202,6 @@ impl Memory {
                 ..RelayStats::default()
             })
     }
-}
-
-/// Writes a file atomically: a temp file in the same folder, fsync, rename; mode 0600.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 struct Job {
