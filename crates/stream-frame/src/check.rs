@@ -98,10 +98,12 @@ pub fn check_sse_with(body: &[u8], limits: Limits, sizes: &[usize]) {
     assert_eq!(whole, split, "SSE: chunking changed the result");
     let bytes = decode_sse(&chunks(body, &[1]), limits);
     assert_eq!(whole, bytes, "SSE: byte-by-byte feeding changed the result");
+    // Each item is detached from the decoder's text windows as it arrives, so the decoder
+    // reuses them (in place, or from its pool) as it would for a consumer that drops events.
     let mut each = Vec::new();
     let mut d = SseDecoder::new(limits);
     for c in chunks(body, sizes) {
-        d.feed_each(c, |item| each.push(item));
+        d.feed_each(c, |item| each.push(detach(item)));
     }
     d.finish(&mut each);
     assert_eq!(whole, each, "SSE: feed_each changed the result");
@@ -128,6 +130,18 @@ pub fn check_sse_with(body: &[u8], limits: Limits, sizes: &[usize]) {
             Item::KeepAlive => panic!("SSE never yields KeepAlive"),
             Item::Frame(_) => {}
         }
+    }
+}
+
+/// The item with its text copied out of the decoder's shared windows.
+fn detach(item: Item<SseItem>) -> Item<SseItem> {
+    match item {
+        Item::Frame(SseItem::Event(e)) => Item::Frame(SseItem::Event(crate::SseEvent {
+            event: crate::Str::from(e.event.as_str()),
+            data: crate::Str::from(e.data.as_str()),
+            id: crate::Str::from(e.id.as_str()),
+        })),
+        other => other,
     }
 }
 

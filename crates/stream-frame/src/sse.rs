@@ -1,6 +1,7 @@
 //! Server-Sent Events (`text/event-stream`), parsed exactly as the WHATWG HTML standard says.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use memchr::{memchr, memchr2, memrchr2};
@@ -84,9 +85,8 @@ pub struct SseDecoder {
     /// An incomplete line spanning chunks.
     line: Vec<u8>,
     /// Instead of `line`: an incomplete line already known to be valid text (the tail of the
-    /// last chunk), in the buffer that becomes the next chunk's window (no copy, no second
-    /// validation when the next chunk completes it).
-    carry: Option<Arc<String>>,
+    /// last chunk's window), completed by the next chunk without a second validation.
+    carry: Option<Carry>,
     line_start: u64,
     /// Discarding the rest of an oversize line (or a line of a skipped event).
     skip_line: bool,
@@ -108,9 +108,11 @@ pub struct SseDecoder {
     last_id: String,
     /// `last_id` as a `Str`, made when an event without an `id` field needs it.
     last_id_str: Option<Str>,
-    /// The last text window, reused for the next one once no event holds it any more (then
+    /// Text windows the decoder is done with, reused once no event holds them any more (then
     /// a window costs no allocation).
-    spare: Option<Arc<String>>,
+    pool: Pool,
+    /// Size of the windows of the current call (`STREAM_WINDOW` or `COLLECT_WINDOW`).
+    window: usize,
 }
 
 impl SseDecoder {
@@ -134,7 +136,8 @@ impl SseDecoder {
             id_dirty: false,
             last_id: String::new(),
             last_id_str: None,
-            spare: None,
+            pool: Pool::default(),
+            window: STREAM_WINDOW,
         }
     }
 
@@ -146,6 +149,10 @@ impl SseDecoder {
     /// Sets the last event id (and the id buffer), e.g. when resuming after a reconnect with
     /// the `Last-Event-ID` that was sent; events keep it until the server sends another id.
     pub fn set_last_event_id(&mut self, id: &str) {
+        if let Some(c) = &mut self.carry {
+            // A carried `id` line came before this call: it is overridden.
+            c.start += std::mem::take(&mut c.pending);
+        }
         self.last_id.clear();
         self.last_id.push_str(id);
         self.last_id_str = None;
@@ -156,7 +163,7 @@ impl SseDecoder {
     /// Bytes currently held for the event being built (partial line plus data; never more
     /// than `max_frame`).
     pub fn buffered_len(&self) -> usize {
-        self.line.len() + self.carry.as_ref().map_or(0, |c| c.len()) + self.data_len()
+        self.line.len() + self.carry.as_ref().map_or(0, |c| c.text().len()) + self.data_len()
     }
 
     /// Length of the event's data so far.
@@ -177,14 +184,20 @@ impl SseDecoder {
     /// Decodes the next chunk of the stream (`&[u8]`, `&[u8; N]`, `&Vec<u8>`, `&str` or
     /// `&Bytes`), appending what it completed to `out`.
     pub fn feed<'a>(&mut self, chunk: impl Into<Chunk<'a>>, out: &mut Vec<Item<SseItem>>) {
-        self.feed_each(chunk, |item| out.push(item));
+        self.decode(chunk.into(), COLLECT_WINDOW, |item| out.push(item));
     }
 
     /// Like [`feed`](Self::feed), handing each item to `f` as soon as it is decoded instead of
     /// collecting them: with large chunks the items never pile up (less memory, warmer caches).
-    pub fn feed_each<'a>(&mut self, chunk: impl Into<Chunk<'a>>, mut f: impl FnMut(Item<SseItem>)) {
+    pub fn feed_each<'a>(&mut self, chunk: impl Into<Chunk<'a>>, f: impl FnMut(Item<SseItem>)) {
+        self.decode(chunk.into(), STREAM_WINDOW, f);
+    }
+
+    /// Decodes a chunk, validating it in windows of about `window` bytes.
+    fn decode(&mut self, chunk: Chunk<'_>, window: usize, mut f: impl FnMut(Item<SseItem>)) {
+        self.window = window;
         let out = &mut f;
-        let mut chunk = chunk.into().as_slice();
+        let mut chunk = chunk.as_slice();
         if let Some(matched) = self.bom {
             let mut m = matched as usize;
             let mut i = 0;
@@ -251,9 +264,29 @@ impl SseDecoder {
     #[cold]
     #[inline(never)]
     fn spill_carry(&mut self) {
-        if let Some(c) = self.carry.take() {
-            self.line.extend_from_slice(c.as_bytes());
+        if let Some(c) = self.take_carry() {
+            self.line.extend_from_slice(c.text().as_bytes());
         }
+    }
+
+    /// Takes the carried line, processing first the `id` line carried with it (if any).
+    fn take_carry(&mut self) -> Option<Carry> {
+        let mut c = self.carry.take()?;
+        if c.pending > 0 {
+            self.pending_id(&c.buf, c.start, c.pending);
+            c.start += c.pending;
+            c.pending = 0;
+        }
+        Some(c)
+    }
+
+    /// Processes a carried `id: X\n` line of `len` bytes at `start` of `buf` (it was checked
+    /// when carried: no NUL, within the limit, no event being built).
+    #[cold]
+    fn pending_id(&mut self, buf: &Arc<String>, start: usize, len: usize) {
+        let line = &buf.as_bytes()[start..start + len - 1];
+        let done = self.fast_field(line, buf, start);
+        debug_assert!(done, "a carried id line is always valid");
     }
 
     #[inline(never)]
@@ -268,7 +301,7 @@ impl SseDecoder {
             }
         }
         // The complete lines of a large chunk are validated as UTF-8 in windows of about
-        // REGION_WINDOW bytes (one pass, cheaper than one validation per value, and small
+        // `self.window` bytes (one pass, cheaper than one validation per value, and small
         // enough to stay in cache) and copied into one shared text buffer per window; the
         // values inside a window are then `Str` slices of that buffer (no allocation per value).
         // A region is (chunk index where the window's chunk part starts, offset of that index
@@ -279,45 +312,94 @@ impl SseDecoder {
         let mut fused_from = 0;
         // The chunk has no line end from this index on (found by the fast path).
         let mut no_end_from = usize::MAX;
+        // The last event, when it is carried whole: (window offset, `id` line length, stream
+        // offset of its incomplete line).
+        let mut carry_event = None;
+        // The id of an event dispatched from a carried line, not yet the last event id.
+        let mut carried_id = None;
         let use_regions = n >= REGION_MIN;
         if !use_regions && self.carry.is_some() {
             // Small chunks work on bytes.
             self.spill_carry();
         }
-        if let Some(mut carry) = self.carry.take() {
+        if let Some(Carry {
+            buf: mut carry,
+            start: event_start,
+            pending,
+        }) = self.carry.take()
+        {
+            let start = event_start + pending;
             // The carried line is valid text ending on a character boundary, so this chunk's
-            // window is validated in one piece and appended to it.
-            let t = carry.len();
+            // window is validated in one piece and appended to it: in place, at the end of the
+            // window the line came from, while no event holds that window any more (then small
+            // chunks cost no copy beyond their own), else copied with the line into a new one.
+            let t = carry.len() - start;
+            // A chunk of up to two windows is validated first (its first pass over memory).
+            let whole_chunk = (n <= 2 * self.window).then(|| simdutf8::basic::from_utf8(chunk));
             let k = memchr2(b'\n', b'\r', chunk);
             let text = k.and_then(|k| {
                 if t + k + self.data_len() > self.limits.max_frame {
                     return None;
                 }
-                let wend = if n <= 2 * REGION_WINDOW {
-                    n
-                } else {
-                    (k + 1).max(REGION_WINDOW)
-                };
-                simdutf8::basic::from_utf8(&chunk[..wend]).ok()
+                match whole_chunk {
+                    Some(valid) => valid.ok(),
+                    None => simdutf8::basic::from_utf8(&chunk[..(k + 1).max(self.window)]).ok(),
+                }
             });
             match (k, text) {
                 (Some(k), Some(text)) => {
-                    let window = match Arc::get_mut(&mut carry) {
-                        Some(buf) => {
+                    let (window, e) = match Arc::get_mut(&mut carry) {
+                        Some(buf) if buf.len() + text.len() <= buf.capacity().min(APPEND_MAX) => {
                             buf.push_str(text);
-                            carry
+                            (carry, event_start)
                         }
-                        None => make_window(&mut None, &carry, text),
+                        _ => {
+                            let window = self.pool.window(&carry[event_start..], text);
+                            self.pool.put(carry);
+                            (window, 0)
+                        }
                     };
+                    // The carried line starts at `s`, after the carried `id` line (if any).
+                    let s = e + pending;
                     region_end = text.len();
-                    let line = &window.as_bytes()[..t + k];
-                    if !self.fast_field(line, &window, 0) {
-                        self.line_done(line, Some((&window, 0)), self.line_start, out);
+                    let line = &window.as_bytes()[s..s + t + k];
+                    // The carried line is usually the `data:` line of an event of the common
+                    // shape: dispatched directly when the blank line follows it.
+                    let id = (pending > 0).then(|| (e + 4, s - 1));
+                    let mut new_id = None;
+                    let whole = matches!(self.data, Data::None)
+                        && !self.skip_event
+                        && line.starts_with(b"data: ")
+                        && chunk[k] == b'\n'
+                        && chunk.get(k + 1) == Some(&b'\n')
+                        && self
+                            .emit_fused(&window, (s + 6, s + t + k), id, &mut new_id, out)
+                            .is_ok();
+                    if whole {
+                        i = k + 2;
+                        if i < region_end {
+                            // Made the last event id by the fast path, which runs next.
+                            carried_id = new_id;
+                        } else if let Some((a, b)) = new_id {
+                            self.set_new_id(&window[a..b]);
+                        }
+                    } else {
+                        if pending > 0 {
+                            self.pending_id(&window, e, pending);
+                        }
+                        if !self.fast_field(line, &window, s) {
+                            self.line_done(line, Some((&window, s)), self.line_start, out);
+                        }
+                        i = self.after_line_end(chunk, k);
                     }
-                    region = Some((0, t, window));
-                    i = self.after_line_end(chunk, k);
+                    region = Some((0, s + t, window));
                 }
-                _ => self.line.extend_from_slice(carry.as_bytes()),
+                _ => {
+                    if pending > 0 {
+                        self.pending_id(&carry, event_start, pending);
+                    }
+                    self.line.extend_from_slice(carry[start..].as_bytes());
+                }
             }
         }
         if use_regions && !self.line.is_empty() && !self.skip_line && !self.skip_event {
@@ -328,10 +410,10 @@ impl SseDecoder {
                     self.line.extend_from_slice(&chunk[..k]);
                     match simdutf8::basic::from_utf8(&self.line) {
                         Ok(text) => {
-                            let wend = if n <= 2 * REGION_WINDOW {
+                            let wend = if n <= 2 * self.window {
                                 n
                             } else {
-                                (k + 1).max(REGION_WINDOW)
+                                (k + 1).max(self.window)
                             };
                             let l = text.len();
                             let (rest, rest_end) = match simdutf8::basic::from_utf8(&chunk[k..wend])
@@ -347,7 +429,7 @@ impl SseDecoder {
                                 }
                             };
                             region_end = rest_end;
-                            let window = make_window(&mut self.spare, text, rest);
+                            let window = self.pool.window(text, rest);
                             let line = &window.as_bytes()[..l];
                             if !self.fast_field(line, &window, 0) {
                                 self.line_done(line, Some((&window, 0)), self.line_start, out);
@@ -361,6 +443,8 @@ impl SseDecoder {
                 }
             }
         }
+        // The event the window ended in, when the next window starts with it.
+        let mut handoff = None;
         while i < n {
             // The event shape of nearly every stream, `id: X\ndata: Y\n\n` or `data: Y\n\n`,
             // inside the validated window: recognised in one pass and dispatched directly.
@@ -374,19 +458,37 @@ impl SseDecoder {
                     && !self.skip_event
                 {
                     let at = wo + i - rb;
-                    let (len, no_end) = self.fused_events(&chunk[i..region_end], w, at, out);
+                    let (len, no_end) =
+                        self.fused_events(&chunk[i..region_end], w, at, carried_id.take(), out);
                     fused_from = i + len;
+                    if let Some(p) = no_end.filter(|&p| {
+                        p > len && region_end == n && n - i - p <= self.limits.max_frame
+                    }) {
+                        // The last event lacks only the end of its `data` line: it is carried
+                        // whole, its `id` line unprocessed, to the next chunk's fast path.
+                        carry_event = Some((at + len, p - len, base + (i + p) as u64));
+                        break;
+                    }
                     if let Some(p) = no_end {
                         fused_from = region_end;
                         if region_end == n {
                             no_end_from = i + p;
+                        } else if i + len > *rb {
+                            // The window ends inside this event: the next one starts with it.
+                            handoff = Some(i + len);
                         }
                     }
-                    if len > 0 {
+                    if len > 0 && handoff.is_none() {
                         i += len;
                         continue;
                     }
                 }
+            }
+            if let Some(start) = handoff.take() {
+                i = start;
+                fused_from = start;
+                self.open_window(chunk, i, &mut region, &mut region_end);
+                continue;
             }
             // Blank lines (a third of all lines) are checked without a memchr call, and short
             // remainders (tiny chunks) with a plain loop.
@@ -405,32 +507,7 @@ impl SseDecoder {
                     if self.line.is_empty() && !self.skip_line {
                         // Fast path: the whole line is in this chunk, no copy.
                         if use_regions && end > region_end {
-                            // Validate the next window from this line's start. Lines start and
-                            // end at ASCII bytes, so every line inside a valid window is valid
-                            // text on its own. The window normally runs to the chunk's end;
-                            // only when that fails (a character split by the chunk's end, or
-                            // invalid bytes) is it cut back to the last line ending.
-                            let wend = if n - i <= 2 * REGION_WINDOW {
-                                n
-                            } else {
-                                i + REGION_WINDOW
-                            };
-                            if let Some((_, _, old)) = region.take() {
-                                self.spare = Some(old);
-                            }
-                            match simdutf8::basic::from_utf8(&chunk[i..wend]) {
-                                Ok(s) => {
-                                    region_end = wend;
-                                    region = Some((i, 0, make_window(&mut self.spare, s, "")));
-                                }
-                                Err(_) => {
-                                    let last = memrchr2(b'\n', b'\r', &chunk[i..wend]);
-                                    region_end = i + last.unwrap_or(0);
-                                    region = simdutf8::basic::from_utf8(&chunk[i..region_end])
-                                        .ok()
-                                        .map(|s| (i, 0, make_window(&mut self.spare, s, "")));
-                                }
-                            }
+                            self.open_window(chunk, i, &mut region, &mut region_end);
                         }
                         let src = match &region {
                             Some((rb, wo, s)) if end <= region_end && i >= *rb => {
@@ -452,34 +529,82 @@ impl SseDecoder {
                 }
                 None => {
                     // A tail inside the validated window is kept as text for the next chunk.
-                    let tail = match &region {
-                        Some((rb, wo, w))
+                    match region.take() {
+                        Some((rb, wo, buf))
                             if region_end == n
-                                && i >= *rb
+                                && i >= rb
                                 && self.line.is_empty()
                                 && !self.skip_line
                                 && !self.skip_event
-                                && n - i + self.data_len() <= self.limits.max_frame =>
+                                && n - i + self.data_len() <= self.limits.max_frame
+                                && buf.is_char_boundary(wo + i - rb) =>
                         {
-                            w.get(wo + i - rb..)
-                        }
-                        _ => None,
-                    };
-                    match tail {
-                        Some(tail) => {
                             self.line_start = base + i as u64;
-                            self.carry = Some(make_window(&mut self.spare, tail, ""));
+                            self.carry = Some(Carry {
+                                start: wo + i - rb,
+                                pending: 0,
+                                buf,
+                            });
                         }
-                        None => self.partial(&chunk[i..], base + i as u64, out),
+                        r => {
+                            region = r;
+                            self.partial(&chunk[i..], base + i as u64, out);
+                        }
                     }
                     break;
                 }
             }
         }
-        if let Some((_, _, window)) = region {
-            self.spare = Some(window);
+        debug_assert!(carried_id.is_none(), "the fast path took the carried id");
+        match (region, carry_event) {
+            (Some((_, _, buf)), Some((start, pending, line_start))) => {
+                self.line_start = line_start;
+                self.carry = Some(Carry {
+                    buf,
+                    start,
+                    pending,
+                });
+            }
+            (Some((_, _, window)), None) => self.pool.put(window),
+            (None, _) => {}
         }
         self.pos += n as u64;
+    }
+
+    /// Validates the next window of `chunk` from `i` (a line start) and makes it the region.
+    /// Lines start and end at ASCII bytes, so every line inside a valid window is valid text
+    /// on its own. The window normally runs to the chunk's end (or `self.window` bytes, in a
+    /// larger chunk); only when that fails (a character split by the chunk's end, or invalid
+    /// bytes) is it cut back to the last line ending.
+    fn open_window(
+        &mut self,
+        chunk: &[u8],
+        i: usize,
+        region: &mut Option<(usize, usize, Arc<String>)>,
+        region_end: &mut usize,
+    ) {
+        let n = chunk.len();
+        let wend = if n - i <= 2 * self.window {
+            n
+        } else {
+            i + self.window
+        };
+        if let Some((_, _, old)) = region.take() {
+            self.pool.put(old);
+        }
+        match simdutf8::basic::from_utf8(&chunk[i..wend]) {
+            Ok(s) => {
+                *region_end = wend;
+                *region = Some((i, 0, self.pool.window(s, "")));
+            }
+            Err(_) => {
+                let last = memrchr2(b'\n', b'\r', &chunk[i..wend]);
+                *region_end = i + last.unwrap_or(0);
+                *region = simdutf8::basic::from_utf8(&chunk[i..*region_end])
+                    .ok()
+                    .map(|s| (i, 0, self.pool.window(s, "")));
+            }
+        }
     }
 
     /// The index after the line ending at `end` (a `\r` at the chunk's end may be followed by
@@ -703,17 +828,17 @@ impl SseDecoder {
     /// Decodes the events at the start of `s` that [`fused_event`](Self::fused_event) handles,
     /// returning how many bytes they took and, when known, the index from which `s` holds no
     /// line end.
-    #[inline(never)]
+    #[inline]
     fn fused_events(
         &mut self,
         s: &[u8],
         w: &Arc<String>,
         at: usize,
+        mut new_id: Option<(usize, usize)>,
         out: &mut impl FnMut(Item<SseItem>),
     ) -> (usize, Option<usize>) {
-        // The window range of the newest id, made the last event id once at the end (not
-        // copied per event).
-        let mut new_id = None;
+        // `new_id` is the window range of the newest id, made the last event id once at the
+        // end (not copied per event).
         let mut i = 0;
         let no_end = loop {
             match self.fused_event(&s[i..], w, at + i, &mut new_id, out) {
@@ -763,12 +888,29 @@ impl SseDecoder {
         if s[e] != b'\n' || s.get(e + 1) != Some(&b'\n') || e - d > max {
             return Err(None);
         }
+        let id = (id_end > 0).then_some((at + 4, at + id_end));
+        self.emit_fused(w, (at + d + 6, at + e), id, new_id, out)?;
+        Ok(e + 2)
+    }
+
+    /// Dispatches an event whose data is the range `data` of the window `w` and whose `id`
+    /// field, when it had one, is the range `id` (no event is being built). `new_id` is the
+    /// newest id of the current run of such events (made the last event id when it ends).
+    #[inline(always)]
+    fn emit_fused(
+        &mut self,
+        w: &Arc<String>,
+        data: (usize, usize),
+        id: Option<(usize, usize)>,
+        new_id: &mut Option<(usize, usize)>,
+        out: &mut impl FnMut(Item<SseItem>),
+    ) -> Result<(), Option<usize>> {
         // Built in place, without the general dispatcher (moving values through `self.data`
         // cost a store-forwarding stall per event).
-        let data = Str::slice_of(w, at + d + 6, at + e).ok_or(None)?;
-        let id = if id_end > 0 {
-            let id = Str::shared_of(w, at + 4, at + id_end).ok_or(None)?;
-            *new_id = Some((at + 4, at + id_end));
+        let data = Str::slice_of(w, data.0, data.1).ok_or(None)?;
+        let id = if let Some((start, end)) = id {
+            let id = Str::shared_of(w, start, end).ok_or(None)?;
+            *new_id = Some((start, end));
             id
         } else if let Some((start, end)) = *new_id {
             Str::shared_of(w, start, end).ok_or(None)?
@@ -784,7 +926,7 @@ impl SseDecoder {
             data,
             id,
         })));
-        Ok(e + 2)
+        Ok(())
     }
 
     /// Makes `id` the last event id at a dispatch (clearing the id buffer).
@@ -866,29 +1008,84 @@ impl SseDecoder {
 
 /// Chunks shorter than this are not validated in windows (per-value validation is cheaper).
 const REGION_MIN: usize = 256;
-/// Size of the windows validated at once in larger chunks.
-const REGION_WINDOW: usize = 16 * 1024;
+/// Size of the windows validated at once in larger chunks by `feed_each`, whose consumers
+/// usually drop each event at once: the window is then reused while still in the L1 cache.
+const STREAM_WINDOW: usize = 4 * 1024;
+/// Size of the windows of `feed`, whose items (and so windows) all live until the call ends:
+/// fewer, larger windows are cheaper to hand out.
+const COLLECT_WINDOW: usize = 16 * 1024;
+
+/// A carried line's window takes the next chunk's text in place while it stays this small.
+const APPEND_MAX: usize = 4 * 1024;
+
+/// An incomplete line known to be valid text: the end of a window, from `start`. When
+/// `pending` is not 0, the text starts with a complete `id: X\n` line of that length, not yet
+/// processed: the whole event goes to the next chunk's fast path.
+#[derive(Debug, Clone)]
+struct Carry {
+    buf: Arc<String>,
+    start: usize,
+    pending: usize,
+}
+
+impl Carry {
+    /// The incomplete line so far.
+    fn text(&self) -> &str {
+        &self.buf[self.start + self.pending..]
+    }
+}
 
 /// Windows larger than this are not kept for reuse (a long line's window would pin memory).
 const SPARE_MAX: usize = 64 * 1024;
 
-/// A shared text buffer holding `a` then `b`: the spare one when no event holds it any more,
-/// else a new one.
-fn make_window(spare: &mut Option<Arc<String>>, a: &str, b: &str) -> Arc<String> {
-    if let Some(mut w) = spare.take() {
-        if let Some(text) = Arc::get_mut(&mut w) {
-            if text.capacity() <= SPARE_MAX {
+/// The pool keeps windows of at most this many bytes in all: enough for the windows of a
+/// 1 MiB chunk, which `feed` callers hold (in the items) until they clear them.
+const POOL_MAX: usize = 2 << 20;
+
+/// Text windows waiting to be reused, oldest first.
+#[derive(Debug, Clone, Default)]
+struct Pool {
+    windows: VecDeque<Arc<String>>,
+    /// Their capacity in all.
+    bytes: usize,
+}
+
+impl Pool {
+    /// A shared text buffer holding `a` then `b`: the oldest pooled one when no event holds
+    /// it any more, else a new one.
+    fn window(&mut self, a: &str, b: &str) -> Arc<String> {
+        if let Some(mut w) = self.windows.pop_front() {
+            self.bytes -= w.capacity();
+            if let Some(text) = Arc::get_mut(&mut w) {
                 text.clear();
                 text.push_str(a);
                 text.push_str(b);
                 return w;
             }
+            // Still held by an event: tried again after the others.
+            self.put(w);
+        }
+        // Room for small chunks to be appended in place.
+        let mut text = String::with_capacity((a.len() + b.len()).max(APPEND_MAX));
+        text.push_str(a);
+        text.push_str(b);
+        Arc::new(text)
+    }
+
+    /// Keeps a window the decoder is done with (events may still hold it).
+    fn put(&mut self, w: Arc<String>) {
+        if w.capacity() > SPARE_MAX {
+            return;
+        }
+        self.bytes += w.capacity();
+        self.windows.push_back(w);
+        while self.bytes > POOL_MAX {
+            match self.windows.pop_front() {
+                Some(old) => self.bytes -= old.capacity(),
+                None => break,
+            }
         }
     }
-    let mut text = String::with_capacity(a.len() + b.len());
-    text.push_str(a);
-    text.push_str(b);
-    Arc::new(text)
 }
 
 /// A field value as text: a slice of the shared buffer when known, else `to_str` of the bytes.

@@ -47,7 +47,7 @@ impl Str {
 
     /// The bytes `start..end` of `buf`, or `None` when that is not a range of `buf` on
     /// character boundaries.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slice_of(buf: &Arc<String>, start: usize, end: usize) -> Option<Self> {
         let text = buf.get(start..end)?;
         if text.len() <= Self::INLINE {
@@ -62,7 +62,7 @@ impl Str {
 
     /// The bytes `start..end` of `buf` as a shared range even when short (cheaper to build
     /// than an inline copy), or `None` when that is not a range on character boundaries.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn shared_of(buf: &Arc<String>, start: usize, end: usize) -> Option<Self> {
         buf.get(start..end)?;
         Some(Str(Repr::Shared {

@@ -307,3 +307,28 @@ fn json_value() -> impl Strategy<Value = String> {
         }),
     ]
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sse_chunks_of_several_windows_match_the_reference(
+        body in prop::collection::vec(
+            prop_oneof![
+                8 => prop::sample::select(&SSE_SHAPE_TOKENS[..4]),
+                1 => prop::sample::select(SSE_SHAPE_TOKENS),
+            ],
+            1500..4000,
+        )
+        .prop_map(|v| v.concat()),
+        s in prop::collection::vec(33_000usize..70_000, 1..3),
+        l in prop_oneof![Just(Limits::default()), (1usize..400).prop_map(Limits::with_max_frame)],
+    ) {
+        // Chunks over two windows (32 KiB) are validated window by window; an event a window
+        // ends in starts the next one. Whole events, carried events and their fallbacks.
+        let expected = sse_reference(&body);
+        let chunks = stream_frame::check::chunks(&body, &s);
+        prop_assert_eq!(decode_sse(&chunks, Limits::default()), expected);
+        check_sse_with(&body, l, &s);
+    }
+}

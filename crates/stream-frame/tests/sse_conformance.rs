@@ -314,6 +314,35 @@ fn last_event_id_accessor_and_resume() {
 }
 
 #[test]
+fn an_event_cut_by_the_chunk_end_keeps_its_id_unless_overridden() {
+    // A chunk large enough for the windowed path ends inside an event's `data` line, after its
+    // `id` line: the event is carried whole to the next chunk.
+    let mut head = "data: filler\n\n".repeat(30);
+    head.push_str("id: 5\ndata: par");
+    let tail = format!("tial\n\n{}", "data: more\n\n".repeat(30));
+    for override_id in [None, Some("9")] {
+        let mut d = SseDecoder::new(Limits::default());
+        let mut out = Vec::new();
+        d.feed(head.as_bytes(), &mut out);
+        assert_eq!(out.len(), 30);
+        assert_eq!(
+            d.last_event_id(),
+            "",
+            "the id is not the last event id before dispatch"
+        );
+        if let Some(id) = override_id {
+            d.set_last_event_id(id);
+        }
+        out.clear();
+        d.feed(tail.as_bytes(), &mut out);
+        let id = override_id.unwrap_or("5");
+        assert_eq!(out[0], ev("message", "partial", id));
+        assert_eq!(out[1], ev("message", "more", id));
+        assert_eq!(d.last_event_id(), id);
+    }
+}
+
+#[test]
 fn id_with_nul_does_not_change_last_event_id() {
     let mut d = SseDecoder::new(Limits::default());
     let mut out = Vec::new();
