@@ -353,6 +353,15 @@ impl SseDecoder {
                             buf.push_str(text);
                             (carry, event_start)
                         }
+                        Some(buf)
+                            if buf.len() - event_start + text.len() <= buf.capacity()
+                                && buf.capacity() <= SPARE_MAX =>
+                        {
+                            // Reused from its start: the carried text moves to the front.
+                            buf.drain(..event_start);
+                            buf.push_str(text);
+                            (carry, 0)
+                        }
                         _ => {
                             let window = self.pool.window(&carry[event_start..], text);
                             self.pool.put(carry);
@@ -1035,6 +1044,9 @@ impl Carry {
     }
 }
 
+/// Room a new window leaves for a carried line (events are usually shorter).
+const CARRY_ROOM: usize = 2 * 1024;
+
 /// Windows larger than this are not kept for reuse (a long line's window would pin memory).
 const SPARE_MAX: usize = 64 * 1024;
 
@@ -1065,8 +1077,9 @@ impl Pool {
             // Still held by an event: tried again after the others.
             self.put(w);
         }
-        // Room for small chunks to be appended in place.
-        let mut text = String::with_capacity((a.len() + b.len()).max(APPEND_MAX));
+        // Room for small chunks to be appended in place, and for the next chunk's text with
+        // a line carried before it when the window is reused from its start.
+        let mut text = String::with_capacity((a.len() + b.len() + CARRY_ROOM).max(APPEND_MAX));
         text.push_str(a);
         text.push_str(b);
         Arc::new(text)
