@@ -330,9 +330,11 @@ impl SseDecoder {
         {
             let start = event_start + pending;
             // The carried line is valid text ending on a character boundary, so this chunk's
-            // window is validated in one piece and appended to it: in place, at the end of the
-            // window the line came from, while no event holds that window any more (then small
-            // chunks cost no copy beyond their own), else copied with the line into a new one.
+            // window is validated in one piece and appended to it. While no event holds the
+            // window the line came from any more, that window is reused: appended to in place
+            // while it stays small (then small chunks cost no copy beyond their own), else
+            // from its start (the line moved to the front); otherwise the line and the chunk
+            // are copied into a pooled window.
             let t = carry.len() - start;
             // A chunk of up to two windows is validated first (its first pass over memory).
             let whole_chunk = (n <= 2 * self.window).then(|| simdutf8::basic::from_utf8(chunk));
