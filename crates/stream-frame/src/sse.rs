@@ -272,18 +272,18 @@ impl SseDecoder {
     /// Takes the carried line, processing first the `id` line carried with it (if any).
     fn take_carry(&mut self) -> Option<Carry> {
         let mut c = self.carry.take()?;
-        if c.pending > 0 {
-            self.pending_id(&c.buf, c.start, c.pending);
-            c.start += c.pending;
-            c.pending = 0;
-        }
+        self.pending_id(&c.buf, c.start, c.pending);
+        c.start += std::mem::take(&mut c.pending);
         Some(c)
     }
 
-    /// Processes a carried `id: X\n` line of `len` bytes at `start` of `buf` (it was checked
-    /// when carried: no NUL, within the limit, no event being built).
+    /// Processes a carried `id: X\n` line of `len` bytes at `start` of `buf`, if any (it was
+    /// checked when carried: no NUL, within the limit, no event being built).
     #[cold]
     fn pending_id(&mut self, buf: &Arc<String>, start: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
         let line = &buf.as_bytes()[start..start + len - 1];
         let done = self.fast_field(line, buf, start);
         debug_assert!(done, "a carried id line is always valid");
@@ -345,7 +345,7 @@ impl SseDecoder {
                 }
                 match whole_chunk {
                     Some(valid) => valid.ok(),
-                    None => simdutf8::basic::from_utf8(&chunk[..(k + 1).max(self.window)]).ok(),
+                    None => simdutf8::basic::from_utf8(&chunk[..self.window_end(n, 0, k + 1)]).ok(),
                 }
             });
             match (k, text) {
@@ -395,9 +395,7 @@ impl SseDecoder {
                             self.set_new_id(&window[a..b]);
                         }
                     } else {
-                        if pending > 0 {
-                            self.pending_id(&window, e, pending);
-                        }
+                        self.pending_id(&window, e, pending);
                         if !self.fast_field(line, &window, s) {
                             self.line_done(line, Some((&window, s)), self.line_start, out);
                         }
@@ -406,9 +404,7 @@ impl SseDecoder {
                     region = Some((0, s + t, window));
                 }
                 _ => {
-                    if pending > 0 {
-                        self.pending_id(&carry, event_start, pending);
-                    }
+                    self.pending_id(&carry, event_start, pending);
                     self.line.extend_from_slice(carry[start..].as_bytes());
                 }
             }
@@ -421,11 +417,7 @@ impl SseDecoder {
                     self.line.extend_from_slice(&chunk[..k]);
                     match simdutf8::basic::from_utf8(&self.line) {
                         Ok(text) => {
-                            let wend = if n <= 2 * self.window {
-                                n
-                            } else {
-                                (k + 1).max(self.window)
-                            };
+                            let wend = self.window_end(n, 0, k + 1);
                             let l = text.len();
                             let (rest, rest_end) = match simdutf8::basic::from_utf8(&chunk[k..wend])
                             {
@@ -582,6 +574,17 @@ impl SseDecoder {
         self.pos += n as u64;
     }
 
+    /// The end of a window starting at `from` in a chunk of `n` bytes and reaching at least
+    /// `min_end`: the chunk's end when at most two windows remain, else one window on.
+    #[inline]
+    fn window_end(&self, n: usize, from: usize, min_end: usize) -> usize {
+        if n - from <= 2 * self.window {
+            n
+        } else {
+            (from + self.window).max(min_end)
+        }
+    }
+
     /// Validates the next window of `chunk` from `i` (a line start) and makes it the region.
     /// Lines start and end at ASCII bytes, so every line inside a valid window is valid text
     /// on its own. The window normally runs to the chunk's end (or `self.window` bytes, in a
@@ -595,11 +598,7 @@ impl SseDecoder {
         region_end: &mut usize,
     ) {
         let n = chunk.len();
-        let wend = if n - i <= 2 * self.window {
-            n
-        } else {
-            i + self.window
-        };
+        let wend = self.window_end(n, i, i);
         if let Some((_, _, old)) = region.take() {
             self.pool.put(old);
         }
