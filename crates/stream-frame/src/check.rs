@@ -100,12 +100,26 @@ pub fn check_sse_with(body: &[u8], limits: Limits, sizes: &[usize]) {
     assert_eq!(whole, bytes, "SSE: byte-by-byte feeding changed the result");
     // Each item is detached from the decoder's text windows as it arrives, so the decoder
     // reuses them (in place, or from its pool) as it would for a consumer that drops events.
+    // The last event id is checked after every chunk against a decoder fed byte by byte.
     let mut each = Vec::new();
     let mut d = SseDecoder::new(limits);
+    let mut by_byte = SseDecoder::new(limits);
+    let mut scratch = Vec::new();
     for c in chunks(body, sizes) {
         d.feed_each(c, |item| each.push(detach(item)));
+        for b in c.chunks(1) {
+            by_byte.feed(b, &mut scratch);
+        }
+        scratch.clear();
+        assert_eq!(
+            d.last_event_id(),
+            by_byte.last_event_id(),
+            "SSE: chunking changed the last event id"
+        );
     }
     d.finish(&mut each);
+    by_byte.finish(&mut scratch);
+    assert_eq!(d.last_event_id(), by_byte.last_event_id());
     assert_eq!(whole, each, "SSE: feed_each changed the result");
     let mut last = None;
     for item in &whole {

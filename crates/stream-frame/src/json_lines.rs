@@ -1,8 +1,8 @@
 //! Delimited JSON: one JSON text per frame, frames separated by `\r`, `\n` or `\r\n`.
 
 use bytes::Bytes;
-use memchr::{memchr, memchr2};
 
+use crate::scan::Pair;
 use crate::{Chunk, Frame, FrameError, Item, Limits, is_ws};
 
 /// What separates frames in a delimited JSON stream.
@@ -66,6 +66,8 @@ pub struct JsonLinesDecoder {
     seg_len: usize,
     /// Logical length of the current frame up to and including its last non-whitespace byte.
     trim_len: usize,
+    /// The search for the delimiter's line end (`\n` for `CrLf`).
+    ends: Pair,
 }
 
 impl JsonLinesDecoder {
@@ -82,6 +84,11 @@ impl JsonLinesDecoder {
             frame_start: 0,
             seg_len: 0,
             trim_len: 0,
+            ends: match delim {
+                Delimiter::Cr => Pair::new(b'\r', b'\r'),
+                Delimiter::Any => Pair::new(b'\r', b'\n'),
+                Delimiter::Lf | Delimiter::CrLf => Pair::new(b'\n', b'\n'),
+            },
         }
     }
 
@@ -162,9 +169,8 @@ impl JsonLinesDecoder {
     fn find_boundary(&self, chunk: &[u8], from: usize) -> Option<(usize, usize)> {
         let hay = &chunk[from..];
         match self.delim {
-            Delimiter::Lf => memchr(b'\n', hay).map(|k| (from + k, from + k + 1)),
-            Delimiter::Cr => memchr(b'\r', hay).map(|k| (from + k, from + k + 1)),
-            Delimiter::Any => memchr2(b'\r', b'\n', hay).map(|k| {
+            Delimiter::Lf | Delimiter::Cr => self.ends.find(hay).map(|k| (from + k, from + k + 1)),
+            Delimiter::Any => self.ends.find(hay).map(|k| {
                 let j = from + k;
                 if chunk[j] == b'\r' && chunk.get(j + 1) == Some(&b'\n') {
                     (j, j + 2)
@@ -175,7 +181,7 @@ impl JsonLinesDecoder {
             Delimiter::CrLf => {
                 let mut s = from;
                 loop {
-                    let j = s + memchr(b'\n', &chunk[s..])?;
+                    let j = s + self.ends.find(&chunk[s..])?;
                     let prev_cr = if j > 0 {
                         chunk[j - 1] == b'\r'
                     } else {

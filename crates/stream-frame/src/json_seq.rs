@@ -1,9 +1,9 @@
 //! Concatenated JSON: objects and arrays back to back or separated by whitespace.
 
 use bytes::Bytes;
-use memchr::memchr2;
 
 use crate::json_lines::{Shared, reserve_bounded};
+use crate::scan::Pair;
 use crate::{Chunk, Frame, FrameError, Item, Limits, is_ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,10 @@ pub struct JsonSeqDecoder {
     buf: Vec<u8>,
     value_start: u64,
     value_len: usize,
+    /// The search for the end of a string (`"`) or an escape (`\\`).
+    quotes: Pair,
+    /// The search for the start of a value after junk (`{` or `[`).
+    opens: Pair,
 }
 
 impl JsonSeqDecoder {
@@ -80,6 +84,8 @@ impl JsonSeqDecoder {
             buf: Vec::new(),
             value_start: 0,
             value_len: 0,
+            quotes: Pair::new(b'"', b'\\'),
+            opens: Pair::new(b'{', b'['),
         }
     }
 
@@ -137,7 +143,7 @@ impl JsonSeqDecoder {
                         i += 1;
                     }
                 }
-                State::Junk => match memchr2(b'{', b'[', &chunk[i..]) {
+                State::Junk => match self.opens.find(&chunk[i..]) {
                     Some(k) => {
                         let j = i + k;
                         self.start_value(base + j as u64);
@@ -252,7 +258,7 @@ impl JsonSeqDecoder {
                     i += 1;
                     continue;
                 }
-                match memchr2(b'"', b'\\', &chunk[i..]) {
+                match self.quotes.find(&chunk[i..]) {
                     None => return None,
                     Some(k) => {
                         let j = i + k;

@@ -47,6 +47,7 @@
 mod error;
 mod json_lines;
 mod json_seq;
+mod scan;
 mod sse;
 mod text;
 

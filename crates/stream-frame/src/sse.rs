@@ -4,8 +4,9 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use memchr::{memchr, memchr2, memrchr2};
+use memchr::{memchr, memrchr2};
 
+use crate::scan::Pair;
 use crate::{Chunk, FrameError, Item, Limits, Str};
 
 /// The default event type.
@@ -108,11 +109,16 @@ pub struct SseDecoder {
     last_id: String,
     /// `last_id` as a `Str`, made when an event without an `id` field needs it.
     last_id_str: Option<Str>,
+    /// Instead of `last_id`: the last event id is this range of the carried window, not yet
+    /// copied (the window's text before its end does not change while it is carried).
+    lazy_id: Option<(usize, usize)>,
     /// Text windows the decoder is done with, reused once no event holds them any more (then
     /// a window costs no allocation).
     pool: Pool,
     /// Size of the windows of the current call (`STREAM_WINDOW` or `COLLECT_WINDOW`).
     window: usize,
+    /// The search for line ends.
+    ends: Pair,
 }
 
 impl SseDecoder {
@@ -136,14 +142,19 @@ impl SseDecoder {
             id_dirty: false,
             last_id: String::new(),
             last_id_str: None,
+            lazy_id: None,
             pool: Pool::default(),
             window: STREAM_WINDOW,
+            ends: Pair::new(b'\n', b'\r'),
         }
     }
 
     /// The last event id: set at each dispatch (blank line) from the last valid `id:` field.
     pub fn last_event_id(&self) -> &str {
-        &self.last_id
+        match (self.lazy_id, &self.carry) {
+            (Some((start, end)), Some(c)) => &c.buf[start..end],
+            _ => &self.last_id,
+        }
     }
 
     /// Sets the last event id (and the id buffer), e.g. when resuming after a reconnect with
@@ -153,6 +164,7 @@ impl SseDecoder {
             // A carried `id` line came before this call: it is overridden.
             c.start += std::mem::take(&mut c.pending);
         }
+        self.lazy_id = None;
         self.last_id.clear();
         self.last_id.push_str(id);
         self.last_id_str = None;
@@ -232,6 +244,7 @@ impl SseDecoder {
     /// (BOM check again, offsets restart at 0), with the id buffer set to the last event id.
     pub fn finish(&mut self, out: &mut Vec<Item<SseItem>>) {
         let _ = out;
+        self.resolve_id();
         self.pos = 0;
         self.bom = Some(0);
         self.after_cr = false;
@@ -271,10 +284,35 @@ impl SseDecoder {
 
     /// Takes the carried line, processing first the `id` line carried with it (if any).
     fn take_carry(&mut self) -> Option<Carry> {
+        self.resolve_id();
         let mut c = self.carry.take()?;
         self.pending_id(&c.buf, c.start, c.pending);
         c.start += std::mem::take(&mut c.pending);
         Some(c)
+    }
+
+    /// Copies a last event id still held in the carried window into `last_id`.
+    fn resolve_id(&mut self) {
+        if let Some(c) = self.carry.take() {
+            let mut lazy = self.lazy_id.take();
+            self.resolve_lazy(&mut lazy, &c.buf);
+            self.carry = Some(c);
+        }
+    }
+
+    /// Makes the range `lazy` of the carried window `buf` (if any) the last event id.
+    #[inline(always)]
+    fn resolve_lazy(&mut self, lazy: &mut Option<(usize, usize)>, buf: &str) {
+        if let Some((start, end)) = lazy.take() {
+            self.set_id_from(buf, start, end);
+        }
+    }
+
+    /// Makes `buf[start..end]` the last event id (the cold part of `resolve_lazy`).
+    #[cold]
+    #[inline(never)]
+    fn set_id_from(&mut self, buf: &str, start: usize, end: usize) {
+        self.set_new_id(&buf[start..end]);
     }
 
     /// Processes a carried `id: X\n` line of `len` bytes at `start` of `buf`, if any (it was
@@ -313,7 +351,7 @@ impl SseDecoder {
         // The chunk has no line end from this index on (found by the fast path).
         let mut no_end_from = usize::MAX;
         // The last event, when it is carried whole: (window offset, `id` line length, stream
-        // offset of its incomplete line).
+        // offset of its incomplete line, window range of the new last event id).
         let mut carry_event = None;
         // The id of an event dispatched from a carried line, not yet the last event id.
         let mut carried_id = None;
@@ -328,6 +366,9 @@ impl SseDecoder {
             pending,
         }) = self.carry.take()
         {
+            // The last event id, when still in the carried window (kept there while the window
+            // is appended to in place).
+            let mut lazy = self.lazy_id.take();
             let start = event_start + pending;
             // The carried line is valid text ending on a character boundary, so this chunk's
             // window is validated in one piece and appended to it. While no event holds the
@@ -338,7 +379,7 @@ impl SseDecoder {
             let t = carry.len() - start;
             // A chunk of up to two windows is validated first (its first pass over memory).
             let whole_chunk = (n <= 2 * self.window).then(|| simdutf8::basic::from_utf8(chunk));
-            let k = memchr2(b'\n', b'\r', chunk);
+            let k = self.ends.find(chunk);
             let text = k.and_then(|k| {
                 if t + k + self.data_len() > self.limits.max_frame {
                     return None;
@@ -360,16 +401,19 @@ impl SseDecoder {
                                 && buf.capacity() <= SPARE_MAX =>
                         {
                             // Reused from its start: the carried text moves to the front.
+                            self.resolve_lazy(&mut lazy, buf);
                             buf.drain(..event_start);
                             buf.push_str(text);
                             (carry, 0)
                         }
                         _ => {
+                            self.resolve_lazy(&mut lazy, &carry);
                             let window = self.pool.window(&carry[event_start..], text);
                             self.pool.put(carry);
                             (window, 0)
                         }
                     };
+                    debug_assert!(lazy.is_none() || pending > 0, "set only with a carried id");
                     // The carried line starts at `s`, after the carried `id` line (if any).
                     let s = e + pending;
                     region_end = text.len();
@@ -395,6 +439,7 @@ impl SseDecoder {
                             self.set_new_id(&window[a..b]);
                         }
                     } else {
+                        self.resolve_lazy(&mut lazy, &window);
                         self.pending_id(&window, e, pending);
                         if !self.fast_field(line, &window, s) {
                             self.line_done(line, Some((&window, s)), self.line_start, out);
@@ -404,6 +449,7 @@ impl SseDecoder {
                     region = Some((0, s + t, window));
                 }
                 _ => {
+                    self.resolve_lazy(&mut lazy, &carry);
                     self.pending_id(&carry, event_start, pending);
                     self.line.extend_from_slice(carry[start..].as_bytes());
                 }
@@ -412,7 +458,7 @@ impl SseDecoder {
         if use_regions && !self.line.is_empty() && !self.skip_line && !self.skip_event {
             // A line carried over from the previous chunk becomes the start of this chunk's
             // first window, so it is handled like any other line (no copy of its own).
-            if let Some(k) = memchr2(b'\n', b'\r', chunk) {
+            if let Some(k) = self.ends.find(chunk) {
                 if self.line.len() + k + self.data_len() <= self.limits.max_frame {
                     self.line.extend_from_slice(&chunk[..k]);
                     match simdutf8::basic::from_utf8(&self.line) {
@@ -461,16 +507,20 @@ impl SseDecoder {
                     && !self.skip_event
                 {
                     let at = wo + i - rb;
-                    let (len, no_end) =
+                    let (len, no_end, new_id) =
                         self.fused_events(&chunk[i..region_end], w, at, carried_id.take(), out);
                     fused_from = i + len;
                     if let Some(p) = no_end.filter(|&p| {
                         p > len && region_end == n && n - i - p <= self.limits.max_frame
                     }) {
                         // The last event lacks only the end of its `data` line: it is carried
-                        // whole, its `id` line unprocessed, to the next chunk's fast path.
-                        carry_event = Some((at + len, p - len, base + (i + p) as u64));
+                        // whole, its `id` line unprocessed, to the next chunk's fast path, and
+                        // the new last event id stays in its window until needed.
+                        carry_event = Some((at + len, p - len, base + (i + p) as u64, new_id));
                         break;
+                    }
+                    if let Some((a, b)) = new_id {
+                        self.set_new_id(&w[a..b]);
                     }
                     if let Some(p) = no_end {
                         fused_from = region_end;
@@ -502,7 +552,7 @@ impl SseDecoder {
             } else if n - i < 16 {
                 chunk[i..].iter().position(|&b| b == b'\n' || b == b'\r')
             } else {
-                memchr2(b'\n', b'\r', &chunk[i..])
+                self.ends.find(&chunk[i..])
             };
             match found {
                 Some(k) => {
@@ -560,8 +610,9 @@ impl SseDecoder {
         }
         debug_assert!(carried_id.is_none(), "the fast path took the carried id");
         match (region, carry_event) {
-            (Some((_, _, buf)), Some((start, pending, line_start))) => {
+            (Some((_, _, buf)), Some((start, pending, line_start, new_id))) => {
                 self.line_start = line_start;
+                self.lazy_id = new_id;
                 self.carry = Some(Carry {
                     buf,
                     start,
@@ -836,8 +887,9 @@ impl SseDecoder {
     }
 
     /// Decodes the events at the start of `s` that [`fused_event`](Self::fused_event) handles,
-    /// returning how many bytes they took and, when known, the index from which `s` holds no
-    /// line end.
+    /// returning how many bytes they took, when known the index from which `s` holds no line
+    /// end, and the window range of the new last event id (for the caller to set; `new_id` is
+    /// the one before these events).
     #[inline]
     fn fused_events(
         &mut self,
@@ -846,9 +898,8 @@ impl SseDecoder {
         at: usize,
         mut new_id: Option<(usize, usize)>,
         out: &mut impl FnMut(Item<SseItem>),
-    ) -> (usize, Option<usize>) {
-        // `new_id` is the window range of the newest id, made the last event id once at the
-        // end (not copied per event).
+    ) -> (usize, Option<usize>, Option<(usize, usize)>) {
+        // The newest id is made the last event id once at the end (not copied per event).
         let mut i = 0;
         let no_end = loop {
             match self.fused_event(&s[i..], w, at + i, &mut new_id, out) {
@@ -856,10 +907,7 @@ impl SseDecoder {
                 Err(no_end) => break no_end.map(|p| i + p),
             }
         };
-        if let Some((start, end)) = new_id {
-            self.set_new_id(&w[start..end]);
-        }
-        (i, no_end)
+        (i, no_end, new_id)
     }
 
     /// Decodes a whole `id: X\ndata: Y\n\n` or `data: Y\n\n` event at the start of `s`
@@ -877,7 +925,7 @@ impl SseDecoder {
     ) -> Result<usize, Option<usize>> {
         let max = self.limits.max_frame;
         let (id_end, d) = if s.starts_with(b"id: ") {
-            let Some(k) = memchr2(b'\n', b'\r', &s[4..]) else {
+            let Some(k) = self.ends.find(&s[4..]) else {
                 return Err(Some(0));
             };
             let e = 4 + k;
@@ -891,7 +939,7 @@ impl SseDecoder {
         if !s.get(d..).is_some_and(|l| l.starts_with(b"data: ")) {
             return Err(None);
         }
-        let Some(k) = memchr2(b'\n', b'\r', &s[d + 6..]) else {
+        let Some(k) = self.ends.find(&s[d + 6..]) else {
             return Err(Some(d));
         };
         let e = d + 6 + k;

@@ -343,6 +343,72 @@ fn an_event_cut_by_the_chunk_end_keeps_its_id_unless_overridden() {
 }
 
 #[test]
+fn the_last_event_id_holds_while_the_next_event_is_cut_by_the_chunk_end() {
+    // The chunk's last whole event set the last event id; the event after it is cut by the
+    // chunk's end, after its own `id` line. The next chunk (small, medium or large: the window
+    // is appended to, reused from its start, or replaced) completes the cut line and then
+    // dispatches the event or not; or the id is overridden first; or the stream ends.
+    let mut head: String = (1..=30)
+        .map(|i| format!("id: {i}\ndata: filler\n\n"))
+        .collect();
+    head.push_str("id: 31\ndata: par");
+    for (lines, dispatch, override_id, end) in [
+        (0, true, None, false),
+        (30, true, None, false),
+        (330, true, None, false),
+        (1000, true, None, false),
+        (0, false, None, false),
+        (30, false, None, false),
+        (330, false, None, false),
+        (1000, false, None, false),
+        (330, true, Some("x"), false),
+        (0, true, Some("x"), false),
+        (0, false, None, true),
+    ] {
+        let what = format!("{lines} lines, dispatch {dispatch}, override {override_id:?}");
+        let mut d = SseDecoder::new(Limits::default());
+        let mut out = Vec::new();
+        d.feed(head.as_bytes(), &mut out);
+        assert_eq!(out.len(), 30);
+        out.clear();
+        assert_eq!(d.last_event_id(), "30");
+        if end {
+            d.finish(&mut out);
+            assert!(out.is_empty());
+            assert_eq!(d.last_event_id(), "30", "kept at the end of the stream");
+            continue;
+        }
+        if let Some(id) = override_id {
+            d.set_last_event_id(id);
+        }
+        let tail = if dispatch {
+            format!("tial\n\n{}", "data: more\n\n".repeat(lines))
+        } else {
+            format!("tial\n{}", "data: more\n".repeat(lines))
+        };
+        d.feed(tail.as_bytes(), &mut out);
+        match override_id {
+            Some(id) => {
+                assert_eq!(out[0], ev("message", "partial", id), "{what}");
+                assert_eq!(d.last_event_id(), id, "{what}");
+            }
+            None if dispatch => {
+                assert_eq!(out.len(), 1 + lines, "{what}");
+                assert_eq!(out[0], ev("message", "partial", "31"), "{what}");
+                assert_eq!(d.last_event_id(), "31", "{what}");
+            }
+            None => {
+                assert!(out.is_empty(), "{what}");
+                assert_eq!(d.last_event_id(), "30", "{what}: not dispatched yet");
+                d.feed(b"\n", &mut out);
+                assert_eq!(out.len(), 1, "{what}");
+                assert_eq!(d.last_event_id(), "31", "{what}");
+            }
+        }
+    }
+}
+
+#[test]
 fn id_with_nul_does_not_change_last_event_id() {
     let mut d = SseDecoder::new(Limits::default());
     let mut out = Vec::new();
