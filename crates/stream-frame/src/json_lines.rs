@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::scan::Pair;
+use crate::scan::{CR, LF, LINE_ENDS, Pair};
 use crate::{Chunk, Frame, FrameError, Item, Limits, is_ws};
 
 /// What separates frames in a delimited JSON stream.
@@ -67,7 +67,7 @@ pub struct JsonLinesDecoder {
     /// Logical length of the current frame up to and including its last non-whitespace byte.
     trim_len: usize,
     /// The search for the delimiter's line end (`\n` for `CrLf`).
-    ends: Pair,
+    ends: &'static Pair,
 }
 
 impl JsonLinesDecoder {
@@ -85,9 +85,9 @@ impl JsonLinesDecoder {
             seg_len: 0,
             trim_len: 0,
             ends: match delim {
-                Delimiter::Cr => Pair::new(b'\r', b'\r'),
-                Delimiter::Any => Pair::new(b'\r', b'\n'),
-                Delimiter::Lf | Delimiter::CrLf => Pair::new(b'\n', b'\n'),
+                Delimiter::Cr => &CR,
+                Delimiter::Any => &LINE_ENDS,
+                Delimiter::Lf | Delimiter::CrLf => &LF,
             },
         }
     }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::json_lines::{Shared, reserve_bounded};
-use crate::scan::Pair;
+use crate::scan::{OPENS, Pair, QUOTES};
 use crate::{Chunk, Frame, FrameError, Item, Limits, is_ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +66,9 @@ pub struct JsonSeqDecoder {
     value_start: u64,
     value_len: usize,
     /// The search for the end of a string (`"`) or an escape (`\\`).
-    quotes: Pair,
+    quotes: &'static Pair,
     /// The search for the start of a value after junk (`{` or `[`).
-    opens: Pair,
+    opens: &'static Pair,
 }
 
 impl JsonSeqDecoder {
@@ -84,8 +84,8 @@ impl JsonSeqDecoder {
             buf: Vec::new(),
             value_start: 0,
             value_len: 0,
-            quotes: Pair::new(b'"', b'\\'),
-            opens: Pair::new(b'{', b'['),
+            quotes: &QUOTES,
+            opens: &OPENS,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use memchr::{memchr, memrchr2};
 
-use crate::scan::Pair;
+use crate::scan::{LINE_ENDS, Pair};
 use crate::{Chunk, FrameError, Item, Limits, Str};
 
 /// The default event type.
@@ -118,7 +118,7 @@ pub struct SseDecoder {
     /// Size of the windows of the current call (`STREAM_WINDOW` or `COLLECT_WINDOW`).
     window: usize,
     /// The search for line ends.
-    ends: Pair,
+    ends: &'static Pair,
 }
 
 impl SseDecoder {
@@ -145,7 +145,7 @@ impl SseDecoder {
             lazy_id: None,
             pool: Pool::default(),
             window: STREAM_WINDOW,
-            ends: Pair::new(b'\n', b'\r'),
+            ends: &LINE_ENDS,
         }
     }
 
