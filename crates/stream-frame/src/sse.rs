@@ -244,7 +244,8 @@ impl SseDecoder {
     /// (BOM check again, offsets restart at 0), with the id buffer set to the last event id.
     pub fn finish(&mut self, out: &mut Vec<Item<SseItem>>) {
         let _ = out;
-        self.resolve_id();
+        // What the carried window still held is settled (the last event id may be there).
+        let _ = self.take_carry();
         self.pos = 0;
         self.bom = Some(0);
         self.after_cr = false;
@@ -282,21 +283,30 @@ impl SseDecoder {
         }
     }
 
-    /// Takes the carried line, processing first the `id` line carried with it (if any).
+    /// Takes the carried line, settling first what its window still holds (the last event id,
+    /// the `id` line carried with it).
     fn take_carry(&mut self) -> Option<Carry> {
-        self.resolve_id();
         let mut c = self.carry.take()?;
-        self.pending_id(&c.buf, c.start, c.pending);
+        let mut lazy = self.lazy_id.take();
+        self.settle_carry(&mut lazy, &c.buf, c.start, c.pending);
         c.start += std::mem::take(&mut c.pending);
         Some(c)
     }
 
-    /// Copies a last event id still held in the carried window into `last_id`.
-    fn resolve_id(&mut self) {
-        if let Some(c) = self.carry.take() {
-            let mut lazy = self.lazy_id.take();
-            self.resolve_lazy(&mut lazy, &c.buf);
-            self.carry = Some(c);
+    /// Settles, in stream order, what a carried window `buf` still holds for the decoder: the
+    /// last event id `lazy` (if any), then the carried `id: X\n` line of `pending` bytes at
+    /// `start` (if any; it was checked when carried: no NUL, within the limit, no event being
+    /// built).
+    fn settle_carry(
+        &mut self,
+        lazy: &mut Option<(usize, usize)>,
+        buf: &Arc<String>,
+        start: usize,
+        pending: usize,
+    ) {
+        self.resolve_lazy(lazy, buf);
+        if pending > 0 {
+            self.pending_id(buf, start, pending);
         }
     }
 
@@ -315,13 +325,9 @@ impl SseDecoder {
         self.set_new_id(&buf[start..end]);
     }
 
-    /// Processes a carried `id: X\n` line of `len` bytes at `start` of `buf`, if any (it was
-    /// checked when carried: no NUL, within the limit, no event being built).
+    /// Processes a carried `id: X\n` line of `len` bytes at `start` of `buf`.
     #[cold]
     fn pending_id(&mut self, buf: &Arc<String>, start: usize, len: usize) {
-        if len == 0 {
-            return;
-        }
         let line = &buf.as_bytes()[start..start + len - 1];
         let done = self.fast_field(line, buf, start);
         debug_assert!(done, "a carried id line is always valid");
@@ -439,8 +445,7 @@ impl SseDecoder {
                             self.set_new_id(&window[a..b]);
                         }
                     } else {
-                        self.resolve_lazy(&mut lazy, &window);
-                        self.pending_id(&window, e, pending);
+                        self.settle_carry(&mut lazy, &window, e, pending);
                         if !self.fast_field(line, &window, s) {
                             self.line_done(line, Some((&window, s)), self.line_start, out);
                         }
@@ -449,8 +454,7 @@ impl SseDecoder {
                     region = Some((0, s + t, window));
                 }
                 _ => {
-                    self.resolve_lazy(&mut lazy, &carry);
-                    self.pending_id(&carry, event_start, pending);
+                    self.settle_carry(&mut lazy, &carry, event_start, pending);
                     self.line.extend_from_slice(carry[start..].as_bytes());
                 }
             }

@@ -14,10 +14,10 @@ use smol_str::SmolStr;
 /// allocation per event: a `Str` is a `&'static str` (the default event type `"message"`),
 /// a short string (up to 23 bytes) stored inline, or a range of a reference-counted text
 /// buffer that several strings share (the validated text of the chunk the value came from;
-/// the data and id of a plain `id:`/`data:` event are both such ranges). Cloning never copies more than the inline bytes. A `Str`
-/// holding a slice of a shared buffer keeps the whole buffer (at most about 32 KiB, or one
-/// long line) alive; use [`into_string`](Self::into_string) to keep a value long-term
-/// without it.
+/// the data and id of a plain `id:`/`data:` event are both such ranges). Cloning never copies
+/// more than the inline bytes. A `Str` holding a slice of a shared buffer keeps the whole
+/// buffer (at most about 32 KiB, or one long line) alive; use
+/// [`into_string`](Self::into_string) to keep a value long-term without it.
 ///
 /// Use it like a `&str` (`*`, `&s[..]`, `.as_str()`, any `str` method), compare it with
 /// `&str`/`String`, format it with `{}`/`{:?}`.
