@@ -103,6 +103,9 @@ pub enum Kind {
     Edit,
     /// An earlier message (`refers_to`) was retracted and should be hidden.
     Retraction,
+    /// The tags of an earlier message (`refers_to`) changed: `tags` were added and
+    /// `tags_removed` were removed. Its text is not touched.
+    TagChange,
     /// A user (`author`) is to be ignored from now on; consumers may hide earlier messages.
     Ignore,
     /// A user (`author`) is no longer ignored.
@@ -130,6 +133,7 @@ impl Kind {
         Kind::Viewers,
         Kind::Edit,
         Kind::Retraction,
+        Kind::TagChange,
         Kind::Ignore,
         Kind::Unignore,
         Kind::Gap,
@@ -153,6 +157,7 @@ impl Kind {
             Kind::Viewers => "viewers",
             Kind::Edit => "edit",
             Kind::Retraction => "retraction",
+            Kind::TagChange => "tag_change",
             Kind::Ignore => "ignore",
             Kind::Unignore => "unignore",
             Kind::Gap => "gap",
@@ -284,9 +289,12 @@ pub struct Event {
     /// The id of the message this one edits, retracts or replies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refers_to: Option<String>,
-    /// Tags attached to the message.
+    /// Tags attached to the message (for a [`Kind::TagChange`]: the tags added).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The tags a [`Kind::TagChange`] removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags_removed: Vec<String>,
     /// The viewer count of a [`Kind::Viewers`] event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub viewers: Option<u64>,
@@ -335,6 +343,7 @@ impl Event {
             to: None,
             refers_to: None,
             tags: Vec::new(),
+            tags_removed: Vec::new(),
             viewers: None,
             gap: None,
             connection: None,
@@ -413,6 +422,11 @@ mod tests {
                 })
             }
             Kind::Edit | Kind::Retraction => e.refers_to = Some("campfire:1:4".into()),
+            Kind::TagChange => {
+                e.refers_to = Some("campfire:1:4".into());
+                e.tags = vec!["added".into()];
+                e.tags_removed = vec!["removed".into()];
+            }
             _ => {}
         }
         e
@@ -445,7 +459,12 @@ mod tests {
                     assert_eq!(o["connection"]["retry_in_ms"], 1500);
                 }
                 Kind::Edit | Kind::Retraction => assert_eq!(o["refers_to"], "campfire:1:4"),
-                _ => {}
+                Kind::TagChange => {
+                    assert_eq!(o["refers_to"], "campfire:1:4");
+                    assert_eq!(o["tags"], serde_json::json!(["added"]));
+                    assert_eq!(o["tags_removed"], serde_json::json!(["removed"]));
+                }
+                _ => assert!(!o.contains_key("tags_removed")),
             }
             // And it reads back to the same event.
             let back: Event = serde_json::from_value(v).unwrap();

@@ -15,5 +15,5 @@ pub use driver::{
 pub use machine::{
     Action, Jitter, MachineConfig, Outcome, Restored, SourceMachine, SourceState, SourceStats,
 };
-pub use source::{Backoff, Connection, Overrides, Policy, Resume, Source};
+pub use source::{Backoff, Connection, Overrides, Policy, PromptDelay, Resume, Source};
 pub use state::{SavedSource, StateFile};

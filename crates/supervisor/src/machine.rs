@@ -40,7 +40,8 @@
 //!   [`Backoff::healthy_after`](crate::Backoff::healthy_after); only then does the backoff
 //!   (and the `max_retries` / `max_elapsed` budget) reset.
 //! * **Prompt** ([`Disposition::Prompt`]: a clean end of stream, an idle close) reconnects after
-//!   a delay drawn from `[0, PROMPT_MAX_DELAY]` without counting a failure, provided the
+//!   a delay drawn from [`Policy::prompt_delay`](crate::Policy::prompt_delay) (by default
+//!   `[0, PROMPT_MAX_DELAY]`) without counting a failure, provided the
 //!   connection had been up for at least [`QUICK_CLOSE`]. A second prompt close in a row of a
 //!   connection that lived shorter than that counts as a failure and backs off, so a server
 //!   that closes every connection at once cannot make a tight loop.
@@ -761,11 +762,12 @@ impl SourceMachine {
     }
 
     fn prompt_delay(&mut self) -> Duration {
+        let range = self.policy.prompt_delay;
         match self.jitter {
-            Jitter::None => Duration::ZERO,
+            Jitter::None => range.min,
             _ => {
-                let max = PROMPT_MAX_DELAY.min(self.policy.backoff.max);
-                self.rng.random_range(Duration::ZERO..=max)
+                let max = range.max.min(self.policy.backoff.max).max(range.min);
+                self.rng.random_range(range.min..=max)
             }
         }
     }

@@ -39,6 +39,25 @@ impl Default for Backoff {
     }
 }
 
+/// How long a prompt reconnect (a clean end of stream, an idle close) waits: a delay drawn
+/// uniformly from `[min, max]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PromptDelay {
+    /// The least delay.
+    pub min: Duration,
+    /// The greatest delay (raised to `min` when below it).
+    pub max: Duration,
+}
+
+impl Default for PromptDelay {
+    fn default() -> Self {
+        PromptDelay {
+            min: Duration::ZERO,
+            max: crate::machine::PROMPT_MAX_DELAY,
+        }
+    }
+}
+
 /// How a source is supervised: the service's defaults, overridable from the config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -52,6 +71,8 @@ pub struct Policy {
     pub max_retries: Option<u32>,
     /// Give up after failing for this long without a healthy connection (unlimited when `None`).
     pub max_elapsed: Option<Duration>,
+    /// The delay before a prompt reconnect (Campfire asks for a few seconds).
+    pub prompt_delay: PromptDelay,
 }
 
 impl Default for Policy {
@@ -62,6 +83,7 @@ impl Default for Policy {
             resume: Resume::NoReplay,
             max_retries: None,
             max_elapsed: None,
+            prompt_delay: PromptDelay::default(),
         }
     }
 }
@@ -79,6 +101,12 @@ pub trait Source: Send + 'static {
 
     /// How it should be supervised by default.
     fn policy(&self) -> Policy;
+
+    /// What this source reads (service, URL, room, flows, stream or channel), stored with its
+    /// cursor: a saved cursor whose identity differs is not reused. Empty: not checked.
+    fn identity(&self) -> String {
+        String::new()
+    }
 
     /// Opens a connection, resuming after `resume` when given (replaying or backfilling what
     /// was missed, where the protocol can).

@@ -89,6 +89,7 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
                 },
                 max_retries,
                 max_elapsed: None,
+                prompt_delay: Default::default(),
             },
         )
 }

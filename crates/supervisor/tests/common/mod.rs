@@ -32,6 +32,7 @@ pub fn policy(resume: Resume) -> Policy {
         resume,
         max_retries: None,
         max_elapsed: None,
+        prompt_delay: Default::default(),
     }
 }
 

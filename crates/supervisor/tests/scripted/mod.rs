@@ -98,6 +98,7 @@ pub fn test_policy(resume: Resume) -> Policy {
         resume,
         max_retries: None,
         max_elapsed: None,
+        prompt_delay: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ pub fn policy(initial: Duration, max: Duration, stall_timeout: Duration, resume:
         resume,
         max_retries: None,
         max_elapsed: None,
+        prompt_delay: Default::default(),
     }
 }
 
