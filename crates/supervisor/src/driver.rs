@@ -1,15 +1,23 @@
 //! The thin tokio driver: one task per source running its [`SourceMachine`], a bounded merged
 //! channel to the consumer, and a task that saves delivered cursors to the state file.
+//!
+//! Cursors are saved about every [`Options::save_interval`], except a source's first durable
+//! position: a checkpoint ([`SourceItem::Cursor`](chat_model::SourceItem::Cursor)) when none
+//! is saved yet for the source, or the first checkpoint of a connection (its "start from
+//! now" baseline) when it differs from the saved one. That one is written at once, before
+//! anything after it is forwarded, so a process killed before its first periodic save still
+//! resumes from where the source started.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chat_model::{Cursor, Event, Service, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant as TokioInstant;
 
@@ -137,6 +145,10 @@ struct Commit {
     cursor: Option<Cursor>,
     id: Option<String>,
     seen_at: Timestamp,
+    /// A checkpoint that is the first item of its connection (a "start from now" baseline).
+    baseline: bool,
+    /// A checkpoint rather than a delivered event.
+    checkpoint: bool,
 }
 
 // The big variant is the common one; boxing it would cost an allocation per event.
@@ -161,6 +173,7 @@ struct Envelope {
 struct Committed {
     name: String,
     service: Service,
+    identity: String,
     cursor: Option<Cursor>,
     last_delivery_at: Option<Timestamp>,
     recent_ids: VecDeque<String>,
@@ -178,6 +191,10 @@ struct Durable {
 struct Shared {
     stats: Vec<Mutex<SourceStats>>,
     durable: Mutex<Durable>,
+    /// Per source: commits forwarded to the consumer and not yet applied.
+    in_flight: Vec<AtomicUsize>,
+    /// Wakes the saver for a save that should not wait for the interval.
+    save_soon: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,12 +203,47 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn commit(&self, source: usize, commit: Commit) {
-        let mut d = lock(&self.durable);
-        let Some(c) = d.sources.get_mut(source) else {
-            return;
+    /// Applies a commit the consumer has reached (it was counted in `in_flight`).
+    fn commit_forwarded(&self, source: usize, commit: Commit) {
+        let urgent = {
+            let mut d = lock(&self.durable);
+            if let Some(n) = self.in_flight.get(source) {
+                n.fetch_sub(1, Ordering::AcqRel);
+            }
+            Self::apply(&mut d, source, commit)
         };
+        if urgent {
+            self.save_soon.notify_one();
+        }
+    }
+
+    /// Applies a commit at once (nothing forwarded before it awaits delivery); returns
+    /// whether it must be saved at once.
+    fn commit_now(&self, source: usize, commit: Commit) -> bool {
+        Self::apply(&mut lock(&self.durable), source, commit)
+    }
+
+    /// Whether every commit this source forwarded has been applied.
+    fn settled(&self, source: usize) -> bool {
+        self.in_flight
+            .get(source)
+            .is_none_or(|n| n.load(Ordering::Acquire) == 0)
+    }
+
+    /// Records a commit; returns whether it is the source's first durable position (a
+    /// checkpoint when no cursor is committed yet, or a baseline that changes it), which is
+    /// saved at once rather than at the next interval.
+    fn apply(d: &mut Durable, source: usize, commit: Commit) -> bool {
+        let Some(c) = d.sources.get_mut(source) else {
+            return false;
+        };
+        let mut urgent = false;
         if let Some(cursor) = commit.cursor {
+            urgent = commit.checkpoint
+                && match &c.cursor {
+                    None => true,
+                    Some(old) => commit.baseline && *old != cursor,
+                };
             c.cursor = Some(cursor);
         }
         if let Some(id) = commit.id {
@@ -204,6 +256,7 @@ impl Shared {
         }
         c.last_delivery_at = Some(commit.seen_at);
         d.dirty = true;
+        urgent
     }
 
     /// Writes the committed state when it changed (or when `force`). Holds the lock while
@@ -230,6 +283,7 @@ impl Shared {
                 c.name.clone(),
                 SavedSource {
                     service: c.service.as_str().to_owned(),
+                    identity: c.identity.clone(),
                     cursor: c.cursor.clone(),
                     last_delivery_at: c.last_delivery_at,
                     recent_ids: c.recent_ids.iter().cloned().collect(),
@@ -247,6 +301,9 @@ type Spawner = Box<dyn FnOnce(SourceCtx) -> JoinHandle<Outcome> + Send>;
 struct Pending {
     name: String,
     service: Service,
+    identity: String,
+    /// The saved state this source may reuse (same service, same identity or none saved).
+    saved: Option<SavedSource>,
     machine: SourceMachine,
     spawn: Spawner,
 }
@@ -319,7 +376,7 @@ impl Supervisor {
     }
 
     /// Problems found while loading (a corrupt state file set aside, a saved cursor that
-    /// belongs to another service).
+    /// belongs to another service or to a source that read something else).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
@@ -335,6 +392,7 @@ impl Supervisor {
             return Err(SupervisorError::DuplicateName { name });
         }
         let service = source.service();
+        let identity = source.identity();
         let policy = source.policy().with_overrides(&overrides);
         policy
             .validate()
@@ -356,26 +414,29 @@ impl Supervisor {
                 seed,
             },
         );
+        let mut reusable = None;
         if let Some(saved) = self.state.as_ref().and_then(|s| s.get(&name)) {
-            if saved.service == service.as_str() {
-                machine.restore(Restored {
-                    cursor: saved.cursor.clone(),
-                    last_delivery_at: saved.last_delivery_at,
-                    recent_ids: saved.recent_ids.clone(),
-                });
-            } else {
-                let w = format!(
-                    "source {name:?}: the state file holds a cursor for service {:?}, not {:?}; starting without it",
-                    saved.service,
-                    service.as_str()
-                );
-                tracing::warn!("{w}");
-                self.warnings.push(w);
+            match reuse_problem(saved, &service, &identity) {
+                None => {
+                    machine.restore(Restored {
+                        cursor: saved.cursor.clone(),
+                        last_delivery_at: saved.last_delivery_at,
+                        recent_ids: saved.recent_ids.clone(),
+                    });
+                    reusable = Some(saved.clone());
+                }
+                Some(problem) => {
+                    let w = format!("source {name:?}: {problem}");
+                    tracing::warn!(source = %name, "{w}");
+                    self.warnings.push(w);
+                }
             }
         }
         self.sources.push(Pending {
             name,
             service,
+            identity,
+            saved: reusable,
             machine,
             spawn: Box::new(move |ctx| {
                 let (index, shared) = (ctx.index, ctx.shared.clone());
@@ -409,11 +470,7 @@ impl Supervisor {
             .sources
             .iter()
             .map(|p| {
-                let saved = self
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.get(&p.name))
-                    .filter(|s| s.service == p.service.as_str());
+                let saved = p.saved.as_ref();
                 let mut recent_ids: VecDeque<String> = saved
                     .map(|s| s.recent_ids.iter().cloned().collect())
                     .unwrap_or_default();
@@ -423,6 +480,7 @@ impl Supervisor {
                 Committed {
                     name: p.name.clone(),
                     service: p.service.clone(),
+                    identity: p.identity.clone(),
                     cursor: saved.and_then(|s| s.cursor.clone()),
                     last_delivery_at: saved.and_then(|s| s.last_delivery_at),
                     recent_ids,
@@ -441,6 +499,8 @@ impl Supervisor {
                 sources: committed,
                 dirty: false,
             }),
+            in_flight: self.sources.iter().map(|_| AtomicUsize::new(0)).collect(),
+            save_soon: Notify::new(),
         });
         let mut tasks = Vec::with_capacity(self.sources.len());
         for (index, p) in self.sources.into_iter().enumerate() {
@@ -483,8 +543,9 @@ impl Supervisor {
 ///
 /// # Delivery contract
 ///
-/// A cursor becomes durable (is written to the state file within `save_interval`) only once
-/// the consumer has *taken* its event: either by calling [`recv`](Self::recv) again — which
+/// A cursor becomes durable (is written to the state file within `save_interval`; a source's
+/// first position at once, see the [module docs](self)) only once the consumer has *taken*
+/// its event: either by calling [`recv`](Self::recv) again — which
 /// marks the previously returned event as delivered — or by calling [`ack`](Self::ack).
 /// So write and flush each event before asking for the next one. Then:
 ///
@@ -519,7 +580,9 @@ impl EventStream {
                     return Some(event);
                 }
                 // Everything forwarded before it has been returned and acked.
-                Payload::Checkpoint(commit) => self.shared.commit(envelope.source, commit),
+                Payload::Checkpoint(commit) => {
+                    self.shared.commit_forwarded(envelope.source, commit)
+                }
             }
         }
     }
@@ -528,7 +591,7 @@ impl EventStream {
     /// saved. Idempotent.
     pub fn ack(&mut self) {
         if let Some((source, commit)) = self.pending.take() {
-            self.shared.commit(source, commit);
+            self.shared.commit_forwarded(source, commit);
         }
     }
 }
@@ -610,6 +673,40 @@ impl SupervisorHandle {
     }
 }
 
+/// Why a saved state cannot be reused by a source of `service` reading `identity`, if it
+/// cannot: another service, or another identity (a saved state without one, from before
+/// identities were kept, is reused and gets the identity at the next save).
+fn reuse_problem(saved: &SavedSource, service: &Service, identity: &str) -> Option<String> {
+    if saved.service != service.as_str() {
+        return Some(format!(
+            "the state file holds a cursor for service {:?}, not {:?}; starting without it",
+            saved.service,
+            service.as_str()
+        ));
+    }
+    if !saved.identity.is_empty() && !identity.is_empty() && saved.identity != identity {
+        // Identities hold no secrets; redacting is a second line of defence.
+        return Some(format!(
+            "the state file holds a cursor for {:?}, but the source now reads {:?}; starting \
+             fresh without the saved cursor and ids",
+            chat_model::redact_url(&saved.identity),
+            chat_model::redact_url(identity)
+        ));
+    }
+    None
+}
+
+/// Saves the state file now (a source's first durable position); a failure is logged and
+/// left to the periodic saver to retry.
+async fn save_now(shared: &Arc<Shared>, name: &str) {
+    let s = shared.clone();
+    match tokio::task::spawn_blocking(move || s.save(false)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(source = %name, "{e}; will retry"),
+        Err(e) => tracing::warn!(source = %name, "saving the state file crashed: {e}"),
+    }
+}
+
 fn panic_message(e: tokio::task::JoinError) -> String {
     if e.is_panic() {
         let p = e.into_panic();
@@ -642,6 +739,8 @@ async fn run_saver(
     loop {
         let last = tokio::select! {
             _ = tokio::time::sleep(interval) => false,
+            // A first durable position reached through the consumer.
+            _ = shared.save_soon.notified() => false,
             // The handle saves once more after stopping the sources.
             _ = stopped(&mut shutdown) => return,
             // Nobody can ack any more: save what was taken and stop.
@@ -686,6 +785,9 @@ async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outcome {
     } = ctx;
     let name = machine.name().to_owned();
     let mut conn: Option<S::Connection> = None;
+    // Whether nothing has come from the current connection yet (its first checkpoint is a
+    // baseline).
+    let mut fresh_connection = false;
     let (t, w) = now();
     machine.start(t, w);
     let outcome = loop {
@@ -699,22 +801,29 @@ async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outcome {
                 Action::Deliver { .. } | Action::Checkpoint(_) | Action::Emit(_)
             );
             match action {
-                Action::Connect { resume } => connect = Some(resume),
+                Action::Connect { resume } => {
+                    fresh_connection = true;
+                    connect = Some(resume);
+                }
                 Action::Close { reason } => {
                     tracing::warn!(source = %name, "{reason}; replacing the connection");
                     conn = None;
                 }
                 Action::WaitUntil(_) => {}
                 Action::Deliver { event, cursor } => {
+                    fresh_connection = false;
                     let commit = Commit {
                         cursor,
                         id: Some(event.id.clone()).filter(|id| !id.is_empty()),
                         seen_at: chrono::Utc::now(),
+                        baseline: false,
+                        checkpoint: false,
                     };
                     let payload = Payload::Event {
                         event,
                         commit: Some(commit),
                     };
+                    shared.in_flight[index].fetch_add(1, Ordering::AcqRel);
                     if let Err(s) = send(&tx, &mut shutdown, index, payload).await {
                         stop = Some(s);
                         break;
@@ -725,16 +834,46 @@ async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outcome {
                         cursor: Some(cursor),
                         id: None,
                         seen_at: chrono::Utc::now(),
+                        baseline: std::mem::take(&mut fresh_connection),
+                        checkpoint: true,
                     };
-                    if let Err(s) =
-                        send(&tx, &mut shutdown, index, Payload::Checkpoint(commit)).await
-                    {
-                        stop = Some(s);
-                        break;
+                    if shared.settled(index) {
+                        // Everything forwarded before it is delivered: it is durable now,
+                        // whether or not the consumer reads on; a first position is saved
+                        // before anything after it is forwarded.
+                        if shared.commit_now(index, commit) {
+                            save_now(&shared, &name).await;
+                        }
+                    } else {
+                        shared.in_flight[index].fetch_add(1, Ordering::AcqRel);
+                        if let Err(s) =
+                            send(&tx, &mut shutdown, index, Payload::Checkpoint(commit)).await
+                        {
+                            stop = Some(s);
+                            break;
+                        }
                     }
                 }
                 Action::Drop { id } => {
                     tracing::debug!(source = %name, id = %id, "duplicate event dropped");
+                }
+                Action::OnlyDuplicates { dropped } => {
+                    tracing::warn!(
+                        source = %name,
+                        "the server re-sent only events already delivered since the connection \
+                         came up ({dropped} in a row, nothing new): its history may have been \
+                         reset, and new messages with reissued ids are being dropped; if so, \
+                         remove this source's entry from the state file"
+                    );
+                }
+                Action::ServerDelayCapped { from, asked, cap } => {
+                    tracing::warn!(
+                        source = %name,
+                        "the server asked (with {from}) to wait {:.1}s before reconnecting; \
+                         waiting at most {:.1}s (max_server_delay)",
+                        asked.as_secs_f64(),
+                        cap.as_secs_f64()
+                    );
                 }
                 Action::Emit(event) => {
                     log_emitted(&name, &event);

@@ -13,7 +13,10 @@ pub use driver::{
     SupervisorHandle,
 };
 pub use machine::{
-    Action, Jitter, MachineConfig, Outcome, Restored, SourceMachine, SourceState, SourceStats,
+    Action, Jitter, MachineConfig, Outcome, Restored, ServerDelay, SourceMachine, SourceState,
+    SourceStats,
 };
-pub use source::{Backoff, Connection, Overrides, Policy, PromptDelay, Resume, Source};
+pub use source::{
+    Backoff, Connection, DEFAULT_MAX_SERVER_DELAY, Overrides, Policy, PromptDelay, Resume, Source,
+};
 pub use state::{SavedSource, StateFile};

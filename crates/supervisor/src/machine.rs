@@ -51,6 +51,11 @@
 //!   delay do not return together.
 //! * An SSE `retry:` ([`SourceItem::RetryHint`]) is the least delay of every later reconnect of
 //!   this source, prompt ones included.
+//! * **Server delays are capped**: a `Retry-After` or `retry:` longer than
+//!   [`Policy::server_delay_cap`](crate::Policy::server_delay_cap) (the larger of
+//!   [`Policy::max_server_delay`](crate::Policy::max_server_delay), 5 min by default, and the
+//!   backoff maximum) is cut to it, and [`Action::ServerDelayCapped`] says so; a capped
+//!   `retry:` is the floor of later reconnects at the cap, not at the server's value.
 //! * **Fatal** ([`Disposition::Fatal`]) stops the source at once: no further connect.
 //! * `max_retries = n` gives up at the `n+1`-th consecutive failure; `max_elapsed = d` gives up
 //!   when the next attempt would start more than `d` after the first failure of the streak.
@@ -59,7 +64,10 @@
 //!   [`DisconnectReason::Stalled`]. [`SourceItem::StallTimeout`] changes the timeout for the
 //!   rest of the source's life.
 //! * **Resume**: the cursor of the last forwarded event (or [`SourceItem::Cursor`]) is handed
-//!   to every reconnect. Events whose id is in the recent-id window are dropped.
+//!   to every reconnect. Events whose id is in the recent-id window are dropped. When the first
+//!   [`REPLAY_WARN_AFTER`] events of a connection are all dropped so, with nothing new
+//!   delivered, [`Action::OnlyDuplicates`] says so once per connection (a server whose history
+//!   was reset reissues ids already delivered).
 //! * **Gaps**: for [`Resume::NoReplay`] sources every successful reconnect (and the first
 //!   connect after a restart with a saved delivery time) emits a [`Kind::Gap`] event spanning
 //!   from the last moment the source was known to deliver to the reconnect.
@@ -88,6 +96,10 @@ pub const QUICK_CLOSE: Duration = Duration::from_secs(1);
 
 /// The default size of the recent-id window per source.
 pub const DEFAULT_DEDUP_WINDOW: usize = 4096;
+
+/// How many events in a row, right after a connect and with nothing new delivered, must be
+/// duplicates before the machine says so ([`Action::OnlyDuplicates`]).
+pub const REPLAY_WARN_AFTER: u64 = 10;
 
 /// `t + d`, saturating far in the future instead of overflowing (a server may ask for an
 /// absurd `Retry-After`).
@@ -163,10 +175,48 @@ pub enum Action {
         /// Its id.
         id: String,
     },
+    /// Since the connection came up the server has sent only events already delivered:
+    /// [`REPLAY_WARN_AFTER`] in a row and nothing new. Its history may have been reset (ids
+    /// reissued), so new messages are being dropped as old ones; removing the source's saved
+    /// state is the fix. Emitted at most once per connection; the driver logs it.
+    OnlyDuplicates {
+        /// How many were dropped in a row.
+        dropped: u64,
+    },
+    /// A server asked for a longer delay than the policy allows
+    /// ([`Policy::server_delay_cap`](crate::Policy::server_delay_cap)); the cap is used
+    /// instead. The driver logs it.
+    ServerDelayCapped {
+        /// Where the delay came from.
+        from: ServerDelay,
+        /// What the server asked for.
+        asked: Duration,
+        /// What is used instead.
+        cap: Duration,
+    },
     /// Forward this lifecycle ([`Kind::Connection`]) or [`Kind::Gap`] event.
     Emit(Event),
     /// The source has stopped for good; no further action follows.
     GiveUp(Outcome),
+}
+
+/// Where a server-given delay came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerDelay {
+    /// An HTTP `Retry-After` ([`Disposition::After`]).
+    RetryAfter,
+    /// An SSE `retry:` field ([`SourceItem::RetryHint`]).
+    RetryHint,
+}
+
+impl std::fmt::Display for ServerDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerDelay::RetryAfter => "Retry-After",
+            ServerDelay::RetryHint => "retry:",
+        })
+    }
 }
 
 /// How a source ended.
@@ -273,6 +323,10 @@ pub struct SourceStats {
     pub last_event_at: Option<Timestamp>,
     /// The last disconnect reason or malformed-frame error.
     pub last_error: Option<String>,
+    /// Since when the source has not been connected (wall clock): set when it starts and
+    /// at each disconnect of a live connection, kept through failed attempts, cleared when a
+    /// connection comes up. `None` while connected.
+    pub disconnected_since: Option<Timestamp>,
 }
 
 /// What a machine knows from a previous run (the state file).
@@ -321,6 +375,10 @@ pub struct SourceMachine {
     gap_reason: Option<String>,
     restart_gap_from: Option<Timestamp>,
     ever_connected: bool,
+    /// Duplicates dropped in a row since the connection came up, before anything new.
+    replayed_in_a_row: u64,
+    /// Whether the current connection delivered something new or was already warned about.
+    replay_settled: bool,
     gap_seq: u64,
     lifecycle_seq: u64,
     stats: SourceStats,
@@ -351,6 +409,8 @@ impl SourceMachine {
             gap_reason: None,
             restart_gap_from: None,
             ever_connected: false,
+            replayed_in_a_row: 0,
+            replay_settled: false,
             gap_seq: 0,
             lifecycle_seq: 0,
             stats: SourceStats {
@@ -365,6 +425,7 @@ impl SourceMachine {
                 malformed: 0,
                 last_event_at: None,
                 last_error: None,
+                disconnected_since: None,
             },
             policy,
         }
@@ -426,6 +487,7 @@ impl SourceMachine {
     /// Starts the source: asks for the first connection.
     pub fn start(&mut self, now: Instant, wall: Timestamp) {
         if matches!(self.phase, Phase::Idle) {
+            self.stats.disconnected_since = Some(wall);
             self.begin_attempt(now, wall);
         }
     }
@@ -475,6 +537,9 @@ impl SourceMachine {
             last_activity: now,
         };
         self.stats.state = SourceState::Connected;
+        self.stats.disconnected_since = None;
+        self.replayed_in_a_row = 0;
+        self.replay_settled = false;
         if reconnect {
             self.stats.reconnects += 1;
         }
@@ -525,8 +590,18 @@ impl SourceMachine {
                 if !event.id.is_empty() && !self.dedup.insert(&event.id) {
                     self.stats.duplicates += 1;
                     self.actions.push_back(Action::Drop { id: event.id });
+                    if !self.replay_settled {
+                        self.replayed_in_a_row += 1;
+                        if self.replayed_in_a_row >= REPLAY_WARN_AFTER {
+                            self.replay_settled = true;
+                            self.actions.push_back(Action::OnlyDuplicates {
+                                dropped: self.replayed_in_a_row,
+                            });
+                        }
+                    }
                     return;
                 }
+                self.replay_settled = true;
                 if let Some(c) = &cursor {
                     self.cursor = Some(c.clone());
                 }
@@ -538,7 +613,9 @@ impl SourceMachine {
                 self.cursor = Some(c.clone());
                 self.actions.push_back(Action::Checkpoint(c));
             }
-            SourceItem::RetryHint(d) => self.retry_hint = Some(d),
+            SourceItem::RetryHint(d) => {
+                self.retry_hint = Some(self.cap_server_delay(ServerDelay::RetryHint, d))
+            }
             SourceItem::StallTimeout(d) if !d.is_zero() => self.stall_timeout = d,
             SourceItem::Malformed { error } => {
                 self.stats.malformed += 1;
@@ -618,6 +695,7 @@ impl SourceMachine {
         let text = reason.to_string();
         self.stats.last_error = Some(text.clone());
         if was_connected {
+            self.stats.disconnected_since = Some(wall);
             self.gap_reason = Some(text);
             if up_for >= self.policy.backoff.healthy_after {
                 self.failures = 0;
@@ -647,6 +725,7 @@ impl SourceMachine {
                 }
             }
             Disposition::After(server) => {
+                let server = self.cap_server_delay(ServerDelay::RetryAfter, server);
                 self.fail(now);
                 let backoff = self.backoff_delay();
                 if backoff >= server {
@@ -702,6 +781,17 @@ impl SourceMachine {
             ),
         );
         self.actions.push_back(Action::WaitUntil(until));
+    }
+
+    /// `asked`, cut to the policy's cap (saying so with [`Action::ServerDelayCapped`]).
+    fn cap_server_delay(&mut self, from: ServerDelay, asked: Duration) -> Duration {
+        let cap = self.policy.server_delay_cap();
+        if asked <= cap {
+            return asked;
+        }
+        self.actions
+            .push_back(Action::ServerDelayCapped { from, asked, cap });
+        cap
     }
 
     fn fail(&mut self, now: Instant) {

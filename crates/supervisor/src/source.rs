@@ -73,7 +73,13 @@ pub struct Policy {
     pub max_elapsed: Option<Duration>,
     /// The delay before a prompt reconnect (Campfire asks for a few seconds).
     pub prompt_delay: PromptDelay,
+    /// The longest delay a server may impose (an HTTP `Retry-After`, an SSE `retry:`); a
+    /// longer one is cut to [`server_delay_cap`](Self::server_delay_cap) and logged.
+    pub max_server_delay: Duration,
 }
+
+/// The default of [`Policy::max_server_delay`]: five minutes.
+pub const DEFAULT_MAX_SERVER_DELAY: Duration = Duration::from_secs(300);
 
 impl Default for Policy {
     fn default() -> Self {
@@ -84,6 +90,7 @@ impl Default for Policy {
             max_retries: None,
             max_elapsed: None,
             prompt_delay: PromptDelay::default(),
+            max_server_delay: DEFAULT_MAX_SERVER_DELAY,
         }
     }
 }
@@ -103,7 +110,12 @@ pub trait Source: Send + 'static {
     fn policy(&self) -> Policy;
 
     /// What this source reads (service, URL, room, flows, stream or channel), stored with its
-    /// cursor: a saved cursor whose identity differs is not reused. Empty: not checked.
+    /// cursor: a saved cursor (and the recent ids) whose identity differs is not reused, with
+    /// a warning. Empty: not checked.
+    ///
+    /// The identity is written to the state file and may appear in logs: it must never
+    /// contain a secret (no token, no password, no URL with credentials or a token in its
+    /// query).
     fn identity(&self) -> String {
         String::new()
     }
@@ -137,6 +149,8 @@ pub struct Overrides {
     pub max_retries: Option<u32>,
     /// Replaces [`Policy::max_elapsed`].
     pub max_elapsed: Option<Duration>,
+    /// Replaces [`Policy::max_server_delay`].
+    pub max_server_delay: Option<Duration>,
 }
 
 impl Policy {
@@ -157,7 +171,17 @@ impl Policy {
         if overrides.max_elapsed.is_some() {
             self.max_elapsed = overrides.max_elapsed;
         }
+        if let Some(d) = overrides.max_server_delay {
+            self.max_server_delay = d;
+        }
         self
+    }
+
+    /// The longest delay a server can impose: the larger of
+    /// [`max_server_delay`](Self::max_server_delay) and the backoff maximum (a server may
+    /// always ask for as long as the source's own backoff could wait anyway).
+    pub fn server_delay_cap(&self) -> Duration {
+        self.max_server_delay.max(self.backoff.max)
     }
 
     /// Checks that the policy can work: a non-zero backoff floor not above its cap, a finite
@@ -204,6 +228,7 @@ mod tests {
             stall_timeout: Some(Duration::from_secs(7)),
             max_retries: Some(9),
             max_elapsed: Some(Duration::from_secs(600)),
+            max_server_delay: Some(Duration::from_secs(30)),
         };
         let p = base.clone().with_overrides(&o);
         assert_eq!(p.backoff.initial, Duration::from_millis(500));
@@ -214,6 +239,21 @@ mod tests {
         assert_eq!(p.max_retries, Some(9));
         assert_eq!(p.max_elapsed, Some(Duration::from_secs(600)));
         assert_eq!(p.resume, base.resume);
+        assert_eq!(p.max_server_delay, Duration::from_secs(30));
+        // The cap is never below the backoff maximum.
+        assert_eq!(p.server_delay_cap(), Duration::from_secs(30));
+        assert_eq!(
+            Policy::default().server_delay_cap(),
+            DEFAULT_MAX_SERVER_DELAY
+        );
+        let long_backoff = Policy {
+            backoff: Backoff {
+                max: Duration::from_secs(3600),
+                ..Backoff::default()
+            },
+            ..Policy::default()
+        };
+        assert_eq!(long_backoff.server_delay_cap(), Duration::from_secs(3600));
     }
 
     #[test]

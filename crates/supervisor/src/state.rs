@@ -9,6 +9,7 @@
 //!   "sources": {
 //!     "ops": {
 //!       "service": "campfire",
+//!       "identity": "campfire https://acme.campfirenow.com room 111",
 //!       "cursor": {"last_id": 42},
 //!       "last_delivery_at": "2026-11-30T22:00:00Z",
 //!       "recent_ids": ["campfire:1:41", "campfire:1:42"]
@@ -16,6 +17,11 @@
 //!   }
 //! }
 //! ```
+//!
+//! `identity` is what the source read when the cursor was saved ([`Source::identity`]): a
+//! cursor (and the recent ids) are reused only while the source still reads the same thing.
+//! A file written before identities were kept has none; its cursors are reused and the
+//! identity is recorded at the next save. Identities are plain text, never secrets.
 //!
 //! Writes are atomic: a temporary file in the same directory is written, flushed to disk
 //! (`fsync`) and renamed over the old file, so a crash leaves either the old or the new state,
@@ -31,6 +37,8 @@ use chat_model::{Cursor, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::SupervisorError;
+#[cfg(doc)]
+use crate::Source;
 
 /// The state file format version this crate writes.
 pub const STATE_VERSION: u32 = 1;
@@ -41,6 +49,10 @@ pub const STATE_VERSION: u32 = 1;
 pub struct SavedSource {
     /// The service the source spoke when saved (a cursor means nothing to another service).
     pub service: String,
+    /// What the source read when saved ([`Source::identity`]); empty when unknown (a file
+    /// from before identities were kept, or a source that does not say).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity: String,
     /// The cursor after the last delivered event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<Cursor>,
@@ -215,6 +227,7 @@ mod tests {
     fn sample() -> SavedSource {
         SavedSource {
             service: "campfire".into(),
+            identity: "campfire http://127.0.0.1:1 room 111".into(),
             cursor: Some(Cursor::from_json(serde_json::json!({"last_id": 42}))),
             last_delivery_at: Some(
                 chrono::Utc
@@ -248,9 +261,33 @@ mod tests {
         assert_eq!(v["version"], 1);
         assert_eq!(v["sources"]["ops"]["cursor"]["last_id"], 42);
         assert_eq!(
+            v["sources"]["ops"]["identity"],
+            "campfire http://127.0.0.1:1 room 111"
+        );
+        assert!(
+            v["sources"]["other"].get("identity").is_none(),
+            "an empty identity is not written"
+        );
+        assert_eq!(
             v["sources"]["ops"]["last_delivery_at"],
             "2026-11-30T22:00:00Z"
         );
+    }
+
+    #[test]
+    fn a_file_without_identities_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(
+            &path,
+            r#"{"version":1,"sources":{"ops":{"service":"campfire","cursor":{"last_id":7}}}}"#,
+        )
+        .unwrap();
+        let (s, warnings) = StateFile::load(&path).unwrap();
+        assert!(warnings.is_empty());
+        let ops = s.get("ops").unwrap();
+        assert_eq!(ops.identity, "");
+        assert_eq!(ops.cursor.as_ref().unwrap().as_json()["last_id"], 7);
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 use chat_model::{ConnectionState, DisconnectReason, Kind, Service, SourceItem};
 use common::*;
 use supervisor::machine::{PROMPT_MAX_DELAY, QUICK_CLOSE};
-use supervisor::{Action, Jitter, Outcome, Restored, Resume, SourceState};
+use supervisor::{Action, Jitter, Outcome, Restored, Resume, ServerDelay, SourceState};
 
 /// Fails `n` connection attempts in a row (each attempt refused) and returns the delays.
 fn refused_delays(sim: &mut Sim, n: usize) -> Vec<std::time::Duration> {
@@ -699,9 +699,172 @@ fn absurd_server_delays_and_timeouts_do_not_overflow() {
         retry_after: Some(std::time::Duration::MAX),
     });
     let wait = delay_of(&actions, sim.now).unwrap();
-    assert!(wait > secs(365 * 86_400), "honoured, far away: {wait:?}");
+    // Capped (issue 13: an absurd server delay used to be obeyed as given).
+    let cap = supervisor::DEFAULT_MAX_SERVER_DELAY;
+    assert!(wait >= cap && wait <= cap + SECOND, "capped: {wait:?}");
     let info = emitted(&actions)[0].connection.clone().unwrap();
-    assert!(info.retry_in_ms.unwrap() > 365 * 86_400_000);
+    assert!(info.retry_in_ms.unwrap() <= 301_000);
+}
+
+fn capped(actions: &[Action]) -> Vec<(ServerDelay, std::time::Duration, std::time::Duration)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ServerDelayCapped { from, asked, cap } => Some((*from, *asked, *cap)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn server_delays_are_honoured_up_to_the_cap_and_capping_is_reported() {
+    let mut sim = Sim::with(policy(Resume::Replays), Jitter::None, 1, 16);
+    sim.start();
+    // `Retry-After: 999999`: the default cap, 300 s (above the backoff maximum of 64 s).
+    let actions = sim.disconnect(DisconnectReason::RateLimited {
+        retry_after: Some(secs(999_999)),
+    });
+    assert_eq!(delay_of(&actions, sim.now), Some(secs(300)));
+    assert_eq!(
+        capped(&actions),
+        [(ServerDelay::RetryAfter, secs(999_999), secs(300))]
+    );
+    let info = emitted(&actions)[0].connection.clone().unwrap();
+    assert_eq!(info.retry_in_ms, Some(300_000));
+    // A delay within the cap is kept as given and not reported.
+    sim.reconnect();
+    let actions = sim.disconnect(DisconnectReason::RateLimited {
+        retry_after: Some(secs(299)),
+    });
+    assert_eq!(delay_of(&actions, sim.now), Some(secs(299)));
+    assert!(capped(&actions).is_empty());
+
+    // SSE `retry: 999999999` (ms, 11.6 days): capped, and the capped value is the floor of
+    // every later reconnect.
+    sim.reconnect();
+    sim.connected();
+    let actions = sim.item(SourceItem::RetryHint(ms(999_999_999)));
+    assert_eq!(
+        capped(&actions),
+        [(ServerDelay::RetryHint, ms(999_999_999), secs(300))]
+    );
+    sim.advance(secs(120));
+    assert_eq!(sim.fail(DisconnectReason::EndOfStream), secs(300));
+    sim.reconnect();
+    assert_eq!(sim.fail(network()), secs(300));
+    sim.reconnect();
+    assert_eq!(
+        sim.fail(DisconnectReason::RateLimited {
+            retry_after: Some(secs(10))
+        }),
+        secs(300),
+        "the capped hint floors a short Retry-After too"
+    );
+}
+
+#[test]
+fn the_server_delay_cap_is_the_larger_of_max_server_delay_and_the_backoff_maximum() {
+    // max_server_delay below the backoff maximum: the backoff maximum is the cap.
+    let mut p = policy(Resume::Replays);
+    p.backoff.max = secs(600);
+    p.max_server_delay = secs(60);
+    let mut sim = Sim::with(p, Jitter::None, 1, 16);
+    sim.start();
+    let actions = sim.disconnect(DisconnectReason::RateLimited {
+        retry_after: Some(secs(900)),
+    });
+    assert_eq!(delay_of(&actions, sim.now), Some(secs(600)));
+    assert_eq!(
+        capped(&actions),
+        [(ServerDelay::RetryAfter, secs(900), secs(600))]
+    );
+    // max_server_delay above it: max_server_delay is the cap.
+    let mut p = policy(Resume::Replays);
+    p.max_server_delay = secs(1000);
+    let mut sim = Sim::with(p, Jitter::None, 1, 16);
+    sim.start();
+    let actions = sim.disconnect(DisconnectReason::RateLimited {
+        retry_after: Some(secs(900)),
+    });
+    assert_eq!(delay_of(&actions, sim.now), Some(secs(900)));
+    assert!(capped(&actions).is_empty());
+}
+
+fn only_duplicates(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::OnlyDuplicates { dropped } => Some(*dropped),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_that_resends_only_delivered_events_is_reported_once() {
+    let mut sim = Sim::new(policy(Resume::Replays));
+    sim.start();
+    sim.connected();
+    for i in 0..20 {
+        sim.item(msg(&format!("m{i}")));
+    }
+    // The server's history was reset: the reconnect sends m0.. again.
+    sim.fail(network());
+    sim.reconnect();
+    sim.connected();
+    let mut reports = Vec::new();
+    for i in 0..9 {
+        reports.extend(only_duplicates(&sim.item(msg(&format!("m{i}")))));
+    }
+    assert!(reports.is_empty(), "nine duplicates are not yet suspicious");
+    reports.extend(only_duplicates(&sim.item(msg("m9"))));
+    assert_eq!(reports, [supervisor::machine::REPLAY_WARN_AFTER]);
+    for i in 10..20 {
+        assert!(only_duplicates(&sim.item(msg(&format!("m{i}")))).is_empty());
+    }
+    assert_eq!(sim.m.stats().duplicates, 20);
+    // Once per connection: the next connection that does the same is reported again.
+    sim.fail(network());
+    sim.reconnect();
+    sim.connected();
+    let reports: Vec<u64> = (0..15)
+        .flat_map(|i| only_duplicates(&sim.item(msg(&format!("m{i}")))))
+        .collect();
+    assert_eq!(reports, [10]);
+    // A connection that delivers something new first (an ordinary overlap after it) is not.
+    sim.fail(network());
+    sim.reconnect();
+    sim.connected();
+    sim.item(msg("new"));
+    let reports: Vec<u64> = (0..15)
+        .flat_map(|i| only_duplicates(&sim.item(msg(&format!("m{i}")))))
+        .collect();
+    assert!(reports.is_empty(), "{reports:?}");
+}
+
+#[test]
+fn disconnected_since_is_set_at_start_and_disconnect_and_cleared_on_connect() {
+    let mut sim = Sim::new(policy(Resume::Replays));
+    assert_eq!(sim.m.stats().disconnected_since, None, "not started");
+    sim.start();
+    let started = sim.wall();
+    assert_eq!(sim.m.stats().disconnected_since, Some(started));
+    // Failed attempts keep the first moment.
+    sim.advance(secs(1));
+    sim.fail(network());
+    sim.reconnect();
+    sim.fail(network());
+    assert_eq!(sim.m.stats().disconnected_since, Some(started));
+    sim.reconnect();
+    sim.connected();
+    assert_eq!(sim.m.stats().disconnected_since, None);
+    sim.advance(secs(40));
+    let dropped = sim.wall();
+    sim.fail(network());
+    assert_eq!(sim.m.stats().disconnected_since, Some(dropped));
+    sim.reconnect();
+    sim.connected();
+    assert_eq!(sim.m.stats().disconnected_since, None);
 }
 
 #[test]

@@ -90,6 +90,7 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
                 max_retries,
                 max_elapsed: None,
                 prompt_delay: Default::default(),
+                max_server_delay: supervisor::DEFAULT_MAX_SERVER_DELAY,
             },
         )
 }
@@ -106,6 +107,7 @@ proptest! {
     ) {
         let floor = policy.backoff.initial;
         let cap = policy.backoff.max;
+        let server_cap = policy.server_delay_cap();
         let mut sim = Sim::with(policy, Jitter::Full, seed, window);
         let mut all = sim.start();
         let mut hint: Option<Duration> = None;
@@ -166,6 +168,8 @@ proptest! {
                         let reason = last_reason.clone().expect("a wait follows a disconnect");
                         let server = match reason.disposition() {
                             Disposition::After(d) => {
+                                // A server's delay is honoured up to the cap.
+                                let d = d.min(server_cap);
                                 prop_assert!(delay >= d, "{delay:?} shorter than Retry-After {d:?}");
                                 d + (d / 10).min(Duration::from_secs(1))
                             }

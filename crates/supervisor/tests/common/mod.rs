@@ -33,6 +33,7 @@ pub fn policy(resume: Resume) -> Policy {
         max_retries: None,
         max_elapsed: None,
         prompt_delay: Default::default(),
+        max_server_delay: supervisor::DEFAULT_MAX_SERVER_DELAY,
     }
 }
 
