@@ -1,14 +1,16 @@
 //! The tokio driver against an in-process scripted server, with paused time.
 
+mod logs;
 mod scripted;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use chat_model::{ConnectionState, DisconnectReason, Event, Kind};
+use logs::Recorder;
 use scripted::*;
 use supervisor::{
-    EventStream, Options, Outcome, Overrides, SourceState, Supervisor, SupervisorError,
+    EventStream, Options, Outcome, Overrides, SourceState, StateFile, Supervisor, SupervisorError,
 };
 
 fn options() -> Options {
@@ -492,4 +494,191 @@ fn the_public_types_can_move_between_tasks() {
     send::<supervisor::SupervisorHandle>();
     sync::<supervisor::SupervisorHandle>();
     send::<supervisor::Report>();
+}
+
+fn saved_last_id(path: &std::path::Path, source: &str) -> Option<u64> {
+    let (state, _) = StateFile::load(path).ok()?;
+    state
+        .get(source)?
+        .cursor
+        .as_ref()
+        .and_then(|c| c.as_json()["last_id"].as_u64())
+}
+
+/// Polls the state file (real time, bounded) until it holds `last_id` `want` for `source`.
+async fn file_holds(path: &std::path::Path, source: &str, want: u64) {
+    for _ in 0..300 {
+        if path.exists() && saved_last_id(path, source) == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "the state file never held last_id {want}: {:?}",
+        saved_last_id(path, source)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_from_now_baseline_is_durable_at_once_and_later_positions_wait_for_the_saver() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut server = Server::new(40, Duration::from_millis(100), true);
+    server.from_now = true;
+    server.cursor_only_every = Some(5);
+    // Ten messages are published before the source starts: its baseline is after m10.
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    let mut sup = Supervisor::new(Options {
+        state_file: Some(path.clone()),
+        save_interval: Duration::from_secs(86_400),
+        ..options()
+    })
+    .unwrap();
+    sup.add(Scripted::new("ops", &server, vec![]), Overrides::default())
+        .unwrap();
+    let (mut stream, handle) = sup.start();
+    // Nobody reads or acks yet: the baseline is saved anyway, at once.
+    file_holds(&path, "ops", 10).await;
+
+    // Deliveries (and the bare positions after m15 and m20) are saved by the saver, whose
+    // interval is a day: the file keeps the baseline meanwhile.
+    let events = read_until(&mut stream, |e| e.id == "m24").await;
+    let ids: Vec<u64> = messages(&events, "ops").map(num).collect();
+    assert_eq!(ids, [11, 12, 13, 14, 16, 17, 18, 19, 21, 22, 23, 24]);
+    stream.ack();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(saved_last_id(&path, "ops"), Some(10), "no save per position");
+    // A clean shutdown saves what was taken (m24, and the bare position m25 after it).
+    handle.shutdown().await;
+    let last = saved_last_id(&path, "ops").unwrap();
+    assert!(last >= 24, "{last}");
+    assert_eq!(server.resumes(), [None]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_baseline_after_undelivered_events_waits_for_them() {
+    // A connection forwards m1..m3 (nobody reads them yet) and drops; the reconnect starts
+    // from a new position. That position must not become durable before the consumer has
+    // taken m1..m3, and then it is saved without waiting for the interval.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut server = Server::new(100, Duration::from_millis(100), true);
+    server.from_now = true;
+    server.rebaseline = true;
+    let mut sup = Supervisor::new(Options {
+        state_file: Some(path.clone()),
+        save_interval: Duration::from_secs(86_400),
+        ..options()
+    })
+    .unwrap();
+    sup.add(
+        Scripted::new(
+            "ops",
+            &server,
+            vec![Step::Stream(3, End::Drop), Step::Stream(1, End::Stall)],
+        ),
+        Overrides::default(),
+    )
+    .unwrap();
+    let (mut stream, handle) = sup.start();
+    file_holds(&path, "ops", 0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.resumes(), [None, Some(3)], "reconnected meanwhile");
+    assert_eq!(
+        saved_last_id(&path, "ops"),
+        Some(0),
+        "the new position waits for m1..m3"
+    );
+    let events = read_until(&mut stream, |e| e.id == "m3").await;
+    assert_eq!(
+        messages(&events, "ops").map(num).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // Taking m3 (the next recv) reaches the new baseline: saved at once.
+    let next = read_until(&mut stream, |e| e.kind == Kind::Message).await;
+    let first_after = num(next.last().unwrap());
+    assert!(first_after > 4, "the reconnect started from now: m{first_after}");
+    file_holds(&path, "ops", first_after - 1).await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_resending_delivered_events_is_warned_about_once_per_connection() {
+    let (logs, _guard) = Recorder::install();
+    let mut server = Server::new(60, Duration::from_millis(100), true);
+    // Every reconnect resends the last twelve messages already delivered.
+    server.overlap = 12;
+    let script = vec![Step::Stream(15, End::Drop), Step::Stream(15, End::Drop)];
+    let mut sup = Supervisor::new(options()).unwrap();
+    sup.add(Scripted::new("ops", &server, script), Overrides::default())
+        .unwrap();
+    let (mut stream, handle) = sup.start();
+    let events = read_until(&mut stream, |e| e.id == "m40").await;
+    let ids: Vec<u64> = messages(&events, "ops").map(num).collect();
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    let warned = logs.warnings_with("already delivered");
+    assert_eq!(warned.len(), 2, "once per reconnect: {warned:#?}");
+    assert!(warned.iter().all(|l| l.source.as_deref() == Some("ops")));
+    assert!(
+        warned[0].message.contains("state file"),
+        "says what to do: {}",
+        warned[0].message
+    );
+    handle.shutdown().await;
+
+    // An ordinary overlap (two resent) says nothing.
+    let (logs, _guard) = Recorder::install();
+    let mut server = Server::new(20, Duration::from_millis(100), true);
+    server.overlap = 2;
+    let mut sup = Supervisor::new(options()).unwrap();
+    sup.add(
+        Scripted::new("ops", &server, vec![Step::Stream(5, End::Drop)]),
+        Overrides::default(),
+    )
+    .unwrap();
+    let (mut stream, handle) = sup.start();
+    read_until(&mut stream, |e| e.id == "m20").await;
+    assert!(logs.warnings_with("already delivered").is_empty());
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_server_delays_are_capped_and_the_cap_is_logged() {
+    let (logs, _guard) = Recorder::install();
+    let server = Server::new(3, Duration::from_millis(100), true);
+    let script = vec![Step::Refuse(DisconnectReason::RateLimited {
+        retry_after: Some(Duration::from_secs(999_999)),
+    })];
+    let mut sup = Supervisor::new(options()).unwrap();
+    sup.add(
+        Scripted::new("ops", &server, script),
+        Overrides {
+            max_server_delay: Some(Duration::from_secs(30)),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    let (mut stream, handle) = sup.start();
+    let started = tokio::time::Instant::now();
+    let events = read_until(&mut stream, |e| e.id == "m3").await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(40),
+        "reconnected after the 30 s cap, not 11.6 days: {waited:?}"
+    );
+    let life = lifecycle_reasons(&events, "ops");
+    let limited = life
+        .iter()
+        .find(|(_, r, _)| r.as_deref().is_some_and(|r| r.contains("rate limited")))
+        .unwrap();
+    let ms = limited.2.unwrap();
+    assert!((30_000..=31_000).contains(&ms), "{limited:?}");
+    let warned = logs.warnings_with("999999.0s");
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert_eq!(warned[0].source.as_deref(), Some("ops"));
+    assert!(warned[0].message.contains("30.0s"), "{}", warned[0].message);
+    handle.shutdown().await;
 }

@@ -256,3 +256,144 @@ async fn unconfigured_sources_keep_their_state_and_foreign_cursors_are_ignored()
     assert_eq!(saved_last_id(&path, "retired"), Some(99), "kept");
     assert_eq!(saved_last_id(&path, "ops"), Some(5));
 }
+
+/// Runs `f` on a runtime of its own and then drops the runtime with whatever `f` returned
+/// still alive: every task stops where it is, with no final save, like a killed process.
+fn run_then_kill<T>(f: impl std::future::Future<Output = T>) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kept = rt.block_on(f);
+    drop(rt);
+    kept
+}
+
+#[test]
+fn a_process_killed_before_its_first_save_resumes_from_where_the_source_started() {
+    // Real time, two runtimes: the first "process" is killed (its runtime dropped) after
+    // delivering three messages, long before its first periodic save.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut server = Server::new(200, Duration::from_millis(50), true);
+    server.from_now = true;
+    let opts = Options {
+        save_interval: Duration::from_secs(86_400),
+        ..options(&path)
+    };
+    let (first, kept) = run_then_kill(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut sup = Supervisor::new(opts.clone()).unwrap();
+        sup.add(Scripted::new("ops", &server, vec![]), Overrides::default())
+            .unwrap();
+        let (mut stream, handle) = sup.start();
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(num(&next_message(&mut stream).await));
+        }
+        stream.ack();
+        (first, (stream, handle))
+    });
+    drop(kept);
+    let baseline = first[0] - 1;
+    assert!(baseline >= 1, "messages were published before the start");
+    assert_eq!(
+        saved_last_id(&path, "ops"),
+        Some(baseline),
+        "the baseline was durable at once"
+    );
+    // Down for a while: more messages are published meanwhile.
+    std::thread::sleep(Duration::from_millis(400));
+    let second = run_then_kill(async {
+        let mut sup = Supervisor::new(opts.clone()).unwrap();
+        sup.add(Scripted::new("ops", &server, vec![]), Overrides::default())
+            .unwrap();
+        let (mut stream, handle) = sup.start();
+        let mut second = Vec::new();
+        while second.last().is_none_or(|&n| n < first[2] + 10) {
+            second.push(num(&next_message(&mut stream).await));
+        }
+        handle.shutdown().await;
+        second
+    });
+    assert_eq!(server.resumes(), [None, Some(baseline)]);
+    // At least once: the three delivered before the kill come again, nothing is missing.
+    let want: Vec<u64> = (baseline + 1..=first[2] + 10).collect();
+    assert_eq!(second, want, "first run: {first:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cursor_saved_for_another_identity_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut state = StateFile::empty(&path);
+    state.set(
+        "ops",
+        SavedSource {
+            service: "scripted".into(),
+            identity: "scripted http://old.example/ room 1".into(),
+            cursor: Some(cursor(30)),
+            recent_ids: (1..=5).map(|i| format!("m{i}")).collect(),
+            ..SavedSource::default()
+        },
+    );
+    state.save().unwrap();
+
+    // The emulator behind "ops" was replaced (ids start again) and the room changed.
+    let server = Server::new(5, Duration::from_millis(100), true);
+    let mut sup = Supervisor::new(options(&path)).unwrap();
+    sup.add(
+        Scripted::new("ops", &server, vec![]).with_identity("scripted http://new.example/ room 2"),
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(sup.warnings().len(), 1, "{:?}", sup.warnings());
+    let w = &sup.warnings()[0];
+    assert!(
+        w.contains("\"ops\"") && w.contains("old.example") && w.contains("new.example"),
+        "{w}"
+    );
+    let (mut stream, handle) = sup.start();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(num(&next_message(&mut stream).await));
+    }
+    stream.ack();
+    handle.shutdown().await;
+    assert_eq!(server.resumes()[0], None, "the stale cursor was not used");
+    assert_eq!(got, [1, 2, 3, 4, 5], "the old recent ids swallow nothing");
+    let saved = StateFile::load(&path).unwrap().0.get("ops").cloned().unwrap();
+    assert_eq!(saved.identity, "scripted http://new.example/ room 2");
+    assert_eq!(saved_last_id(&path, "ops"), Some(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_file_without_identities_is_reused_and_then_records_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    // As written before identities were kept.
+    std::fs::write(
+        &path,
+        r#"{"version":1,"sources":{"ops":{"service":"scripted","cursor":{"last_id":20},"recent_ids":["m20"]}}}"#,
+    )
+    .unwrap();
+    let server = Server::new(30, Duration::from_millis(100), true);
+    let identity = "scripted room 1";
+    for round in 0..2 {
+        let mut sup = Supervisor::new(options(&path)).unwrap();
+        sup.add(
+            Scripted::new("ops", &server, vec![]).with_identity(identity),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(sup.warnings().is_empty(), "{:?}", sup.warnings());
+        let (mut stream, handle) = sup.start();
+        let first = num(&next_message(&mut stream).await);
+        assert_eq!(first, 21 + round, "round {round} resumes after the saved cursor");
+        stream.ack();
+        handle.shutdown().await;
+        let saved = StateFile::load(&path).unwrap().0.get("ops").cloned().unwrap();
+        assert_eq!(saved.identity, identity, "recorded at the save");
+    }
+    assert_eq!(server.resumes(), [Some(20), Some(21)]);
+}

@@ -47,6 +47,14 @@ pub struct Server {
     pub replays: bool,
     pub overlap: u64,
     pub keepalive: Duration,
+    /// A connect without a cursor starts at what is published next ("start from now") and
+    /// yields that position (the last published id) as a `SourceItem::Cursor` first.
+    pub from_now: bool,
+    /// With `from_now`: every connect starts from now, whatever its cursor.
+    pub rebaseline: bool,
+    /// Every message whose id is a multiple of this reaches the client as a bare
+    /// `SourceItem::Cursor` (a position without an event, like an empty poll range).
+    pub cursor_only_every: Option<u64>,
     /// The resume cursor (last id) of every connect, in order.
     pub resumes: Arc<Mutex<Vec<Option<u64>>>>,
 }
@@ -60,6 +68,9 @@ impl Server {
             replays,
             overlap: 0,
             keepalive: Duration::from_secs(1),
+            from_now: false,
+            rebaseline: false,
+            cursor_only_every: None,
             resumes: Arc::default(),
         }
     }
@@ -83,6 +94,8 @@ pub struct Scripted {
     pub server: Server,
     pub script: VecDeque<Step>,
     pub policy: Policy,
+    /// What `Source::identity` returns.
+    pub identity: String,
 }
 
 /// A policy scaled for tests: backoff 1 s .. 8 s, healthy after 5 s, stall after 5 s.
@@ -115,7 +128,14 @@ impl Scripted {
             server: server.clone(),
             script: script.into(),
             policy: test_policy(resume),
+            identity: String::new(),
         }
+    }
+
+    /// The same, saying it reads `identity`.
+    pub fn with_identity(mut self, identity: &str) -> Self {
+        self.identity = identity.to_owned();
+        self
     }
 }
 
@@ -132,6 +152,10 @@ impl Source for Scripted {
 
     fn policy(&self) -> Policy {
         self.policy.clone()
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
     }
 
     fn connect(
@@ -153,13 +177,20 @@ impl Source for Scripted {
                 Step::Refuse(reason) => Err(reason),
                 Step::Panic => panic!("scripted source {name} crashed"),
                 Step::Stream(n, end) => {
-                    let next = if server.replays {
+                    let now_next = || {
+                        let since = Instant::now() - server.base;
+                        (since.as_nanos() / server.interval.as_nanos().max(1)) as u64 + 1
+                    };
+                    let baseline = (server.from_now && (last.is_none() || server.rebaseline))
+                        .then(|| now_next() - 1);
+                    let next = if let Some(b) = baseline {
+                        b + 1
+                    } else if server.replays {
                         (last.unwrap_or(0) + 1)
                             .saturating_sub(server.overlap)
                             .max(1)
                     } else {
-                        let since = Instant::now() - server.base;
-                        (since.as_nanos() / server.interval.as_nanos().max(1)) as u64 + 1
+                        now_next()
                     };
                     Ok(Conn {
                         name,
@@ -167,6 +198,7 @@ impl Source for Scripted {
                         next,
                         left: n,
                         end,
+                        baseline,
                     })
                 }
             }
@@ -181,10 +213,14 @@ pub struct Conn {
     next: u64,
     left: usize,
     end: End,
+    baseline: Option<u64>,
 }
 
 impl Connection for Conn {
     async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
+        if let Some(b) = self.baseline.take() {
+            return Ok(SourceItem::Cursor(cursor(b)));
+        }
         if self.left == 0 {
             return match &self.end {
                 End::Drop => Err(DisconnectReason::Network(
@@ -207,6 +243,13 @@ impl Connection for Conn {
         }
         let id = self.next;
         self.next += 1;
+        if self
+            .server
+            .cursor_only_every
+            .is_some_and(|k| k > 0 && id % k == 0)
+        {
+            return Ok(SourceItem::Cursor(cursor(id)));
+        }
         self.left -= 1;
         let event = Event::new(
             self.name.clone(),
