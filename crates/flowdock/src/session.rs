@@ -111,7 +111,12 @@ impl StreamDecoder {
     ) -> Self {
         let limits = Limits::with_max_frame(max_frame);
         let framer = match transport {
-            Transport::Json => Framer::Json(JsonLinesDecoder::new(Delimiter::Any, limits), vec![]),
+            // The document: objects "delimited by carriage return (\r). Newline characters
+            // (\n) may occur in messages, but carriage returns should not." So only `\r`
+            // ends a frame: a pretty-printed object with raw newlines between its members is
+            // one message, `\n` (or other whitespace) between frames is a keep-alive, and a
+            // `\r\n` ending is a frame followed by a keep-alive.
+            Transport::Json => Framer::Json(JsonLinesDecoder::new(Delimiter::Cr, limits), vec![]),
             Transport::EventStream => {
                 let mut dec = SseDecoder::new(limits);
                 if let Some(id) = &cursor.last_event_id {
@@ -388,6 +393,39 @@ mod tests {
         assert_eq!(ev[0].text, "héllo ü 日本");
         assert!(out.iter().any(|i| matches!(i, SourceItem::KeepAlive)));
         assert_eq!(d.cursor().last_message_id["o/f"], 2);
+    }
+
+    #[test]
+    fn json_stream_frames_on_cr_only_pretty_printed_is_one_message() {
+        let pretty = |id: u64, text: &str| {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "id": id, "event": "message", "flow": "o:f", "content": text, "user": "2"
+            }))
+            .unwrap()
+        };
+        let (a, b) = (pretty(1, "first\nline two"), pretty(2, "second"));
+        assert!(a.contains('\n'), "raw newlines between members: {a}");
+        for (sep, ka) in [("\r", false), ("\r\n", true), ("\r \t\n\n", true)] {
+            let mut d =
+                StreamDecoder::new("s", Transport::Json, FlowdockCursor::default(), 1 << 20);
+            let mut out = VecDeque::new();
+            let input = format!("\n{a}{sep}{b}{sep}");
+            d.feed(input.as_bytes(), now(), &mut out);
+            assert!(
+                !out.iter().any(|i| matches!(i, SourceItem::Malformed { .. })),
+                "{sep:?}: {out:?}"
+            );
+            let ev = events(&out);
+            assert_eq!(ev.len(), 2, "{sep:?}: {out:?}");
+            assert_eq!(ev[0].text, "first\nline two");
+            assert_eq!(ev[1].text, "second");
+            let kas = out
+                .iter()
+                .filter(|i| matches!(i, SourceItem::KeepAlive))
+                .count();
+            // The leading `\n`, plus one per separator that has whitespace after its `\r`.
+            assert_eq!(kas, if ka { 3 } else { 1 }, "{sep:?}: {out:?}");
+        }
     }
 
     #[test]
