@@ -412,7 +412,8 @@ mod tests {
             let input = format!("\n{a}{sep}{b}{sep}");
             d.feed(input.as_bytes(), now(), &mut out);
             assert!(
-                !out.iter().any(|i| matches!(i, SourceItem::Malformed { .. })),
+                !out.iter()
+                    .any(|i| matches!(i, SourceItem::Malformed { .. })),
                 "{sep:?}: {out:?}"
             );
             let ev = events(&out);
