@@ -8,11 +8,17 @@
 //!   403 for a flow the token may not read, 400 when neither `filter` nor `user` is given.
 //! * Content negotiation by the `Accept` header or the `accept` query parameter; the JSON
 //!   stream is the default.
-//! * JSON stream: one object per frame ended by `\r` (or `\r\n`, configurable), a `\n`
-//!   keep-alive every [`Config::keepalive`].
+//! * JSON stream: one object per frame ended by `\r` (or `\r\n`, [`Config::crlf`]), optionally
+//!   pretty-printed with raw newlines inside ([`Config::pretty`]), a `\n` keep-alive every
+//!   [`Config::keepalive`].
 //! * Event-Stream: `id:` (a stream-wide sequence number) and `data:` per message, a `retry:`
 //!   hint at the start when configured, `:` comments as keep-alives; `Last-Event-ID` replays
-//!   every stored message after that id.
+//!   every stored message after that id (presence, `activity.user`, has no id and is not
+//!   stored, so it is never replayed).
+//! * CORS on every answer and preflights answered, for the document's browser example.
+//! * Message ids (and SSE ids) start from a time-based base, so a restarted emulator never
+//!   reissues an id ([`Config::id_base`] plays a server that reset); optional quiet periods
+//!   of the traffic ([`Config::quiet`]), keep-alives only.
 //! * `GET /flows/:org/:flow/messages?since_id=N&limit=1..100&sort=asc|desc`: stored messages
 //!   as a JSON array (newest `limit` first by default, like the real API).
 //! * Seeded traffic using the shapes of the real events (message, comment with `influx:`
@@ -69,8 +75,20 @@ pub struct Config {
     pub forbidden_flows: Vec<String>,
     /// Keep-alive period of both transports.
     pub keepalive: Duration,
-    /// Use `\r\n` instead of `\r` between JSON stream frames.
+    /// Use `\r\n` instead of `\r` between JSON stream frames (the document's Ruby example and
+    /// the npm `flowdock` client split on `\r\n`).
     pub crlf: bool,
+    /// Pretty-print every streamed object: raw newlines between its members on the JSON
+    /// stream (the document allows `\n` inside a message, only `\r` ends one), one `data:`
+    /// line per line on Event-Stream.
+    pub pretty: bool,
+    /// Quiet periods of the generated traffic: after every `.0` of traffic, none for `.1`
+    /// (keep-alives only), longer than a client's timers when set so.
+    pub quiet: Option<(Duration, Duration)>,
+    /// The first message id of every flow (and the first SSE event id) is above this. None: a
+    /// time-based base (microseconds since the epoch at start), so a restarted emulator never
+    /// reissues an id an earlier run gave out. Set a small one to play a server that reset.
+    pub id_base: Option<u64>,
     /// `retry:` sent at the start of every Event-Stream response, when set.
     pub sse_retry: Option<Duration>,
     /// Stored messages per flow generated before the server starts (REST history).
@@ -92,6 +110,9 @@ impl Default for Config {
             forbidden_flows: vec!["acme/secret".to_owned()],
             keepalive: Duration::from_secs(20),
             crlf: false,
+            pretty: false,
+            quiet: None,
+            id_base: None,
             sse_retry: Some(Duration::from_secs(2)),
             history: 5,
             private_share: 0.05,
@@ -156,6 +177,8 @@ struct Entry {
 struct Log {
     entries: Vec<Entry>,
     seq: u64,
+    /// Where every flow's message ids start (the first id is `base + 1`).
+    base: u64,
     next_id: HashMap<String, u64>,
     /// Recent chat message ids per flow (targets for comments, edits, tag changes).
     recent: HashMap<String, Vec<(u64, String)>>,
@@ -183,11 +206,16 @@ impl Emulator {
     pub async fn start(config: Config) -> std::io::Result<Emulator> {
         let listener = bind(config.listen).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (seq_tx, _) = watch::channel(0u64);
+        let base = config.id_base.unwrap_or_else(time_based_id_base);
+        let (seq_tx, _) = watch::channel(base);
         let shared = Arc::new(Shared {
             traffic: Mutex::new(Traffic::new(config.seed)),
             cfg: config,
-            log: Mutex::new(Log::default()),
+            log: Mutex::new(Log {
+                seq: base,
+                base,
+                ..Log::default()
+            }),
             seq_tx,
             requests: Mutex::new(Vec::new()),
             shutdown: shutdown_rx,
@@ -210,6 +238,7 @@ impl Emulator {
             .route("/flows", get(stream_many))
             .route("/flows/{org}/{flow}", get(stream_one))
             .route("/flows/{org}/{flow}/messages", get(messages))
+            .layer(axum::middleware::from_fn(cors))
             .with_state(shared.clone());
         let handle = serve_router(listener, router, shutdown_tx)?;
         if shared.cfg.rate > 0.0 {
@@ -283,8 +312,9 @@ impl Emulator {
     /// Commits an integration event on a thread to `flow`: `event` is `"discussion"` (an
     /// external comment, `line` its body) or `"activity"` (`line` in its title).
     pub fn inject_thread_event(&self, flow: &str, event: &str, line: &str) -> Committed {
-        self.shared.append_thread_event(flow, event, line);
-        self.committed().pop().expect("stored event")
+        self.shared
+            .append_thread_event(flow, event, line)
+            .expect("stored event")
     }
 
     /// Commits a private message to the token's user.
@@ -347,6 +377,13 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Microseconds since the epoch: ids from a later start are above every id of an earlier run
+/// (which would need more than a million messages a second to catch up), and still exact in
+/// a JavaScript number.
+fn time_based_id_base() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0)
+}
+
 fn user_of(person: usize) -> String {
     (10 + person).to_string()
 }
@@ -362,13 +399,31 @@ impl Shared {
         tags: Vec<String>,
         user: Option<String>,
     ) -> Option<Committed> {
+        self.append_with(flow, to, event, content, tags, user, |_| None)
+    }
+
+    /// Appends an event that `complete` finishes first (extra fields; it may return the
+    /// recorded text): only a complete event is stored and published, so every connection
+    /// and every REST answer sees the same object.
+    #[allow(clippy::too_many_arguments)]
+    fn append_with(
+        &self,
+        flow: Option<&str>,
+        to: Option<String>,
+        event: &str,
+        content: Value,
+        tags: Vec<String>,
+        user: Option<String>,
+        complete: impl FnOnce(&mut Value) -> Option<String>,
+    ) -> Option<Committed> {
         let stored = event != "activity.user";
         let mut log = lock(&self.log);
         log.seq += 1;
         let seq = log.seq;
         let key = flow.unwrap_or("private").to_owned();
         let id = stored.then(|| {
-            let next = log.next_id.entry(key.clone()).or_insert(100);
+            let base = log.base;
+            let next = log.next_id.entry(key.clone()).or_insert(base);
             *next += 1;
             *next
         });
@@ -415,6 +470,7 @@ impl Shared {
                 }
             }
         }
+        let text = complete(&mut obj).unwrap_or(text);
         let entry = Entry {
             seq,
             flow: flow.map(str::to_owned),
@@ -544,53 +600,48 @@ impl Shared {
         }
     }
 
-    /// An integration `activity` or `discussion` event on a thread (shape of the fixtures).
-    fn append_thread_event(&self, flow: &str, event: &str, line: &str) {
+    /// An integration `activity` or `discussion` event on a thread (shape of the fixtures),
+    /// published only once complete (author, title, body and thread filled in).
+    fn append_thread_event(&self, flow: &str, event: &str, line: &str) -> Option<Committed> {
         let thread_id = format!("emuThread{}", flow.len());
-        let mut log = lock(&self.log);
-        let initial = log
-            .recent
-            .get(flow)
-            .and_then(|r| r.first().map(|(id, _)| *id))
-            .unwrap_or(101);
-        drop(log);
+        let initial = {
+            let log = lock(&self.log);
+            let base = log.base;
+            log.recent
+                .get(flow)
+                .and_then(|r| r.first().map(|(id, _)| *id))
+                .unwrap_or(base + 1)
+        };
         let title = if event == "discussion" {
             "commented on ticket".to_owned()
         } else {
             format!("Updated <a href=\"https://ci.example.com/\">{line}</a>")
         };
-        let rec = self.append(
+        let discussion = event == "discussion";
+        self.append_with(
             Some(flow),
             None,
             event,
             Value::Null,
             vec![],
             Some("0".into()),
-        );
-        // Complete the stored object with the thread fields the real events carry.
-        log = lock(&self.log);
-        if let (Some(rec), Some(entry)) = (rec, log.entries.last_mut()) {
-            if entry.seq == rec.seq {
-                entry.json["thread_id"] = json!(thread_id);
-                entry.json["app"] = json!("influx");
-                entry.json["title"] = json!(title);
-                entry.json["author"] = json!({"name": "CI Bot"});
-                entry.json["body"] = if event == "discussion" {
-                    json!(line)
-                } else {
-                    Value::Null
-                };
-                entry.json["thread"] = json!({
+            |obj| {
+                obj["thread_id"] = json!(thread_id);
+                obj["app"] = json!("influx");
+                obj["title"] = json!(title);
+                obj["author"] = json!({"name": "CI Bot"});
+                obj["body"] = if discussion { json!(line) } else { Value::Null };
+                obj["thread"] = json!({
                     "id": thread_id, "title": "Build pipeline", "initial_message": initial,
                     "body": "", "status": null, "fields": [], "actions": [],
                 });
-                entry.text = if event == "discussion" {
+                Some(if discussion {
                     line.to_owned()
                 } else {
-                    title
-                };
-            }
-        }
+                    title.clone()
+                })
+            },
+        )
     }
 
     fn record(&self, r: RequestRecord) {
@@ -603,13 +654,77 @@ async fn generate(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let started = Instant::now();
     let mut stop = shared.shutdown.clone();
     loop {
         tokio::select! {
-            _ = tick.tick() => shared.generate_one(),
+            _ = tick.tick() => {
+                if !in_quiet_period(shared.cfg.quiet, started.elapsed()) {
+                    shared.generate_one();
+                }
+            }
             _ = stopped(&mut stop) => return,
         }
     }
+}
+
+/// Whether `elapsed` since the start falls in a quiet period of `quiet` (traffic, then
+/// silence, repeating).
+fn in_quiet_period(quiet: Option<(Duration, Duration)>, elapsed: Duration) -> bool {
+    let Some((busy, silent)) = quiet else {
+        return false;
+    };
+    let cycle = (busy + silent).as_nanos().max(1);
+    elapsed.as_nanos() % cycle >= busy.as_nanos()
+}
+
+/// CORS, so the document's browser `EventSource` example works from a page of another
+/// origin: every answer allows the asking origin (any, when none is named), and a preflight
+/// (`OPTIONS`, which a browser sends before `Last-Event-ID` or `Authorization` headers) is
+/// answered with what the API accepts.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut r = if req.method() == axum::http::Method::OPTIONS {
+        let asked = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(
+                "authorization, accept, last-event-id, cache-control",
+            ));
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, OPTIONS"),
+        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = r.headers_mut();
+    match origin {
+        Some(o) => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            h.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        None => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+    }
+    r
 }
 
 /// Checks basic auth (token as user) or the `access_token` parameter.
@@ -811,17 +926,19 @@ async fn stream(
             }
         }
     }
-    // Where this connection starts in the log: SSE replays after Last-Event-ID.
-    let start = {
+    // Where this connection starts in the log: SSE replays after Last-Event-ID. What is
+    // replayed (before `live_from`) is what the server stores: presence is not.
+    let (start, live_from) = {
         let log = lock(&shared.log);
         let replay_from = match (mode, last_event_id.as_deref().map(str::parse::<u64>)) {
             (Mode::Sse, Some(Ok(id))) => Some(id),
             _ => None,
         };
-        match replay_from {
+        let start = match replay_from {
             Some(id) => log.entries.partition_point(|e| e.seq <= id),
             None => log.entries.len(),
-        }
+        };
+        (start, log.entries.len())
     };
     let (tx, body) = channel_body();
     let conn = Conn {
@@ -830,6 +947,7 @@ async fn stream(
         flows,
         private,
         pos: start,
+        live_from,
         faults: faults.clone(),
     };
     tokio::spawn(conn.run(tx));
@@ -854,6 +972,8 @@ struct Conn {
     flows: HashSet<String>,
     private: bool,
     pos: usize,
+    /// Log entries before this index are a replay: only stored ones are sent.
+    live_from: usize,
     faults: Vec<Fault>,
 }
 
@@ -867,7 +987,11 @@ impl Conn {
     }
 
     fn frame(&self, e: &Entry) -> Vec<u8> {
-        let json = e.json.to_string();
+        let json = if self.shared.cfg.pretty {
+            serde_json::to_string_pretty(&e.json).unwrap_or_else(|_| e.json.to_string())
+        } else {
+            e.json.to_string()
+        };
         match self.mode {
             Mode::Json => {
                 let mut f = json.into_bytes();
@@ -879,7 +1003,11 @@ impl Conn {
                 if e.stored {
                     s.push_str(&format!("id: {}\n", e.seq));
                 }
-                s.push_str(&format!("data: {json}\n\n"));
+                // One `data:` line per line: the client joins them with `\n`.
+                for line in json.lines() {
+                    s.push_str(&format!("data: {line}\n"));
+                }
+                s.push('\n');
                 s.into_bytes()
             }
         }
@@ -963,8 +1091,9 @@ impl Conn {
                     let mut frames = Vec::new();
                     while self.pos < log.entries.len() {
                         let e = &log.entries[self.pos];
+                        let replayed = self.pos < self.live_from;
                         self.pos += 1;
-                        if self.matches(e) {
+                        if self.matches(e) && (e.stored || !replayed) {
                             frames.push(self.frame(e));
                         }
                     }

@@ -8,6 +8,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::mapping::normalize_flow;
 use crate::session::{FlowdockCursor, StreamDecoder, Transport};
 use crate::wire::WireMessage;
 
@@ -253,31 +254,72 @@ impl Client {
     /// come first, in order, before the live ones (duplicates dropped by id). Event-Stream
     /// without an event id yet (first connection, or a drop before the first event) does the
     /// same, best effort: REST failures are logged and the live stream goes on.
+    ///
+    /// The baseline is the position the source starts from, fixed once: when this connect
+    /// took one (or moved a position because the server's ids went backwards), the stream
+    /// yields the cursor as a [`SourceItem::Cursor`] before anything else, so every later
+    /// reconnect resumes from it even when this connection dies before its first event.
     pub async fn connect(&self, resume: Option<FlowdockCursor>) -> Result<FlowdockStream, Error> {
-        let mut cursor = resume.unwrap_or_default();
+        let resumed = resume.unwrap_or_default();
+        let mut cursor = resumed.clone();
         let transport = self.cfg.transport;
-        // The JSON stream always resumes over REST; Event-Stream does when it has no event id
-        // yet (a drop before the first event), best effort.
-        let rest_resume = transport == Transport::Json || cursor.last_event_id.is_none();
-        if rest_resume {
-            for flow in self.backfill_flows() {
-                if cursor.last_message_id.contains_key(&flow) {
-                    continue;
-                }
-                match self.messages(&flow, None, 1).await {
-                    Ok(latest) => {
-                        let id = latest.iter().filter_map(WireMessage::id_u64).max();
-                        cursor.last_message_id.insert(flow.clone(), id.unwrap_or(0));
+        let mut aliases = Vec::new();
+        // The server's latest id per flow: the baseline of a flow the cursor does not know
+        // yet, and a check of the ones it knows (ids below the cursor: the server reset).
+        // The JSON stream needs it (an error fails the connect); Event-Stream uses it for a
+        // REST resume while it has no event id yet, and for the check, best effort.
+        for flow in self.backfill_flows() {
+            let known = cursor.last_message_id.get(&flow).copied();
+            let needed = transport == Transport::Json || cursor.last_event_id.is_none();
+            match self.messages_raw(&flow, None, 1).await {
+                Ok(latest) => {
+                    let mut top = None;
+                    for raw in latest {
+                        if let Ok(m) = serde_json::from_value::<WireMessage>(raw) {
+                            if let Some(reference) = m.flow.clone() {
+                                aliases.push((reference, flow.clone()));
+                            }
+                            top = top.max(m.id_u64());
+                        }
                     }
-                    Err(e) if transport == Transport::Json => return Err(e),
-                    Err(e) => tracing::warn!(
-                        source = %self.cfg.source,
-                        error = %e,
-                        "flowdock: no REST baseline; a drop before the first event may lose messages"
-                    ),
+                    let top = top.unwrap_or(0);
+                    match known {
+                        None => {
+                            cursor.last_message_id.insert(flow.clone(), top);
+                        }
+                        Some(mine) if top < mine => {
+                            tracing::warn!(
+                                source = %self.cfg.source,
+                                flow = %flow,
+                                cursor_id = mine,
+                                server_id = top,
+                                "flowdock: the server's message ids went backwards in flow {flow} \
+                                 (latest {top}, below the {mine} already delivered; server reset?); \
+                                 resuming from the server's position"
+                            );
+                            cursor.last_message_id.insert(flow.clone(), top);
+                            // Its event ids are the old server's too.
+                            cursor.last_event_id = None;
+                        }
+                        Some(_) => {}
+                    }
                 }
+                Err(e) if transport == Transport::Json => return Err(e),
+                Err(e) if needed => tracing::warn!(
+                    source = %self.cfg.source,
+                    flow = %flow,
+                    error = %e,
+                    "flowdock: no REST position for the flow; a drop before the first event may lose messages"
+                ),
+                Err(e) => tracing::debug!(
+                    source = %self.cfg.source,
+                    flow = %flow,
+                    error = %e,
+                    "flowdock: cannot check the flow's REST position; resuming with Last-Event-ID"
+                ),
             }
         }
+        let rest_resume = transport == Transport::Json || cursor.last_event_id.is_none();
         let what = self.describe();
         let mut req = self
             .http
@@ -295,13 +337,24 @@ impl Client {
             detail: error_chain(&e),
         })?;
         check_response(&resp, &what, transport.accept())?;
+        let changed = cursor != resumed;
         let mut dec = StreamDecoder::new(
             self.cfg.source.clone(),
             transport,
             cursor,
             self.cfg.max_frame,
         );
+        if let ([flow], false) = (self.cfg.flows.as_slice(), self.cfg.private) {
+            dec.set_only_flow(Some(normalize_flow(flow)));
+        }
+        for (reference, flow) in &aliases {
+            dec.learn_alias(reference, flow);
+        }
         let mut pending = VecDeque::new();
+        if changed {
+            // The start position, fixed before any event of this connection.
+            pending.push_back(SourceItem::Cursor(dec.cursor().to_cursor()));
+        }
         if rest_resume {
             match self.backfill(&mut dec, &mut pending).await {
                 Ok(()) => {}
@@ -340,16 +393,10 @@ impl Client {
         let limit = self.cfg.backfill_limit.clamp(1, MAX_BACKFILL_LIMIT);
         for flow in self.backfill_flows() {
             // Only flows with a known position: never replay a whole history.
-            if !dec.cursor().last_message_id.contains_key(&flow) {
+            let Some(mut since) = dec.cursor().last_message_id.get(&flow).copied() else {
                 continue;
-            }
+            };
             for _page in 0..MAX_BACKFILL_PAGES {
-                let since = dec
-                    .cursor()
-                    .last_message_id
-                    .get(&flow)
-                    .copied()
-                    .unwrap_or(0);
                 let page = self.messages_raw(&flow, Some(since), limit).await?;
                 let n = page.len();
                 let now = chrono::Utc::now();
@@ -364,16 +411,21 @@ impl Client {
                 }
                 msgs.sort_by_key(|(m, _)| m.id_u64().unwrap_or(0));
                 let delivered = msgs.len();
-                for (mut m, raw) in msgs {
-                    if m.flow.is_none() {
-                        m.flow = Some(flow.clone());
-                    }
-                    dec.deliver(m, raw, now, out);
+                // The next page starts after the newest id of this one: the page's own ids,
+                // not a lookup that another naming of the flow could leave behind.
+                let next = msgs
+                    .iter()
+                    .filter_map(|(m, _)| m.id_u64())
+                    .max()
+                    .unwrap_or(since);
+                for (m, raw) in msgs {
+                    dec.deliver_backfilled(&flow, m, raw, now, out);
                 }
                 tracing::debug!(flow, since, delivered, "flowdock: backfilled");
-                if n < limit as usize {
+                if n < limit as usize || next <= since {
                     break;
                 }
+                since = next;
             }
         }
         Ok(())

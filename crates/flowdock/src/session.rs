@@ -4,7 +4,7 @@
 //! it to an event and advances the resume cursor. It does no IO and reads no clock (the caller
 //! passes the time), so every protocol rule is testable without a socket.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use chat_model::{Cursor, SourceItem, Timestamp};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stream_frame::{Chunk, Delimiter, Frame, Item, JsonLinesDecoder, Limits, SseDecoder, SseItem};
 
-use crate::mapping::{room_of, to_event};
+use crate::mapping::{normalize_flow, room_of, to_event};
 use crate::wire::WireMessage;
 
 /// Which of the two streaming content types to use.
@@ -87,6 +87,11 @@ pub struct StreamDecoder {
     /// Skip messages whose id is not newer than the cursor (overlap of backfill or replay and
     /// the live stream; Flowdock message ids grow within a flow).
     skip_delivered: bool,
+    /// Other references to the configured flows (a flow id, as the REST answers for that
+    /// flow name it), each to the configured `org/flow`.
+    aliases: HashMap<String, String>,
+    /// The flow a message that names none belongs to (a single-flow stream).
+    only_flow: Option<String>,
 }
 
 impl std::fmt::Debug for StreamDecoder {
@@ -111,7 +116,12 @@ impl StreamDecoder {
     ) -> Self {
         let limits = Limits::with_max_frame(max_frame);
         let framer = match transport {
-            Transport::Json => Framer::Json(JsonLinesDecoder::new(Delimiter::Any, limits), vec![]),
+            // The document: objects "delimited by carriage return (\r). Newline characters
+            // (\n) may occur in messages, but carriage returns should not." So only `\r`
+            // ends a frame: a pretty-printed object with raw newlines between its members is
+            // one message, `\n` (or other whitespace) between frames is a keep-alive, and a
+            // `\r\n` ending is a frame followed by a keep-alive.
+            Transport::Json => Framer::Json(JsonLinesDecoder::new(Delimiter::Cr, limits), vec![]),
             Transport::EventStream => {
                 let mut dec = SseDecoder::new(limits);
                 if let Some(id) = &cursor.last_event_id {
@@ -127,7 +137,59 @@ impl StreamDecoder {
             cursor,
             fed: 0,
             skip_delivered: true,
+            aliases: HashMap::new(),
+            only_flow: None,
         }
+    }
+
+    /// Messages that name no flow (and are not private) belong to `flow`: the stream reads
+    /// that one flow only.
+    pub fn set_only_flow(&mut self, flow: Option<String>) {
+        self.only_flow = flow;
+    }
+
+    /// Learns that `reference` (as a message's `flow` field gives it, e.g. a flow id) is the
+    /// configured flow `flow` (`org/flow`): such messages are named and resumed as `flow`.
+    pub fn learn_alias(&mut self, reference: &str, flow: &str) {
+        let reference = normalize_flow(reference.trim());
+        if reference.is_empty() || reference == flow {
+            return;
+        }
+        // Positions recorded under the other name before it was known count for the flow.
+        if let Some(id) = self.cursor.last_message_id.remove(&reference) {
+            self.cursor.advance(flow, id);
+        }
+        self.aliases.insert(reference, flow.to_owned());
+    }
+
+    /// The configured flow a message belongs to, when it names one (or the stream has one).
+    fn flow_of(&self, msg: &WireMessage) -> Option<String> {
+        match msg.flow.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(f) => {
+                let f = normalize_flow(f);
+                Some(self.aliases.get(&f).cloned().unwrap_or(f))
+            }
+            None if msg.to.is_none() => self.only_flow.clone(),
+            None => None,
+        }
+    }
+
+    /// Delivers a message fetched over REST for the configured `flow`: it belongs to that
+    /// flow whatever its `flow` field says (which, when it differs, is learnt as an alias).
+    pub fn deliver_backfilled(
+        &mut self,
+        flow: &str,
+        mut msg: WireMessage,
+        raw: Value,
+        now: Timestamp,
+        out: &mut VecDeque<SourceItem>,
+    ) {
+        if let Some(reference) = msg.flow.as_deref() {
+            let reference = reference.to_owned();
+            self.learn_alias(&reference, flow);
+        }
+        msg.flow = Some(flow.to_owned());
+        self.deliver(msg, raw, now, out);
     }
 
     /// The resume cursor after everything decoded so far.
@@ -324,13 +386,23 @@ impl StreamDecoder {
 
     /// Maps and queues one message, advancing the cursor; drops a message already delivered
     /// (by id, per flow) when replays overlap.
+    ///
+    /// The position is kept under the configured flow the message belongs to (its `flow`
+    /// field, an alias of it, or the stream's only flow), the same key the REST backfill
+    /// resumes from: so the cursor attached to each event names the last delivered id of its
+    /// flow, whichever form the server used.
     pub fn deliver(
         &mut self,
-        msg: WireMessage,
+        mut msg: WireMessage,
         raw: Value,
         now: Timestamp,
         out: &mut VecDeque<SourceItem>,
     ) {
+        if let Some(flow) = self.flow_of(&msg) {
+            if msg.flow.as_deref() != Some(flow.as_str()) {
+                msg.flow = Some(flow);
+            }
+        }
         let room = room_of(&msg);
         if let (Some(id), true) = (msg.id_u64(), msg.flow.is_some()) {
             let fresh = self.cursor.advance(&room, id);
@@ -388,6 +460,40 @@ mod tests {
         assert_eq!(ev[0].text, "héllo ü 日本");
         assert!(out.iter().any(|i| matches!(i, SourceItem::KeepAlive)));
         assert_eq!(d.cursor().last_message_id["o/f"], 2);
+    }
+
+    #[test]
+    fn json_stream_frames_on_cr_only_pretty_printed_is_one_message() {
+        let pretty = |id: u64, text: &str| {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "id": id, "event": "message", "flow": "o:f", "content": text, "user": "2"
+            }))
+            .unwrap()
+        };
+        let (a, b) = (pretty(1, "first\nline two"), pretty(2, "second"));
+        assert!(a.contains('\n'), "raw newlines between members: {a}");
+        for (sep, ka) in [("\r", false), ("\r\n", true), ("\r \t\n\n", true)] {
+            let mut d =
+                StreamDecoder::new("s", Transport::Json, FlowdockCursor::default(), 1 << 20);
+            let mut out = VecDeque::new();
+            let input = format!("\n{a}{sep}{b}{sep}");
+            d.feed(input.as_bytes(), now(), &mut out);
+            assert!(
+                !out.iter()
+                    .any(|i| matches!(i, SourceItem::Malformed { .. })),
+                "{sep:?}: {out:?}"
+            );
+            let ev = events(&out);
+            assert_eq!(ev.len(), 2, "{sep:?}: {out:?}");
+            assert_eq!(ev[0].text, "first\nline two");
+            assert_eq!(ev[1].text, "second");
+            let kas = out
+                .iter()
+                .filter(|i| matches!(i, SourceItem::KeepAlive))
+                .count();
+            // The leading `\n`, plus one per separator that has whitespace after its `\r`.
+            assert_eq!(kas, if ka { 3 } else { 1 }, "{sep:?}: {out:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Every real Flowdock event in `shared/fixtures/flowdock/` decodes into a sensible event.
+//! Every real Flowdock event in `tests/fixtures/` (copied from the public Flowdock fixtures,
+//! MIT licence in `tests/fixtures/LICENSE-oulu.txt`) decodes into a sensible event.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use flowdock::{WireMessage, to_event};
 use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/flowdock")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 fn load_all() -> Vec<(String, Value)> {
@@ -15,7 +16,7 @@ fn load_all() -> Vec<(String, Value)> {
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
         panic!(
             "the Flowdock fixtures folder {} is missing or unreadable ({e}); \
-             it must sit beside the workspace as shared/fixtures/flowdock",
+             it is part of the repository (crates/flowdock/tests/fixtures)",
             dir.display()
         )
     });

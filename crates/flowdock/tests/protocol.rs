@@ -40,7 +40,19 @@ async fn open(
     flows: &[&str],
 ) -> (Emulator, FlowdockStream) {
     let emu = Emulator::start(quiet(faults)).await.unwrap();
-    let stream = client(&emu, transport, flows).connect(None).await.unwrap();
+    let mut stream = client(&emu, transport, flows).connect(None).await.unwrap();
+    // A fresh start fixes its position (the REST baseline) before anything else.
+    let first = tokio::time::timeout(WAIT, stream.next_item())
+        .await
+        .unwrap()
+        .unwrap();
+    let SourceItem::Cursor(c) = first else {
+        panic!("the baseline cursor comes first: {first:?}")
+    };
+    let c = FlowdockCursor::from_cursor(&c).unwrap();
+    for flow in flows {
+        assert!(c.last_message_id.contains_key(*flow), "{c:?}");
+    }
     (emu, stream)
 }
 

@@ -39,6 +39,19 @@ pub struct EmulateArgs {
     /// Inject random faults into this fraction of connections (0 to 1).
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     pub faults: f64,
+    /// Flowdock only: how JSON stream frames end, `cr` (`\r`, the document's rule) or `crlf`
+    /// (`\r\n`, what its Ruby example and the npm `flowdock` client split on).
+    #[arg(long, value_enum, value_name = "DELIM")]
+    pub delim: Option<Delim>,
+}
+
+/// The frame ending of the Flowdock emulator's JSON stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Delim {
+    /// `\r`.
+    Cr,
+    /// `\r\n`.
+    Crlf,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -168,17 +181,38 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
     } else {
         FaultPlan::none()
     });
-    let emu =
-        match AnyEmulator::start(args.service, args.listen, args.seed, args.rate, faults).await {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!(
-                    "tributary: cannot start the emulator on {}: {e}",
-                    args.listen
-                );
-                return ExitCode::FAILURE;
-            }
-        };
+    let started = match (args.service, args.delim) {
+        (EmulatedService::Flowdock, Some(delim)) => {
+            let c = emulator::flowdock::Config {
+                listen: args.listen,
+                seed: args.seed,
+                rate: args.rate,
+                faults,
+                crlf: delim == Delim::Crlf,
+                ..Default::default()
+            };
+            emulator::flowdock::Emulator::start(c)
+                .await
+                .map(AnyEmulator::Flowdock)
+        }
+        (service, Some(_)) => {
+            eprintln!("tributary: --delim applies to the flowdock emulator only, not {service:?}");
+            return ExitCode::from(2);
+        }
+        (service, None) => {
+            AnyEmulator::start(service, args.listen, args.seed, args.rate, faults).await
+        }
+    };
+    let emu = match started {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "tributary: cannot start the emulator on {}: {e}",
+                args.listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let name = format!("{:?}", args.service).to_lowercase();
     println!("# {name} emulator listening on {}", emu.url());
     println!("# add this to tributary.toml to read it; stop with Ctrl-C\n");
