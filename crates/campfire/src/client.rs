@@ -39,6 +39,8 @@ pub struct ClientConfig {
     /// The room id.
     pub room: u64,
     /// Join the room over REST before each stream (the streaming API requires membership).
+    /// Without it the client still joins when the stream is refused with HTTP 403 and a REST
+    /// API is known, then streams again once.
     pub join: bool,
     /// Backfill missed messages from `recent.json` when resuming.
     pub backfill: bool,
@@ -93,6 +95,9 @@ pub struct Client {
     recent_url: Option<Url>,
     api_base: Option<Url>,
     names: Arc<Mutex<HashMap<u64, Option<String>>>>,
+    /// The start position fixed by the first connect without a resume position (the room's
+    /// latest id then); every later connect without one starts from it too.
+    baseline: Arc<Mutex<Option<CampfireCursor>>>,
 }
 
 fn base_url(what: &'static str, raw: &str) -> Result<Url, Error> {
@@ -184,6 +189,7 @@ impl Client {
             recent_url,
             api_base,
             names: Arc::default(),
+            baseline: Arc::default(),
         })
     }
 
@@ -376,32 +382,24 @@ impl Client {
         })
     }
 
-    /// Opens the live stream: joins first when configured, then `GET live.json`, then
-    /// backfills from `recent.json` what was posted after `resume`, yielded before the first
-    /// live message. Without `resume` (and with a REST API) the start is the room's latest
-    /// message id, asked for before subscribing and reported as a [`SourceItem::Cursor`].
-    pub async fn connect(&self, resume: Option<CampfireCursor>) -> Result<LiveStream, Error> {
-        if self.config.join {
-            self.join().await?;
-        }
-        // A first connection starts from the room's latest id, learned before subscribing and
-        // backfilled after, so nothing posted in between is lost and a drop before the first
-        // message can still be backfilled.
-        let mut start = None;
-        let resume = match resume {
-            Some(c) => Some(c),
-            None if self.can_backfill() => {
-                let latest = self.recent_request(None, 1).await?;
-                let last_message_id = latest
-                    .iter()
-                    .filter_map(|m| m.get("id").and_then(id_of))
-                    .max()
-                    .unwrap_or(0);
-                start = Some(CampfireCursor { last_message_id });
-                start
-            }
-            None => None,
-        };
+    /// The room's latest message id (0 for an empty room), from `recent.json?limit=1`.
+    async fn latest(&self) -> Result<CampfireCursor, Error> {
+        let latest = self.recent_request(None, 1).await?;
+        let last_message_id = latest
+            .iter()
+            .filter_map(|m| m.get("id").and_then(id_of))
+            .max()
+            .unwrap_or(0);
+        Ok(CampfireCursor { last_message_id })
+    }
+
+    /// The start position fixed by the first connect without a resume position, if any.
+    pub fn baseline(&self) -> Option<CampfireCursor> {
+        *lock(&self.baseline)
+    }
+
+    /// Sends `GET live.json` and checks the answer's status and content type.
+    async fn request_live(&self) -> Result<reqwest::Response, Error> {
         let request = self
             .http
             .get(self.live_url.clone())
@@ -424,6 +422,77 @@ impl Client {
         };
         let response = self.check(Endpoint::Live, response).await?;
         self.check_json(Endpoint::Live, response.headers())?;
+        Ok(response)
+    }
+
+    /// Opens `live.json`. The streaming API serves only rooms the user has joined: a 403
+    /// when this connect has not joined yet makes the client join over REST and ask once
+    /// more; without a REST API it is [`Error::NotJoined`].
+    async fn open_live(&self, mut joined: bool) -> Result<reqwest::Response, Error> {
+        loop {
+            match self.request_live().await {
+                Err(Error::Status {
+                    status: 403, body, ..
+                }) if !joined => {
+                    if self.join_url.is_none() {
+                        return Err(Error::NotJoined {
+                            room: self.config.room,
+                            status: 403,
+                            body,
+                        });
+                    }
+                    tracing::info!(
+                        room = self.config.room,
+                        "live.json answered HTTP 403: joining the room (the streaming API serves only joined rooms)"
+                    );
+                    self.join().await?;
+                    joined = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Opens the live stream: joins first when configured, then `GET live.json` (joining and
+    /// asking again when it is refused with 403), then backfills from `recent.json` what was
+    /// posted after `resume`, yielded before the first live message.
+    ///
+    /// Without `resume` (and with a REST API) the start is the room's latest message id,
+    /// asked for before subscribing. The first such call fixes it (see [`Client::baseline`]):
+    /// every later call without `resume` starts from the same position, so a first stream
+    /// that never answers or dies before its first message loses nothing. The start is the
+    /// stream's first item, a [`SourceItem::Cursor`], before any event.
+    ///
+    /// With `resume`, when nothing was missed and the room's latest id is below it, the
+    /// server's ids went backwards (a reset server): that is logged as a warning and the
+    /// server's position is taken (also yielded as a [`SourceItem::Cursor`]) instead of
+    /// dropping every new message as already delivered.
+    pub async fn connect(&self, resume: Option<CampfireCursor>) -> Result<LiveStream, Error> {
+        if self.config.join {
+            self.join().await?;
+        }
+        // A first connection starts from the room's latest id, learned before subscribing and
+        // backfilled after, so nothing posted in between is lost and a drop before the first
+        // message can still be backfilled.
+        let mut start = None;
+        let resume = match resume {
+            Some(c) => Some(c),
+            None if self.can_backfill() => {
+                let fixed = self.baseline();
+                let baseline = match fixed {
+                    Some(b) => b,
+                    None => {
+                        let latest = self.latest().await?;
+                        *lock(&self.baseline) = Some(latest);
+                        latest
+                    }
+                };
+                start = Some(baseline);
+                start
+            }
+            None => None,
+        };
+        let response = self.open_live(self.config.join).await?;
         let mut session = Session::new(
             self.config.source.clone(),
             self.config.room,
@@ -432,9 +501,6 @@ impl Client {
             self.config.keep_raw,
         );
         let mut pending = Vec::new();
-        if let Some(start) = start {
-            pending.push(SourceItem::Cursor(start.to_cursor()));
-        }
         // The stream is subscribed before the backfill is fetched, so nothing posted in
         // between is lost; the session drops what both deliver.
         if let (Some(cursor), true) = (resume, self.can_backfill()) {
@@ -445,7 +511,28 @@ impl Client {
                 count = missed.len(),
                 "backfilled from recent.json"
             );
+            // A position from outside (a saved cursor) that the server knows nothing after:
+            // check that its ids did not go backwards.
+            if missed.is_empty() && start.is_none() {
+                let latest = self.latest().await?;
+                if latest.last_message_id < cursor.last_message_id {
+                    tracing::warn!(
+                        room = self.config.room,
+                        cursor = cursor.last_message_id,
+                        latest = latest.last_message_id,
+                        "the Campfire server's message ids went backwards (a reset server?): \
+                         its latest id is below the saved position; taking the server's position"
+                    );
+                    session.take_position(latest);
+                    start = Some(latest);
+                }
+            }
+            if let Some(start) = start {
+                pending.push(SourceItem::Cursor(start.to_cursor()));
+            }
             session.backfill(missed, &mut pending);
+        } else if let Some(start) = start {
+            pending.push(SourceItem::Cursor(start.to_cursor()));
         }
         tracing::debug!(room = self.config.room, url = %redact_url(self.live_url.as_str()), "streaming");
         Ok(LiveStream {
@@ -725,6 +812,35 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_without_a_rest_api_says_to_join() {
+        use emulator::campfire::{Config, DEFAULT_TOKEN, Emulator};
+        let emu = Emulator::start(Config {
+            rate: 0.0,
+            require_join: true,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let mut c = ClientConfig::new(DEFAULT_TOKEN, 111);
+        c.url = emu.url();
+        let mut client = Client::new(c).unwrap();
+        // As against the real streaming host without api_url: no REST API to join with.
+        client.join_url = None;
+        client.recent_url = None;
+        client.api_base = None;
+        let e = client.connect(None).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::NotJoined { room: 111, status: 403, body } if body.contains("join")),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("api_url"), "{e}");
+        assert!(!emu.has_joined(DEFAULT_TOKEN, 111));
+        let reason = DisconnectReason::from(e);
+        assert!(matches!(reason, DisconnectReason::Forbidden(_)), "{reason}");
+        emu.stop().await;
     }
 
     #[test]

@@ -67,6 +67,20 @@ pub enum Error {
         /// The start of the response body.
         body: String,
     },
+    /// The streaming API refused the room (the user must have joined it) and the client
+    /// cannot join it: no REST API URL is known.
+    #[error(
+        "live.json for Campfire room {room} answered HTTP {status}{}: the streaming API serves only rooms the user has joined, and without the REST API URL (api_url, e.g. https://ACCOUNT.campfirenow.com) this client cannot join it; set api_url, or join the room in Campfire first",
+        detail(body)
+    )]
+    NotJoined {
+        /// The room.
+        room: u64,
+        /// The status code of the refusal.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
     /// The connection failed or broke.
     #[error("network error on {endpoint} for Campfire room {room}: {message}")]
     Network {
@@ -109,7 +123,7 @@ impl Error {
     /// The HTTP status code, when the server answered with one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Status { status, .. } => Some(*status),
+            Error::Status { status, .. } | Error::NotJoined { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -147,6 +161,7 @@ impl Error {
                 &format!("Campfire room {room} ({endpoint})"),
                 *retry_after,
             ),
+            Error::NotJoined { .. } => DisconnectReason::Forbidden(self.to_string()),
             Error::Network { .. } => DisconnectReason::Network(self.to_string()),
             Error::Protocol { .. } => DisconnectReason::Protocol(self.to_string()),
             Error::Stalled { idle, .. } => DisconnectReason::Stalled { idle: *idle },
@@ -203,6 +218,28 @@ mod tests {
 
         let err = DisconnectReason::from(status(Endpoint::Live, 500, None));
         assert_eq!(err.disposition(), Disposition::Backoff);
+    }
+
+    #[test]
+    fn not_joined_says_what_to_do() {
+        let e = Error::NotJoined {
+            room: 9,
+            status: 403,
+            body: "You must join the room".into(),
+        };
+        assert_eq!(e.status(), Some(403));
+        let text = e.to_string();
+        assert!(
+            text.contains("room 9") && text.contains("HTTP 403"),
+            "{text}"
+        );
+        assert!(
+            text.contains("api_url") && text.contains("joined"),
+            "{text}"
+        );
+        let reason = DisconnectReason::from(e);
+        assert!(matches!(reason, DisconnectReason::Forbidden(_)), "{reason}");
+        assert!(reason.is_fatal());
     }
 
     #[test]

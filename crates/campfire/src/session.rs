@@ -1,5 +1,11 @@
 //! The sans-IO core of one streaming connection: bytes and backfilled messages in,
 //! [`SourceItem`]s out, with the resume cursor and duplicate suppression.
+//!
+//! Framing follows NOTES.md: one JSON object per frame, frames separated by `\r` only. A
+//! `\n` is never a boundary: an object laid out over several lines (as the document's own
+//! example response is) or a body with a raw line feed stays one frame, a `\r\n` ending is a
+//! boundary followed by whitespace, and whitespace between frames (Campfire's single space
+//! every ~3 s) is a keep-alive.
 
 use std::collections::HashSet;
 
@@ -63,7 +69,8 @@ impl Session {
             source: source.into(),
             room,
             keep_raw,
-            decoder: JsonLinesDecoder::new(Delimiter::Any, limits),
+            // `\r` only: a `\n` may occur inside a frame (see the module docs).
+            decoder: JsonLinesDecoder::new(Delimiter::Cr, limits),
             frames: Vec::new(),
             resume,
             last: resume,
@@ -81,6 +88,14 @@ impl Session {
     pub fn resumed_from(&self) -> Option<CampfireCursor> {
         self.resume
             .map(|last_message_id| CampfireCursor { last_message_id })
+    }
+
+    /// Takes the server's `position` in place of the resume position, when the server's ids
+    /// went backwards (a reset server): no message is dropped as already delivered any more,
+    /// and cursors continue from `position`. Call before feeding the live stream.
+    pub fn take_position(&mut self, position: CampfireCursor) {
+        self.resume = None;
+        self.last = Some(position.last_message_id);
     }
 
     /// Delivers the messages of a `recent.json` answer: those after the resume position, in id
@@ -149,9 +164,12 @@ impl Session {
     }
 
     fn frame(&mut self, frame: Frame, out: &mut Vec<SourceItem>) {
-        let parsed = serde_json::from_slice::<Value>(&frame.bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|raw| match raw {
+        let values = match parse_lenient(&frame.bytes) {
+            Ok(values) => values,
+            Err(e) => return self.malformed(frame.offset, &e.to_string(), out),
+        };
+        for raw in values {
+            let parsed = match raw {
                 Value::Object(_) => Message::deserialize(&raw)
                     .map(|m| (m, raw))
                     .map_err(|e| e.to_string()),
@@ -159,24 +177,29 @@ impl Session {
                     "expected a message object, got {}",
                     kind_name(&other)
                 )),
-            });
-        match parsed {
-            Ok((message, raw)) => {
-                if self.resume.is_some_and(|r| message.id <= r)
-                    || self.backfilled.contains(&message.id)
-                {
-                    tracing::debug!(room = self.room, id = message.id, "already delivered");
-                    return;
+            };
+            match parsed {
+                Ok((message, raw)) => {
+                    if self.resume.is_some_and(|r| message.id <= r)
+                        || self.backfilled.contains(&message.id)
+                    {
+                        tracing::debug!(room = self.room, id = message.id, "already delivered");
+                        continue;
+                    }
+                    self.deliver(message, raw, out);
                 }
-                self.deliver(message, raw, out);
+                Err(e) => self.malformed(frame.offset, &e, out),
             }
-            Err(e) => out.push(SourceItem::Malformed {
-                error: format!(
-                    "Campfire room {}: malformed message skipped (at byte offset {}): {e}",
-                    self.room, frame.offset
-                ),
-            }),
         }
+    }
+
+    fn malformed(&self, offset: u64, error: &str, out: &mut Vec<SourceItem>) {
+        out.push(SourceItem::Malformed {
+            error: format!(
+                "Campfire room {}: malformed message skipped (at byte offset {offset}): {error}",
+                self.room
+            ),
+        });
     }
 
     fn deliver(&mut self, message: Message, raw: Value, out: &mut Vec<SourceItem>) {
@@ -199,6 +222,63 @@ impl Session {
             ),
         });
     }
+}
+
+/// Parses one frame into the JSON values it holds: normally exactly one. Accepted as well,
+/// so that no message is lost to a server's layout:
+/// * a string holding raw control characters (a body with a raw line feed or tab, which
+///   strict JSON forbids): read with those characters escaped;
+/// * several objects in one frame, separated only by whitespace such as `\n` (the
+///   document's example response is laid out that way): each is a value.
+///
+/// When neither reading works the error is the strict parser's.
+fn parse_lenient(bytes: &[u8]) -> Result<Vec<Value>, serde_json::Error> {
+    let strict = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => return Ok(vec![v]),
+        Err(e) => e,
+    };
+    let escaped = escape_raw_controls(bytes);
+    let text = escaped.as_deref().unwrap_or(bytes);
+    let values: Result<Vec<Value>, _> = serde_json::Deserializer::from_slice(text)
+        .into_iter::<Value>()
+        .collect();
+    match values {
+        Ok(values) if !values.is_empty() => Ok(values),
+        _ => Err(strict),
+    }
+}
+
+/// `bytes` with every raw control character inside a JSON string escaped (`\n`, `\r`, `\t`
+/// or `\u00XX`); `None` when there is none.
+fn escape_raw_controls(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        let raw_control = in_string && !escaped && b < 0x20;
+        if raw_control {
+            let o = out.get_or_insert_with(|| bytes[..i].to_vec());
+            match b {
+                b'\n' => o.extend_from_slice(b"\\n"),
+                b'\r' => o.extend_from_slice(b"\\r"),
+                b'\t' => o.extend_from_slice(b"\\t"),
+                _ => o.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+            }
+        } else if let Some(o) = out.as_mut() {
+            o.push(b);
+        }
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+    }
+    out
 }
 
 fn kind_name(v: &Value) -> &'static str {
@@ -256,11 +336,12 @@ mod tests {
         );
         s.feed(stream.as_bytes(), &mut out);
         assert_eq!(ids(&out), vec![1, 2, 3]);
+        // Two spaces and the `\n` of the `\r\n` ending: whitespace between frames.
         assert_eq!(
             out.iter()
                 .filter(|i| matches!(i, SourceItem::KeepAlive))
                 .count(),
-            2
+            3
         );
         match &out.last().unwrap() {
             SourceItem::Event { event, cursor } => {
@@ -271,6 +352,125 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(s.cursor().unwrap().last_message_id, 3);
+    }
+
+    fn texts(items: &[SourceItem]) -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Event { event, .. } => Some(event.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn malformed(items: &[SourceItem]) -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Malformed { error } => Some(error.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The document's example response, laid out as the document prints it: each object over
+    /// two lines.
+    const DOC_FIRST: &str = "{\"room_id\":1,\"created_at\":\"2009-12-01 23:44:40\",\"body\":\"hello\",\"id\":1,\n \"user_id\":1,\"type\":\"TextMessage\",\"starred\":\"true\"}";
+    const DOC_SECOND: &str = "{\"room_id\":1,\"created_at\":\"2009-12-01 23:40:00\",\"body\":null,\"id\":2,\n \"user_id\":null,\"type\":\"TimestampMessage\",\"starred\":\"false\"}";
+
+    #[test]
+    fn multi_line_objects_are_one_frame_each() {
+        let pretty = serde_json::to_string_pretty(
+            &serde_json::from_str::<Value>(&line(3, "PasteMessage", "a\nb")).unwrap(),
+        )
+        .unwrap();
+        assert!(pretty.matches('\n').count() > 5, "{pretty}");
+        for sep in ["\r", "\r\n"] {
+            let stream = format!("{DOC_FIRST}{sep} {DOC_SECOND}{sep} {pretty}{sep}");
+            // In one chunk and byte by byte: a `\n` never ends a frame.
+            for one_byte in [false, true] {
+                let mut s = session(None);
+                let mut out = Vec::new();
+                if one_byte {
+                    for b in stream.as_bytes() {
+                        s.feed(std::slice::from_ref(b), &mut out);
+                    }
+                } else {
+                    s.feed(stream.as_bytes(), &mut out);
+                }
+                assert_eq!(malformed(&out), Vec::<String>::new());
+                assert_eq!(ids(&out), vec![1, 2, 3], "{sep:?} {one_byte}");
+                assert_eq!(texts(&out), vec!["hello", "", "a\nb"]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_raw_line_feed_or_tab_in_a_body_is_kept() {
+        let mut s = session(None);
+        let mut out = Vec::new();
+        let raw = line(7, "PasteMessage", "line one\nline two\tend")
+            .replace("\\n", "\n")
+            .replace("\\t", "\t");
+        assert!(raw.contains('\n') && raw.contains('\t'), "{raw}");
+        s.feed(
+            format!("{raw}\r {}\r", line(8, "TextMessage", "next")).as_bytes(),
+            &mut out,
+        );
+        assert_eq!(malformed(&out), Vec::<String>::new());
+        assert_eq!(ids(&out), vec![7, 8]);
+        assert_eq!(texts(&out), vec!["line one\nline two\tend", "next"]);
+    }
+
+    #[test]
+    fn objects_separated_only_by_line_feeds_are_each_delivered() {
+        let mut s = session(None);
+        let mut out = Vec::new();
+        s.feed(format!("{DOC_FIRST}\n{DOC_SECOND}\r").as_bytes(), &mut out);
+        assert_eq!(malformed(&out), Vec::<String>::new());
+        assert_eq!(ids(&out), vec![1, 2]);
+        // A broken object among them is still reported, with the frame's offset.
+        let mut s = session(None);
+        let mut out = Vec::new();
+        s.feed(format!(" {DOC_FIRST}\n{{\"id\":\r").as_bytes(), &mut out);
+        assert_eq!(ids(&out), Vec::<u64>::new());
+        let errors = malformed(&out);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("offset 1"), "{errors:?}");
+    }
+
+    #[test]
+    fn take_position_forgets_the_resume_position() {
+        let mut s = session(Some(1_000_000));
+        let mut out = Vec::new();
+        s.take_position(CampfireCursor {
+            last_message_id: 40,
+        });
+        assert_eq!(s.cursor().unwrap().last_message_id, 40);
+        s.feed(
+            format!(
+                "{}\r{}\r",
+                line(39, "TextMessage", "a"),
+                line(41, "TextMessage", "b")
+            )
+            .as_bytes(),
+            &mut out,
+        );
+        assert_eq!(ids(&out), vec![39, 41]);
+        assert_eq!(s.cursor().unwrap().last_message_id, 41);
+        let cursors: Vec<u64> = out
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Event { cursor, .. } => Some(
+                    CampfireCursor::from_cursor(cursor.as_ref()?)
+                        .ok()?
+                        .last_message_id,
+                ),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cursors, vec![40, 41]);
     }
 
     #[test]
@@ -437,11 +637,21 @@ mod tests {
                 n in 1usize..12,
                 cuts in proptest::collection::vec(0usize..4000, 0..20),
                 crlf in any::<bool>(),
+                layout in 0u8..3,
             ) {
                 let sep = if crlf { "\r\n" } else { "\r" };
                 let mut stream = String::from(" ");
                 for i in 1..=n {
-                    stream.push_str(&line(i as u64, "TextMessage", "héllo ☃"));
+                    let l = line(i as u64, "TextMessage", "héllo ☃\nzwei");
+                    let l = match layout {
+                        // Compact, as most servers send it.
+                        0 => l,
+                        // Pretty-printed: raw line feeds between members.
+                        1 => serde_json::to_string_pretty(&serde_json::from_str::<Value>(&l).unwrap()).unwrap(),
+                        // A raw line feed inside the body.
+                        _ => l.replace("\\n", "\n"),
+                    };
+                    stream.push_str(&l);
                     stream.push_str(sep);
                     stream.push(' ');
                 }
@@ -458,6 +668,7 @@ mod tests {
                 prop_assert_eq!(ids(&out), (1..=n as u64).collect::<Vec<_>>());
                 let malformed = out.iter().any(|i| matches!(i, SourceItem::Malformed { .. }));
                 prop_assert!(!malformed);
+                prop_assert!(texts(&out).iter().all(|t| t == "héllo ☃\nzwei"));
             }
         }
     }

@@ -408,11 +408,22 @@ async fn faults_survived_with_nothing_lost_or_repeated() {
     let got: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     assert_eq!(got, want, "ends: {ends:?}");
     assert!(ends.len() >= 3, "faults were not hit: {ends:?}");
-    // The first connection learned the latest id; every reconnect resumed from a cursor.
+    // The first connection learned the latest id; every reconnect resumed from a cursor
+    // (a request without one is only ever the one-message look at the latest id).
     let since = emu.since_message_ids();
     assert_eq!(since[0], None, "{since:?}");
-    assert!(since[1..].iter().all(Option::is_some), "{since:?}");
-    assert!(since.len() >= 3, "{since:?}");
+    let recent: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/recent.json"))
+        .collect();
+    assert!(
+        recent
+            .iter()
+            .all(|r| r.since_message_id.is_some() || r.limit == Some(1)),
+        "{recent:?}"
+    );
+    assert!(since.iter().flatten().count() >= 2, "{since:?}");
     assert!(ends.iter().any(|e| e.contains("HTTP 400")), "{ends:?}");
     assert!(ends.iter().any(|e| e.contains("HTTP 503")), "{ends:?}");
     emu.stop().await;
@@ -484,9 +495,6 @@ async fn join_before_streaming() {
     })
     .await
     .unwrap();
-    let no_join = client(&emu);
-    let reason = DisconnectReason::from(no_join.connect(None).await.unwrap_err());
-    assert!(matches!(reason, DisconnectReason::Forbidden(_)), "{reason}");
     let joining = client_with(&emu, |c| {
         c.join = true;
         c.api_url = Some(emu.url());
@@ -497,6 +505,227 @@ async fn join_before_streaming() {
     let seen = read(&mut s, 1).await;
     assert_eq!(native_ids(&seen), vec![id]);
     emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_stream_joins_the_room_and_streams() {
+    let emu = Emulator::start(Config {
+        require_join: true,
+        ..quiet(vec![])
+    })
+    .await
+    .unwrap();
+    // `join` is off, but the REST API is known: refused with 403, the client joins and asks
+    // again.
+    let mut s = client(&emu).connect(None).await.unwrap();
+    assert!(emu.has_joined(DEFAULT_TOKEN, ROOM));
+    let id = emu.inject_text(ROOM, "after joining");
+    // The join's own EnterMessage came after the start: backfilled, then the live message.
+    let seen = read(&mut s, 2).await;
+    let enter = emu.committed()[0].clone();
+    assert_eq!(enter.kind, "EnterMessage");
+    assert_eq!(native_ids(&seen), vec![enter.id, id]);
+    let calls: Vec<(String, u16)> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.ends_with("recent.json") && !r.path.starts_with("/users/"))
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            (format!("/room/{ROOM}/live.json"), 403),
+            (format!("/room/{ROOM}/join.json"), 200),
+            (format!("/room/{ROOM}/live.json"), 200),
+        ]
+    );
+    emu.stop().await;
+
+    // Joining itself refused: the join's own error, typed and naming the room.
+    let emu = Emulator::start(Config {
+        require_join: true,
+        rest_faults: Arc::new(FaultPlan::script([
+            vec![],
+            vec![Fault::Status {
+                code: 403,
+                retry_after: None,
+            }],
+        ])),
+        ..quiet(vec![])
+    })
+    .await
+    .unwrap();
+    let e = client(&emu).connect(None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            campfire::Error::Status {
+                endpoint: campfire::Endpoint::Join,
+                status: 403,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let reason = DisconnectReason::from(e);
+    assert!(matches!(reason, DisconnectReason::Forbidden(_)), "{reason}");
+    assert!(
+        reason.to_string().contains(&format!("room {ROOM}")),
+        "{reason}"
+    );
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn quiet_periods_longer_than_every_timer_keep_the_connection() {
+    let emu = Emulator::start(quiet(vec![])).await.unwrap();
+    let c = client_with(&emu, |c| c.idle_timeout = Some(Duration::from_millis(600)));
+    let mut s = c.connect(None).await.unwrap();
+    // Five idle timeouts of keep-alive spaces only.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut keepalives = 0;
+    while tokio::time::Instant::now() < quiet_until {
+        match tokio::time::timeout_at(quiet_until, s.next_item()).await {
+            Err(_) => break,
+            Ok(Ok(SourceItem::KeepAlive)) => keepalives += 1,
+            Ok(Ok(SourceItem::Cursor(_))) => {}
+            Ok(other) => panic!("a quiet room ended or sent {other:?}"),
+        }
+    }
+    assert!(keepalives >= 10, "{keepalives}");
+    let id = emu.inject_text(ROOM, "still here");
+    let seen = read(&mut s, 1).await;
+    assert_eq!(native_ids(&seen), vec![id]);
+    assert_eq!(emu.streams_served(), 1);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_first_stream_that_never_answers_or_is_refused_keeps_its_start() {
+    for first in [
+        vec![Fault::Delay(Duration::from_secs(4))],
+        vec![Fault::Refuse],
+    ] {
+        let emu = Emulator::start(quiet(vec![first.clone()])).await.unwrap();
+        let before = emu.inject_text(ROOM, "before the start");
+        let c = client(&emu);
+        // The first stream: no answer within the caller's patience, or refused.
+        match tokio::time::timeout(Duration::from_secs(1), c.connect(None)).await {
+            Err(_) => {}
+            Ok(Err(e)) => assert!(
+                matches!(DisconnectReason::from(e), DisconnectReason::Network(_)),
+                "{first:?}"
+            ),
+            Ok(Ok(mut s)) => {
+                let seen = read_until_end(&mut s).await;
+                assert!(seen.events.is_empty(), "{seen:?}");
+            }
+        }
+        assert_eq!(c.baseline().unwrap().last_message_id, before);
+        // Posted while no stream is open.
+        let missed: Vec<u64> = (0..9)
+            .map(|i| emu.inject_text(ROOM, &format!("meanwhile {i}")))
+            .collect();
+        let mut s = c.connect(None).await.unwrap();
+        let live = emu.inject_text(ROOM, "live");
+        let seen = read(&mut s, 10).await;
+        let mut want = missed.clone();
+        want.push(live);
+        assert_eq!(native_ids(&seen), want, "{first:?}");
+        // The start came first, as a cursor, on both connections it was handed to.
+        assert_eq!(
+            seen.cursors,
+            vec![CampfireCursor {
+                last_message_id: before
+            }]
+        );
+        assert_eq!(
+            emu.since_message_ids(),
+            vec![None, Some(before)],
+            "{first:?}"
+        );
+        emu.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ids_that_went_backwards_take_the_servers_position() {
+    let emu = Emulator::start(Config {
+        first_id: Some(1000),
+        ..quiet(vec![])
+    })
+    .await
+    .unwrap();
+    let old = emu.inject_text(ROOM, "on the reset server");
+    // A cursor saved from the server before its reset, far above its new ids.
+    let stale = CampfireCursor {
+        last_message_id: 5_000_000,
+    };
+    let mut s = client(&emu).connect(Some(stale)).await.unwrap();
+    let fresh = emu.inject_text(ROOM, "new after the reset");
+    let seen = read(&mut s, 1).await;
+    assert_eq!(native_ids(&seen), vec![fresh]);
+    assert_eq!(
+        seen.cursors,
+        vec![CampfireCursor {
+            last_message_id: old
+        }]
+    );
+    assert_eq!(seen.events[0].1.unwrap().last_message_id, fresh);
+    assert_eq!(
+        emu.since_message_ids(),
+        vec![Some(stale.last_message_id), None]
+    );
+    // A cursor the server is ahead of needs no such look.
+    let mut s = client(&emu)
+        .connect(Some(CampfireCursor {
+            last_message_id: fresh,
+        }))
+        .await
+        .unwrap();
+    let next = emu.inject_text(ROOM, "next");
+    let seen = read(&mut s, 1).await;
+    assert_eq!(native_ids(&seen), vec![next]);
+    assert!(seen.cursors.is_empty());
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn multi_line_and_crlf_layouts_decode_every_message() {
+    use emulator::campfire::Layout;
+    for (layout, crlf) in [
+        (Layout::Document, false),
+        (Layout::Pretty, false),
+        (Layout::Pretty, true),
+    ] {
+        let emu = Emulator::start(Config {
+            layout,
+            crlf,
+            keepalive: Duration::from_millis(20),
+            ..quiet(vec![])
+        })
+        .await
+        .unwrap();
+        let mut s = client(&emu).connect(None).await.unwrap();
+        for _ in 0..120 {
+            emu.inject_generated(ROOM);
+        }
+        let seen = read(&mut s, 120).await;
+        assert!(
+            seen.malformed.is_empty(),
+            "{layout:?}: {:?}",
+            seen.malformed
+        );
+        let want: Vec<u64> = emu.committed().iter().map(|c| c.id).collect();
+        assert_eq!(native_ids(&seen), want, "{layout:?}");
+        for ((e, _), c) in seen.events.iter().zip(emu.committed()) {
+            if c.kind == "PasteMessage" {
+                assert!(e.text.contains('\n'), "{:?}", e.text);
+                assert_eq!(Some(e.text.as_str()), c.body.as_deref());
+            }
+        }
+        emu.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 //!
 //! It follows `campfire-streaming.txt` and NOTES.md: HTTP basic auth with the token as user
 //! and `x` (or `X`) as password (401 otherwise), one JSON object per frame terminated by `\r`
-//! (or `\r\n` when configured), a single space as keep-alive every ~3 s, `created_at` as
+//! (or `\r\n` when configured), each object compact, laid out over two lines as the
+//! document prints its example response, or pretty-printed ([`Layout`]), a single space as
+//! keep-alive every ~3 s (also through quiet periods of any length), `created_at` as
 //! `2009-12-01 23:44:40` (UTC, no zone) and `starred` as the string `"true"`/`"false"` in the
 //! stream; the REST API answers `{"messages": [...]}` with `created_at` as
 //! `2009/12/01 23:44:40 +0000` and `starred` as a boolean, up to 100 messages after
@@ -13,6 +15,16 @@
 //!
 //! Faults from [`Config::faults`] apply to each `live.json` request in turn; faults from
 //! [`Config::rest_faults`] to each REST request (statuses, delays and refusals).
+//!
+//! With [`Config::require_join`], streaming a room the token has not joined is refused with
+//! `403 Forbidden` (the document: "The authenticated user must already have joined the room
+//! in order to use this API"). The document names no status; 403 is what a server says to
+//! valid credentials (not 401) for a room that exists (not 404) that it will not serve yet,
+//! and the body says to join (`POST /room/{id}/join.json`).
+//!
+//! Message ids never repeat across restarts: unless [`Config::first_id`] is set, the first
+//! id is the start time in microseconds since the Unix epoch (below 2^53, so JavaScript
+//! clients read it exactly), and ids grow by one per message from there.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -65,10 +77,14 @@ pub struct Config {
     pub keepalive: Duration,
     /// Terminate frames with `\r\n` instead of `\r`.
     pub crlf: bool,
+    /// How each streamed object is laid out (compact by default).
+    pub layout: Layout,
     /// The largest `recent.json` answer (the real service: 100).
     pub recent_limit: usize,
-    /// The id of the first message (ids then increase across all rooms).
-    pub first_id: u64,
+    /// The id of the first message (ids then increase across all rooms); `None`: the start
+    /// time in microseconds since the Unix epoch, so a restarted emulator never reissues an
+    /// id.
+    pub first_id: Option<u64>,
 }
 
 impl Default for Config {
@@ -85,10 +101,59 @@ impl Default for Config {
             require_join: false,
             keepalive: Duration::from_secs(3),
             crlf: false,
+            layout: Layout::Compact,
             recent_limit: 100,
-            first_id: 1000,
+            first_id: None,
         }
     }
+}
+
+/// How the streaming API lays out each JSON object of the stream. Every layout is one frame
+/// per object, terminated by `\r` (or `\r\n`): a `\n` may occur inside a frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One line per object (`serde_json::to_string`).
+    #[default]
+    Compact,
+    /// Over two lines, as the document prints its example response: a `\n ` after the
+    /// middle member.
+    Document,
+    /// Pretty-printed, one member per line (`serde_json::to_string_pretty`).
+    Pretty,
+}
+
+impl Layout {
+    /// `value` laid out this way (without the frame's terminator).
+    pub fn render(self, value: &Value) -> String {
+        match (self, value) {
+            (Layout::Compact, v) => v.to_string(),
+            (Layout::Pretty, v) => {
+                serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+            }
+            (Layout::Document, Value::Object(o)) => {
+                let members: Vec<String> = o
+                    .iter()
+                    .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                    .collect();
+                let (head, tail) = members.split_at(members.len().div_ceil(2));
+                if tail.is_empty() {
+                    format!("{{{}}}", head.join(","))
+                } else {
+                    format!("{{{},\n {}}}", head.join(","), tail.join(","))
+                }
+            }
+            (Layout::Document, v) => v.to_string(),
+        }
+    }
+}
+
+/// The first message id of an emulator started now: microseconds since the Unix epoch.
+fn time_based_first_id() -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    u64::try_from(micros).unwrap_or(u64::MAX / 2).max(1)
 }
 
 /// The token the default configuration accepts.
@@ -187,6 +252,10 @@ pub struct RequestRecord {
     pub path: String,
     /// The `since_message_id` query parameter, for `recent.json`.
     pub since_message_id: Option<u64>,
+    /// The `limit` query parameter, for `recent.json`.
+    pub limit: Option<usize>,
+    /// When the request was answered (for a stream: when its response began).
+    pub at: std::time::Instant,
     /// The basic-auth user (token) the request carried, when readable.
     pub user: Option<String>,
     /// The status answered.
@@ -211,6 +280,8 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     live_open: std::sync::atomic::AtomicUsize,
     live_total: std::sync::atomic::AtomicUsize,
+    /// Bumped by [`Emulator::end_streams`]: every open stream ends cleanly.
+    ends: watch::Sender<u64>,
 }
 
 /// A running Campfire emulator.
@@ -230,7 +301,7 @@ impl Emulator {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store {
                 messages: Vec::new(),
-                next_id: config.first_id.max(1),
+                next_id: config.first_id.unwrap_or_else(time_based_first_id).max(1),
                 traffic: Traffic::new(config.seed),
                 joined: HashSet::new(),
                 requests: Vec::new(),
@@ -239,6 +310,7 @@ impl Emulator {
             shutdown: shutdown_rx,
             live_open: Default::default(),
             live_total: Default::default(),
+            ends: watch::channel(0).0,
             config,
         });
         let router = Router::new()
@@ -365,6 +437,12 @@ impl Emulator {
     /// The fault plan for REST requests.
     pub fn rest_faults(&self) -> &Arc<FaultPlan> {
         &self.shared.config.rest_faults
+    }
+
+    /// Ends every open `live.json` stream cleanly (the chunked body's terminator), as a
+    /// server does that closes its streams without failing; the server keeps running.
+    pub fn end_streams(&self) {
+        self.shared.ends.send_modify(|n| *n += 1);
     }
 
     /// Stops the server, ending every open stream.
@@ -589,7 +667,7 @@ fn authorize(
     {
         return Err(Box::new(plain(
             StatusCode::FORBIDDEN,
-            "Join the room before streaming it\n",
+            "You must join the room (POST /room/{id}/join.json) before streaming it\n",
         )));
     }
     Ok((user, room))
@@ -603,11 +681,25 @@ fn record(
     headers: &HeaderMap,
     status: u16,
 ) {
+    record_limit(shared, method, path, since, None, headers, status);
+}
+
+fn record_limit(
+    shared: &Shared,
+    method: &'static str,
+    path: String,
+    since: Option<u64>,
+    limit: Option<usize>,
+    headers: &HeaderMap,
+    status: u16,
+) {
     let user = basic_auth(headers).map(|(u, _)| u);
     lock(&shared.store).requests.push(RequestRecord {
         method,
         path,
         since_message_id: since,
+        limit,
+        at: std::time::Instant::now(),
         user,
         status,
     });
@@ -788,7 +880,8 @@ async fn recent(
             }
         }
     };
-    record(&shared, "GET", path, since, &headers, 200);
+    let asked = q.limit.as_deref().and_then(|l| l.parse::<usize>().ok());
+    record_limit(&shared, "GET", path, since, asked, &headers, 200);
     json_response(Body::from(json!({ "messages": messages }).to_string()))
 }
 
@@ -864,6 +957,8 @@ async fn run_stream(
 ) -> Result<(), ()> {
     let mut shutdown = shared.shutdown.clone();
     let mut count = shared.count.subscribe();
+    let mut ends = shared.ends.subscribe();
+    let layout = shared.config.layout;
     let mut next = start;
     for fault in faults {
         match fault {
@@ -905,7 +1000,7 @@ async fn run_stream(
                 batch
             };
             for m in batch {
-                let mut frame = m.stream_json().to_string().into_bytes();
+                let mut frame = layout.render(&m.stream_json()).into_bytes();
                 frame.extend_from_slice(delim);
                 w.write(&frame).await?;
             }
@@ -918,6 +1013,7 @@ async fn run_stream(
         };
         tokio::select! {
             _ = stopped(&mut shutdown) => return Ok(()),
+            _ = ends.changed() => return Ok(()),
             _ = w.closed() => return Err(()),
             changed = count.changed() => {
                 if changed.is_err() {
@@ -1116,8 +1212,9 @@ mod tests {
         .unwrap();
         let a = || Some(auth(DEFAULT_TOKEN, "x"));
         let mut s = request(emu.addr(), "GET", "/room/111/live.json", a()).await;
-        let got = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
+        let got = read_until(&mut s, |t| t.contains("join.json")).await;
         assert!(got.starts_with("HTTP/1.1 403"), "{got}");
+        assert!(got.contains("You must join the room"), "{got}");
         let mut s = request(emu.addr(), "POST", "/room/111/join.json", a()).await;
         let got = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
@@ -1243,6 +1340,98 @@ mod tests {
             .expect("stop is prompt");
         let rest = read_until(&mut s, |_| false).await;
         let _ = rest;
+    }
+
+    #[tokio::test]
+    async fn layouts_are_multi_line_frames_terminated_by_cr() {
+        for (layout, crlf) in [
+            (Layout::Document, false),
+            (Layout::Pretty, true),
+            (Layout::Compact, true),
+        ] {
+            let emu = Emulator::start(Config {
+                layout,
+                crlf,
+                ..quiet()
+            })
+            .await
+            .unwrap();
+            let mut s = open_live(&emu).await;
+            let _ = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
+            let id = emu.inject(111, "PasteMessage", Some("one\ntwo"), Some(2));
+            let got = read_until(&mut s, |t| t.contains("\"starred\"") && t.contains("}\r")).await;
+            // After the head: chunk-size lines, keep-alives, then the frame in one chunk.
+            let body = got.as_str();
+            let start = body.find('{').unwrap();
+            let end = body.rfind("}\r").unwrap() + 1;
+            let frame = &body[start..end];
+            // One frame per object: a `\n` inside it unless compact, never a `\r`.
+            assert_eq!(frame.contains('\n'), layout != Layout::Compact, "{frame:?}");
+            assert!(!frame.contains('\r'), "{frame:?}");
+            if crlf {
+                assert!(body[end..].starts_with("\r\n"), "{body:?}");
+            }
+            let v: Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(v["id"], id);
+            assert_eq!(v["body"], "one\ntwo");
+            emu.stop().await;
+        }
+        let doc = Layout::Document.render(&json!({"a": 1, "b": null, "c": "x"}));
+        assert_eq!(doc, "{\"a\":1,\"b\":null,\n \"c\":\"x\"}");
+    }
+
+    #[tokio::test]
+    async fn ids_are_never_reissued_after_a_restart() {
+        let emu = Emulator::start(quiet()).await.unwrap();
+        let first = emu.inject_text(111, "before the restart");
+        let second = emu.inject_text(111, "also before");
+        assert_eq!(second, first + 1);
+        // Microseconds since the epoch: a 2020s date, exact in a JavaScript number.
+        assert!(
+            first > 1_500_000_000_000_000 && first < (1 << 53),
+            "{first}"
+        );
+        emu.stop().await;
+        let again = Emulator::start(quiet()).await.unwrap();
+        let after = again.inject_text(111, "after the restart");
+        assert!(after > second, "{after} <= {second}");
+        again.stop().await;
+        let fixed = Emulator::start(Config {
+            first_id: Some(5),
+            ..quiet()
+        })
+        .await
+        .unwrap();
+        assert_eq!(fixed.inject_text(111, "x"), 5);
+        fixed.stop().await;
+    }
+
+    #[tokio::test]
+    async fn end_streams_finishes_the_response_cleanly() {
+        let emu = Emulator::start(quiet()).await.unwrap();
+        let mut s = open_live(&emu).await;
+        let _ = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
+        assert!(common_eventually(|| emu.open_streams() == 1).await);
+        emu.end_streams();
+        // The chunked terminator: a clean end, not a cut.
+        let got = read_until(&mut s, |t| t.ends_with("0\r\n\r\n")).await;
+        assert!(got.ends_with("0\r\n\r\n"), "{got:?}");
+        assert!(common_eventually(|| emu.open_streams() == 0).await);
+        // The server still serves new streams.
+        let mut s = open_live(&emu).await;
+        let head = read_until(&mut s, |t| t.contains("\r\n\r\n")).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        emu.stop().await;
+    }
+
+    async fn common_eventually(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..1000 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cond()
     }
 
     #[test]
