@@ -28,7 +28,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use send::{SendConfirmation, SendError, SendPlan, SendRequest, plan_send, send_once};
-pub use session::{Liveness, LivenessAction, Received, Session};
+pub use session::{Liveness, LivenessAction, Received, Session, schedule_for_stall_timeout};
 pub use wire::{AccountId, ClientMessage, ServerMessage, Status};
 
 /// The README's examples, compiled as doctests so they cannot rot.
