@@ -279,7 +279,10 @@ mod tests {
     #[test]
     fn the_schedule_fits_inside_the_stall_timeout() {
         let ms = Duration::from_millis;
-        assert_eq!(schedule_for_stall_timeout(ms(1000)), (ms(333), ms(500)));
+        assert_eq!(
+            schedule_for_stall_timeout(ms(1000)),
+            (Duration::from_nanos(333_333_333), ms(500))
+        );
         assert_eq!(schedule_for_stall_timeout(ms(3000)), (ms(1000), ms(1500)));
         // Long timeouts keep the defaults.
         assert_eq!(

@@ -69,3 +69,55 @@ async fn a_quiet_healthy_connection_lasts_with_a_one_second_stall_timeout() {
 async fn a_quiet_healthy_connection_lasts_with_a_three_second_stall_timeout() {
     one_connection_for("3s", "13s").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_connection_is_replaced_within_the_stall_timeout() {
+    let stall = Duration::from_secs(3);
+    let emu = quiet_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, state) = write_config(dir.path(), &source_table(&emu, "3s"));
+    let mut cmd = run_command(&config, &state, "16s");
+    cmd.arg("--lifecycle").env("RUST_LOG", "warn");
+    let run = common::output_of(cmd);
+    let script = async {
+        assert!(
+            common::eventually(|| emu.connections() == 1).await,
+            "tributary never connected"
+        );
+        // Quiet and healthy for longer than the stall timeout: still the first connection.
+        tokio::time::sleep(stall + Duration::from_secs(1)).await;
+        assert_eq!(emu.connections(), 1, "a healthy connection was replaced");
+        // The server stops answering pings and sends nothing: a dead peer.
+        emu.play_dead();
+        let died = tokio::time::Instant::now();
+        assert!(
+            common::eventually(|| emu.connections() >= 2).await,
+            "the dead connection was never replaced"
+        );
+        died.elapsed()
+    };
+    let (out, replaced_after) = tokio::join!(run, script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    // Detected inside the stall timeout (the client's pong deadline), then one short backoff
+    // (200 ms to 1 s) before the replacement: generous slack for a loaded machine.
+    assert!(
+        replaced_after < stall + Duration::from_secs(2),
+        "replaced only after {replaced_after:?}; stderr:\n{stderr}"
+    );
+    // The replacement is healthy and quiet too: it lasts to the end.
+    assert_eq!(emu.connections(), 2, "stderr:\n{stderr}");
+    let gaps = events_of(&out, "quiet")
+        .into_iter()
+        .filter(|e| e["kind"] == "gap")
+        .count();
+    assert_eq!(
+        gaps, 1,
+        "one reconnect, announced by one gap; stderr:\n{stderr}"
+    );
+    emu.stop().await;
+}
