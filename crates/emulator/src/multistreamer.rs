@@ -7,11 +7,20 @@
 //! - `writer` creates a chat writer after [`Config::writer_delay`] and broadcasts
 //!   `writerresult` (only on success, as the document says); the account becomes ready.
 //! - `viewcount` is answered with one `viewcountresult` per live account.
-//! - `text`/`emote` from a writable, ready account are echoed to every connected client, as
-//!   the real server does; `/msg user ...` becomes a private message with `to`.
+//! - `text`/`emote` from a writable, ready account are delivered ([`Emulator::delivered`]) and
+//!   echoed to every connected client, as the real server does; `/msg user ...` becomes a
+//!   private message with `to`. The document promises no acknowledgement: with
+//!   [`Config::echo_writer_messages`] off, messages sent through a chat writer created by a
+//!   `writer` request are delivered but never echoed ([`Config::echo`] off: none is).
 //! - Seeded chat from twitch, youtube and irc, with emotes and private messages, at
 //!   [`Config::rate`]; incoming text/emote carry `timestamp`, `stream_id`, `from.picture`.
-//! - The server pings after [`Config::ping_interval`] (30 s) without an incoming frame.
+//! - The server pings after [`Config::ping_interval`] (30 s, as NOTES.md says) without an
+//!   incoming frame ([`Emulator::server_pings`] counts them), and answers every ping.
+//! - Quiet for as long as asked ([`Config::quiet`]: no chat, no status changes, pings still
+//!   answered), longer than any client timer.
+//! - A dead peer on demand: after [`Emulator::play_dead`] every open connection stops reading
+//!   and writing (pings go unanswered, the TCP connection stays open); later connections are
+//!   served normally.
 //! - Faults per connection from [`Config::faults`]: `Refuse` (close the TCP connection at once),
 //!   `Status` (an HTTP error instead of the upgrade), `Delay`, `DropAfterBytes` (cut the TCP
 //!   connection after N bytes of WebSocket traffic, mid-frame), `OneByteWrites`, `Stall` (stop
@@ -168,6 +177,9 @@ pub struct Config {
     pub broken_writers: Vec<u64>,
     /// Echo sent messages to every client (the real server does).
     pub echo: bool,
+    /// Echo messages sent from an account whose chat writer was created by a `writer` request
+    /// (default true). False: they are delivered ([`Emulator::delivered`]) but not echoed.
+    pub echo_writer_messages: bool,
 }
 
 impl Default for Config {
@@ -185,8 +197,35 @@ impl Default for Config {
             writer_delay: Duration::from_millis(50),
             broken_writers: Vec::new(),
             echo: true,
+            echo_writer_messages: true,
         }
     }
+}
+
+impl Config {
+    /// A silent stream: no generated chat, no periodic status change; pings still answered.
+    pub fn quiet() -> Config {
+        Config {
+            rate: 0.0,
+            status_every: None,
+            ..Config::default()
+        }
+    }
+}
+
+/// One chat message a client sent and the server accepted (a writable, ready sender).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// The sending account.
+    pub account_id: u64,
+    /// The stream account it went to.
+    pub cur_stream_account_id: u64,
+    /// Whether it was an emote.
+    pub emote: bool,
+    /// The text as the client sent it (with any `/msg user` prefix).
+    pub text: String,
+    /// Whether the server echoed it to every client.
+    pub echoed: bool,
 }
 
 /// One message the emulator broadcast to every client, in order.
@@ -224,6 +263,10 @@ struct State {
     accounts: BTreeMap<u64, AccountSpec>,
     committed: Vec<Committed>,
     received: Vec<Value>,
+    delivered: Vec<Delivered>,
+    /// Accounts whose chat writer a `writer` request created.
+    created_writers: std::collections::BTreeSet<u64>,
+    server_pings: u64,
     traffic: Traffic,
     last_ts: i64,
     upgrades: u64,
@@ -236,6 +279,8 @@ struct Shared {
     config: Config,
     state: Mutex<State>,
     tx: broadcast::Sender<Arc<str>>,
+    /// Bumped by [`Emulator::play_dead`]: connections opened before the bump go dead.
+    dead: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -418,6 +463,7 @@ impl Shared {
                         if let Some(a) = state.accounts.get_mut(&account) {
                             a.ready = true;
                         }
+                        state.created_writers.insert(account);
                         shared.commit(
                             &mut state,
                             json!({"type": "writerresult", "account_id": account,
@@ -442,7 +488,20 @@ impl Shared {
                 let Some(target) = state.accounts.get(&to_id).cloned() else {
                     return Vec::new();
                 };
-                if !(sender.writable && sender.ready && self.config.echo) {
+                if !(sender.writable && sender.ready) {
+                    return Vec::new();
+                }
+                let echoed = self.config.echo
+                    && (self.config.echo_writer_messages
+                        || !state.created_writers.contains(&account));
+                state.delivered.push(Delivered {
+                    account_id: account,
+                    cur_stream_account_id: to_id,
+                    emote: kind == "emote",
+                    text: text.to_owned(),
+                    echoed,
+                });
+                if !echoed {
                     return Vec::new();
                 }
                 let (to, body) = match text
@@ -489,6 +548,9 @@ impl Emulator {
             accounts: config.accounts.iter().map(|a| (a.id, a.clone())).collect(),
             committed: Vec::new(),
             received: Vec::new(),
+            delivered: Vec::new(),
+            created_writers: Default::default(),
+            server_pings: 0,
             traffic: Traffic::new(config.seed),
             last_ts: 0,
             upgrades: 0,
@@ -499,6 +561,7 @@ impl Emulator {
             config,
             state: Mutex::new(state),
             tx,
+            dead: watch::channel(0).0,
         });
         let (shutdown, _) = watch::channel(false);
         let task = tokio::spawn(serve(listener, Arc::clone(&shared), shutdown.subscribe()));
@@ -559,6 +622,24 @@ impl Emulator {
     /// `{"unparsed": text}`).
     pub fn received(&self) -> Vec<Value> {
         lock(&self.shared.state).received.clone()
+    }
+
+    /// Every chat message a client sent that the server accepted, echoed or not, in order.
+    pub fn delivered(&self) -> Vec<Delivered> {
+        lock(&self.shared.state).delivered.clone()
+    }
+
+    /// How many pings the server sent (after [`Config::ping_interval`] without an incoming
+    /// frame, or while stalled with keep-alives).
+    pub fn server_pings(&self) -> u64 {
+        lock(&self.shared.state).server_pings
+    }
+
+    /// Every connection open now becomes a dead peer: it stops reading and writing, so pings
+    /// go unanswered and nothing arrives, while the TCP connection stays open. Connections
+    /// opened later are served normally.
+    pub fn play_dead(&self) {
+        self.shared.dead.send_modify(|epoch| *epoch += 1);
     }
 
     /// How many WebSocket upgrades succeeded.
@@ -883,6 +964,8 @@ async fn connection(
     ws.get_mut().armed = true;
     // Subscribe right after the upgrade: every later commit reaches this client.
     let mut rx = shared.tx.subscribe();
+    let mut dead = shared.dead.subscribe();
+    let born = *dead.borrow_and_update();
     lock(&shared.state).upgrades += 1;
 
     for frame in bad_frames {
@@ -910,6 +993,7 @@ async fn connection(
             }
             if keepalives && Instant::now() >= next_ping {
                 // Send without reading: the client's pongs go unread.
+                lock(&shared.state).server_pings += 1;
                 if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return;
                 }
@@ -965,9 +1049,18 @@ async fn connection(
             }
             _ = tokio::time::sleep_until(ping_at), if ping_due => {
                 ping_sent_at_rx = Some(last_rx);
+                lock(&shared.state).server_pings += 1;
                 if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return;
                 }
+            }
+            () = async {
+                // Never hold the watch's read guard past this point.
+                let _ = dead.wait_for(|epoch| *epoch > born).await;
+            } => {
+                // A dead peer: neither read (so no pong) nor write, keep the socket open.
+                stopped(&mut shutdown).await;
+                return;
             }
         }
     }
@@ -1092,6 +1185,64 @@ mod tests {
         let replies = emu.shared.on_client(r#"{"type":"viewcount"}"#);
         assert_eq!(replies.len(), 2, "one per live account: {replies:?}");
         assert_eq!(emu.received().len(), 5);
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn writer_messages_can_go_unechoed_but_are_delivered() {
+        let emu = Emulator::start(Config {
+            writer_delay: Duration::from_millis(1),
+            echo_writer_messages: false,
+            ..Config::quiet()
+        })
+        .await
+        .unwrap();
+        emu.shared
+            .on_client(r#"{"type":"writer","account_id":17,"cur_stream_account_id":14}"#);
+        for _ in 0..200 {
+            if emu.committed().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(emu.committed()[0].kind, "writerresult");
+        emu.shared.on_client(
+            r#"{"type":"text","account_id":17,"cur_stream_account_id":14,"text":"quietly"}"#,
+        );
+        emu.shared.on_client(
+            r#"{"type":"emote","account_id":14,"cur_stream_account_id":14,"text":"waves"}"#,
+        );
+        // Not ready: neither delivered nor echoed.
+        emu.shared.on_client(
+            r#"{"type":"text","account_id":99,"cur_stream_account_id":14,"text":"nobody"}"#,
+        );
+        let chat = emu.committed_chat();
+        assert_eq!(
+            chat.len(),
+            1,
+            "only the ready-made writer is echoed: {chat:?}"
+        );
+        assert_eq!(chat[0].text, "waves");
+        let d = emu.delivered();
+        assert_eq!(
+            d,
+            vec![
+                Delivered {
+                    account_id: 17,
+                    cur_stream_account_id: 14,
+                    emote: false,
+                    text: "quietly".into(),
+                    echoed: false,
+                },
+                Delivered {
+                    account_id: 14,
+                    cur_stream_account_id: 14,
+                    emote: true,
+                    text: "waves".into(),
+                    echoed: true,
+                },
+            ]
+        );
         emu.stop().await;
     }
 

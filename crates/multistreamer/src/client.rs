@@ -73,6 +73,16 @@ impl ConnectOptions {
         }
     }
 
+    /// Fits the ping schedule inside `stall_timeout` (the watchdog's limit on silence), as
+    /// [`crate::schedule_for_stall_timeout`] says: a quiet but healthy connection then always
+    /// has a pong (a keep-alive) before the watchdog fires, and a dead one is declared dead
+    /// before it.
+    pub fn fit_stall_timeout(&mut self, stall_timeout: Duration) {
+        let (ping, pong) = crate::schedule_for_stall_timeout(stall_timeout);
+        self.ping_interval = ping;
+        self.pong_timeout = pong;
+    }
+
     /// Trusts the certificates of a PEM file in addition to the public web roots.
     pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Self, Error> {
         self.tls = Some(crate::tls::client_config(Some(path))?);

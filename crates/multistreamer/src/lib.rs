@@ -8,7 +8,7 @@
 //! - [`Session`] and [`Liveness`]: the sans-IO core (frame meaning, ping/pong deadline).
 //! - [`connect`] / [`Connection`]: the live connection yielding [`chat_model::SourceItem`]s.
 //! - [`send_once`] / [`Connection::send_chat`]: sending text, emotes and `/msg` private
-//!   messages, with the writer flow and confirmation by the server's echo.
+//!   messages, with the writer flow and confirmation by the server's echo when it comes.
 //!
 //! Multistreamer cannot replay: a reconnect may miss messages. The token travels in the URL's
 //! query; every URL this crate prints is redacted.
@@ -27,8 +27,11 @@ pub use client::{
     DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, Handle, HandleClosed, connect,
 };
 pub use error::Error;
-pub use send::{SendConfirmation, SendError, SendPlan, SendRequest, plan_send, send_once};
-pub use session::{Liveness, LivenessAction, Received, Session};
+pub use send::{
+    DEFAULT_ECHO_WAIT, IRC_ACCOUNT, SendConfirmation, SendError, SendPlan, SendRequest,
+    is_msg_command, plan_send, send_once,
+};
+pub use session::{Liveness, LivenessAction, Received, Session, schedule_for_stall_timeout};
 pub use wire::{AccountId, ClientMessage, ServerMessage, Status};
 
 /// The README's examples, compiled as doctests so they cannot rot.

@@ -1,4 +1,8 @@
 //! Sending chat: choosing the accounts, the writer flow, and confirmation by the server's echo.
+//!
+//! Multistreamer has no acknowledgement, and the server need not echo every writer's message:
+//! an echo confirms a message when it comes; without one the message counts as sent but not
+//! confirmed, unless [`SendRequest::require_echo`] makes the echo required.
 
 use std::time::Duration;
 
@@ -23,6 +27,22 @@ pub struct SendRequest {
     pub text: String,
     /// Send an emote instead of a text message.
     pub emote: bool,
+    /// Fail with [`SendError::NotConfirmed`] when no echo arrives within the timeout. When
+    /// false, the echo is awaited for at most [`DEFAULT_ECHO_WAIT`] and a message without one
+    /// is reported as sent, not confirmed.
+    pub require_echo: bool,
+}
+
+/// How long a send that does not require the echo waits for it.
+pub const DEFAULT_ECHO_WAIT: Duration = Duration::from_secs(3);
+
+/// The internal IRC pseudo-account: `/msg user ...` private messages are defined for it.
+pub const IRC_ACCOUNT: AccountId = 0;
+
+/// Whether `text` is a `/msg` command (a private message of the internal IRC account).
+pub fn is_msg_command(text: &str) -> bool {
+    text.strip_prefix("/msg")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
 }
 
 /// Why a message could not be sent.
@@ -63,6 +83,16 @@ pub enum SendError {
         /// The accounts the stream has, described.
         known: String,
     },
+    /// A `/msg` private message without an account, on a stream without the IRC account 0.
+    #[error(
+        "`/msg` private messages go through the internal IRC account 0, which stream {stream} does not have (accounts: {known})"
+    )]
+    NoIrcAccount {
+        /// The stream.
+        stream: u64,
+        /// The accounts the stream has, described.
+        known: String,
+    },
     /// The sending account cannot write chat.
     #[error("account {account} ({name}) is not writable: its chat cannot be written to")]
     NotWritable {
@@ -89,8 +119,9 @@ pub enum SendError {
         /// How long we waited.
         timeout: Duration,
     },
-    /// The message was sent but the server did not echo it back in time.
-    #[error("sent from account {account} to {to_account}, but the server did not echo it within {}s: it may not have been delivered", timeout.as_secs_f64())]
+    /// The echo was required, and the message was sent but the server did not echo it back in
+    /// time.
+    #[error("sent from account {account} to {to_account}, but the server did not echo it within {}s, and an echo was required: it may or may not have been delivered (multistreamer has no acknowledgement)", timeout.as_secs_f64())]
     NotConfirmed {
         /// The sending account.
         account: AccountId,
@@ -115,6 +146,7 @@ impl SendError {
             | SendError::UnknownTargetAccount { .. }
             | SendError::NotWritable { .. }
             | SendError::NoWritableAccount { .. }
+            | SendError::NoIrcAccount { .. }
             | SendError::NotConfirmed { .. } => false,
         }
     }
@@ -181,16 +213,31 @@ fn describe_accounts(status: &Status) -> String {
 
 /// Decides who sends to whom, from the stream's `status`.
 ///
-/// The sending account is `req.account`, or else the first writable account in this order:
-/// ready and live, ready, live, any (lowest id first within each). The stream account is
-/// `req.to_account`, or else the sender itself when it is live, else the first live account on
-/// the sender's network, else the sender itself (as for IRC, account 0).
+/// The sending account is `req.account`; else, for a `/msg` private message, the internal IRC
+/// account 0 (the document defines them for it); else the first writable account in this
+/// order: ready and live, ready, live, any (lowest id first within each). The stream account
+/// is `req.to_account`, or else account 0 for a `/msg` from account 0 (as in the document's
+/// example), else the sender itself when it is live, else the first live account on the
+/// sender's network, else the sender itself (as for IRC, account 0).
 pub fn plan_send(status: &Status, stream: u64, req: &SendRequest) -> Result<SendPlan, SendError> {
     if req.text.trim().is_empty() {
         return Err(SendError::EmptyText);
     }
     let known = || describe_accounts(status);
-    let account = match req.account {
+    let msg_command = is_msg_command(&req.text);
+    let chosen = match req.account {
+        None if msg_command => {
+            if status.account(IRC_ACCOUNT).is_none() {
+                return Err(SendError::NoIrcAccount {
+                    stream,
+                    known: known(),
+                });
+            }
+            Some(IRC_ACCOUNT)
+        }
+        other => other,
+    };
+    let account = match chosen {
         Some(id) => {
             let a = status
                 .account(id)
@@ -238,6 +285,7 @@ pub fn plan_send(status: &Status, stream: u64, req: &SendRequest) -> Result<Send
             }
             id
         }
+        None if msg_command && account == IRC_ACCOUNT => IRC_ACCOUNT,
         None if sender.live => account,
         None => status
             .accounts
@@ -338,24 +386,44 @@ pub struct SendConfirmation {
     pub emote: bool,
     /// The recipient, for a private message.
     pub private_to: Option<String>,
-    /// The text as the server echoed it.
+    /// The text as the server echoed it, or as sent (without `/msg user`) when no echo came.
     pub text: String,
     /// Whether a chat writer had to be created first.
     pub writer_created: bool,
-    /// The echo as a normalized event (with its stable id).
-    pub event: Event,
+    /// The server's echo as a normalized event (with its stable id); `None` when none came
+    /// within [`SendConfirmation::echo_wait`]: sent, not confirmed.
+    pub echo: Option<Event>,
+    /// How long the echo was awaited.
+    pub echo_wait: Duration,
 }
 
 impl SendConfirmation {
-    /// One human line: "sent text as jprjrdev (twitch, account 14 → 14): hello".
+    /// Whether the server's echo confirmed the message.
+    pub fn confirmed(&self) -> bool {
+        self.echo.is_some()
+    }
+
+    /// One human line: "sent text as jprjrdev (twitch, account 14 → 14): hello", or
+    /// "sent (not confirmed) text as ...: hello (no echo within 3s)".
     pub fn summary(&self) -> String {
         let what = match (&self.private_to, self.emote) {
             (Some(u), _) => format!("private message to {u}"),
             (None, true) => "emote".to_owned(),
             (None, false) => "text".to_owned(),
         };
+        let (sent, unconfirmed) = if self.confirmed() {
+            ("sent", String::new())
+        } else {
+            (
+                "sent (not confirmed)",
+                format!(
+                    " (no echo within {}s; multistreamer has no acknowledgement)",
+                    self.echo_wait.as_secs_f64()
+                ),
+            )
+        };
         format!(
-            "sent {what} as {} ({}, account {} → {}{}): {}",
+            "{sent} {what} as {} ({}, account {} → {}{}): {}{unconfirmed}",
             self.account_name,
             self.network,
             self.account_id,
@@ -375,8 +443,10 @@ impl Connection {
     ///
     /// Waits for a status if none arrived yet, picks the accounts ([`plan_send`]), requests a
     /// chat writer when the account is writable but not ready and waits for its
-    /// `writerresult`, sends, then waits for the echo the server sends every client. Events
-    /// read meanwhile stay queued for [`Connection::next_item`].
+    /// `writerresult`, sends, then waits for the echo the server sends every client: up to
+    /// `timeout` when [`SendRequest::require_echo`] (else [`SendError::NotConfirmed`]), else up
+    /// to [`DEFAULT_ECHO_WAIT`] (within `timeout`), after which the message counts as sent,
+    /// not confirmed. Events read meanwhile stay queued for [`Connection::next_item`].
     pub async fn send_chat(
         &mut self,
         req: &SendRequest,
@@ -412,13 +482,40 @@ impl Connection {
             writer_created = true;
         }
         self.send(&plan.message).await?;
+        let sent_at = Instant::now();
+        let echo_deadline = if req.require_echo {
+            deadline
+        } else {
+            deadline.min(sent_at + DEFAULT_ECHO_WAIT)
+        };
         loop {
-            match tokio::time::timeout_at(deadline, self.next_message()).await {
-                Err(_) => {
+            match tokio::time::timeout_at(echo_deadline, self.next_message()).await {
+                Err(_) if req.require_echo => {
                     return Err(SendError::NotConfirmed {
                         account: plan.account,
                         to_account: plan.to_account,
                         timeout,
+                    });
+                }
+                Err(_) => {
+                    let echo_wait = echo_deadline.saturating_duration_since(sent_at);
+                    tracing::debug!(
+                        account = plan.account,
+                        to = plan.to_account,
+                        "no echo within {}s: sent, not confirmed",
+                        echo_wait.as_secs_f64()
+                    );
+                    return Ok(SendConfirmation {
+                        account_id: plan.account,
+                        cur_stream_account_id: plan.to_account,
+                        account_name: plan.account_name,
+                        network: plan.network,
+                        emote: plan.emote,
+                        private_to: plan.private_to,
+                        text: plan.body,
+                        writer_created,
+                        echo: None,
+                        echo_wait,
                     });
                 }
                 Ok(msg) => {
@@ -439,7 +536,8 @@ impl Connection {
                         private_to: plan.private_to,
                         text: event.text.clone(),
                         writer_created,
-                        event,
+                        echo: Some(event),
+                        echo_wait: sent_at.elapsed(),
                     });
                 }
             }
@@ -483,7 +581,7 @@ mod tests {
             account,
             to_account: to,
             text: text.into(),
-            emote: false,
+            ..Default::default()
         }
     }
 
@@ -512,6 +610,61 @@ mod tests {
         assert_eq!((p.account, p.to_account), (0, 0));
         assert_eq!(p.private_to.as_deref(), Some("somebody"));
         assert_eq!(p.body, "hey");
+    }
+
+    #[test]
+    fn msg_without_an_account_goes_from_irc_account_0_to_0() {
+        // The document's example: account_id 0, cur_stream_account_id 0.
+        let p = plan_send(
+            &doc_status(),
+            21,
+            &req(None, None, "/msg somebody hey this is a private message"),
+        )
+        .unwrap();
+        assert_eq!((p.account, p.to_account, p.needs_writer), (0, 0, false));
+        assert_eq!(p.private_to.as_deref(), Some("somebody"));
+        assert_eq!(
+            p.message,
+            ClientMessage::Text(OutgoingChat {
+                account_id: 0,
+                cur_stream_account_id: 0,
+                text: "/msg somebody hey this is a private message".into()
+            })
+        );
+        // Even when another IRC account is live, the private message stays on account 0.
+        let mut s = doc_status();
+        let mut irc = s.account(0).unwrap().clone();
+        irc.live = true;
+        s.accounts.insert(30, irc);
+        let p = plan_send(&s, 21, &req(None, None, "/msg bob psst")).unwrap();
+        assert_eq!((p.account, p.to_account), (0, 0));
+        // An explicit account or target account is kept.
+        let p = plan_send(&doc_status(), 21, &req(Some(14), None, "/msg bob psst")).unwrap();
+        assert_eq!((p.account, p.to_account), (14, 14));
+        let p = plan_send(&doc_status(), 21, &req(None, Some(14), "/msg bob psst")).unwrap();
+        assert_eq!((p.account, p.to_account), (0, 14));
+        // Not a /msg command: the usual choice.
+        let p = plan_send(&doc_status(), 21, &req(None, None, "/msgx bob psst")).unwrap();
+        assert_eq!(p.account, 14);
+        // No IRC account on the stream: said so, nothing sent from elsewhere.
+        let mut none = doc_status();
+        none.accounts.remove(&0);
+        let e = plan_send(&none, 21, &req(None, None, "/msg bob psst")).unwrap_err();
+        assert!(
+            matches!(e, SendError::NoIrcAccount { stream: 21, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("IRC account 0"), "{e}");
+    }
+
+    #[test]
+    fn msg_commands_are_recognised() {
+        assert!(is_msg_command("/msg bob hi"));
+        assert!(is_msg_command("/msg"));
+        assert!(is_msg_command("/msg\tbob hi"));
+        assert!(!is_msg_command("/msgbob hi"));
+        assert!(!is_msg_command(" /msg bob hi"));
+        assert!(!is_msg_command("hi /msg bob"));
     }
 
     #[test]

@@ -119,6 +119,21 @@ pub enum LivenessAction {
     Stalled(Duration),
 }
 
+/// The ping schedule that fits inside a stall timeout: `(ping_interval, pong_timeout)`.
+///
+/// A watchdog (the supervisor) replaces a connection that is silent for `stall_timeout`; the
+/// client must therefore ping well before that, and give up on an unanswered ping before it
+/// too. Ping after a third of the stall timeout, give the pong half of it (so a dead
+/// connection is declared at five sixths, inside the timeout), each capped at the defaults
+/// ([`crate::DEFAULT_PING_INTERVAL`], [`crate::DEFAULT_PONG_TIMEOUT`]) for long timeouts.
+/// Every pong is a keep-alive, so a quiet healthy connection is never silent for longer than
+/// the ping interval plus one round trip.
+pub fn schedule_for_stall_timeout(stall_timeout: Duration) -> (Duration, Duration) {
+    let ping = (stall_timeout / 3).min(crate::DEFAULT_PING_INTERVAL);
+    let pong = (stall_timeout / 2).min(crate::DEFAULT_PONG_TIMEOUT);
+    (ping, pong)
+}
+
 /// Ping-on-silence with a pong deadline.
 ///
 /// After `interval` without any incoming frame a ping is due; if nothing at all (pong or any
@@ -259,6 +274,39 @@ mod tests {
         assert_eq!(l.poll(start + s(36)), Some(LivenessAction::SendPing));
         assert_eq!(l.poll(start + s(45)), None);
         assert_eq!(l.poll(start + s(46)), Some(LivenessAction::Stalled(s(25))));
+    }
+
+    #[test]
+    fn the_schedule_fits_inside_the_stall_timeout() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            schedule_for_stall_timeout(ms(1000)),
+            (Duration::from_nanos(333_333_333), ms(500))
+        );
+        assert_eq!(schedule_for_stall_timeout(ms(3000)), (ms(1000), ms(1500)));
+        // Long timeouts keep the defaults.
+        assert_eq!(
+            schedule_for_stall_timeout(Duration::from_secs(45)),
+            (crate::DEFAULT_PING_INTERVAL, crate::DEFAULT_PONG_TIMEOUT)
+        );
+        assert_eq!(
+            schedule_for_stall_timeout(Duration::from_secs(3600)),
+            (crate::DEFAULT_PING_INTERVAL, crate::DEFAULT_PONG_TIMEOUT)
+        );
+        for stall in [
+            ms(1),
+            ms(10),
+            ms(999),
+            ms(1000),
+            ms(2500),
+            ms(7000),
+            ms(29_000),
+            ms(3_600_000),
+        ] {
+            let (ping, pong) = schedule_for_stall_timeout(stall);
+            assert!(ping + pong < stall, "{stall:?}: {ping:?} + {pong:?}");
+            assert!(ping > Duration::ZERO && pong > Duration::ZERO, "{stall:?}");
+        }
     }
 
     #[test]

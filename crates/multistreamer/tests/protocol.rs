@@ -556,3 +556,107 @@ async fn server_shutdown_closes_the_connection() {
     );
     assert_eq!(DisconnectReason::from(e), DisconnectReason::EndOfStream);
 }
+
+/// Reads items for `period`; the longest silence between two items (or since the start).
+async fn longest_silence(conn: &mut Connection, period: Duration) -> Duration {
+    let start = tokio::time::Instant::now();
+    let mut last = start;
+    let mut longest = Duration::ZERO;
+    while start.elapsed() < period {
+        let left = period.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, conn.next_item()).await {
+            Err(_) => break,
+            Ok(item) => {
+                item.expect("a quiet, healthy connection must not end");
+                longest = longest.max(last.elapsed());
+                last = tokio::time::Instant::now();
+            }
+        }
+    }
+    longest.max(last.elapsed().min(period))
+}
+
+#[tokio::test]
+async fn with_a_one_second_stall_timeout_a_quiet_connection_is_never_silent_that_long() {
+    let emu = Emulator::start(Config::quiet()).await.unwrap();
+    let mut o = opts(&emu);
+    let stall = Duration::from_secs(1);
+    o.fit_stall_timeout(stall);
+    let mut conn = connect(&o).await.unwrap();
+    // Several stall timeouts without chat: the pongs alone keep the items coming.
+    let longest = longest_silence(&mut conn, Duration::from_secs(5)).await;
+    assert!(
+        longest < stall,
+        "silent for {longest:?}, a watchdog of {stall:?} would have fired"
+    );
+    assert_eq!(emu.connections(), 1);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_goes_dead_is_declared_stalled_inside_the_stall_timeout() {
+    let emu = Emulator::start(Config::quiet()).await.unwrap();
+    let mut o = opts(&emu);
+    let stall = Duration::from_secs(1);
+    o.fit_stall_timeout(stall);
+    let mut conn = connect(&o).await.unwrap();
+    assert_eq!(next_event(&mut conn).await.kind, Kind::Status);
+    // Healthy first: pongs arrive.
+    let longest = longest_silence(&mut conn, Duration::from_secs(2)).await;
+    assert!(longest < stall, "{longest:?}");
+    emu.play_dead();
+    let e = until_error(&mut conn).await;
+    let Error::Stalled { idle, deadline, .. } = &e else {
+        panic!("expected a stall, got {e}");
+    };
+    assert!(
+        *idle < stall,
+        "declared dead only after {idle:?} of silence"
+    );
+    assert_eq!(*deadline, Duration::from_millis(500));
+    // A new connection is served normally.
+    let mut again = connect(&o).await.unwrap();
+    assert_eq!(next_event(&mut again).await.kind, Kind::Status);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_pings_after_its_interval_without_an_incoming_frame() {
+    assert_eq!(
+        Config::default().ping_interval,
+        Duration::from_secs(30),
+        "NOTES.md: the server pings after 30 s without an incoming frame"
+    );
+    let emu = Emulator::start(Config {
+        ping_interval: Duration::from_millis(300),
+        ..Config::quiet()
+    })
+    .await
+    .unwrap();
+    // A client that never pings: only the server's pings (answered) arrive.
+    let mut o = opts(&emu);
+    o.ping_interval = Duration::from_secs(600);
+    let mut silent = connect(&o).await.unwrap();
+    assert_eq!(next_event(&mut silent).await.kind, Kind::Status);
+    let longest = longest_silence(&mut silent, Duration::from_secs(3)).await;
+    let pings = emu.server_pings();
+    assert!(pings >= 4, "server pings in 3 s at 300 ms: {pings}");
+    assert!(longest < Duration::from_secs(2), "{longest:?}");
+    drop(silent);
+
+    // A client that pings every 100 ms sends a frame before the server's interval runs out:
+    // the server does not ping it.
+    let emu = Emulator::start(Config {
+        ping_interval: Duration::from_millis(1000),
+        ..Config::quiet()
+    })
+    .await
+    .unwrap();
+    let mut o = opts(&emu);
+    o.ping_interval = Duration::from_millis(100);
+    o.pong_timeout = Duration::from_secs(5);
+    let mut chatty = connect(&o).await.unwrap();
+    longest_silence(&mut chatty, Duration::from_secs(3)).await;
+    assert_eq!(emu.server_pings(), 0);
+    emu.stop().await;
+}

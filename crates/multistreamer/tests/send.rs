@@ -1,6 +1,7 @@
 //! Every outcome of sending, against the emulator: confirmed by the server's echo (text,
-//! emote, private, through the writer flow), unknown account, not writable, writer timeout,
-//! no echo, connection failures.
+//! emote, private, through the writer flow), sent but not confirmed (a writer's message the
+//! server does not echo), unknown account, not writable, writer timeout, a required echo that
+//! never comes, `/msg` from the IRC account 0, connection failures.
 
 use std::time::Duration;
 
@@ -29,7 +30,13 @@ fn req(account: Option<u64>, to: Option<u64>, text: &str, emote: bool) -> SendRe
         to_account: to,
         text: text.into(),
         emote,
+        require_echo: false,
     }
+}
+
+/// The echo event of a confirmed send.
+fn echo(c: &multistreamer::SendConfirmation) -> &chat_model::Event {
+    c.echo.as_ref().expect("confirmed by the echo")
 }
 
 #[tokio::test]
@@ -47,8 +54,8 @@ async fn default_account_text_is_confirmed_by_the_echo() {
     assert_eq!(c.network, "twitch");
     assert!(!c.writer_created && !c.emote);
     assert_eq!(c.text, "Sending a message!!!");
-    assert_eq!(c.event.kind, Kind::Message);
-    assert_eq!(c.event.author.name.as_deref(), Some("jprjrdev"));
+    assert_eq!(echo(&c).kind, Kind::Message);
+    assert_eq!(echo(&c).author.name.as_deref(), Some("jprjrdev"));
     assert!(
         c.summary()
             .contains("as jprjrdev (twitch, account 14 → 14)"),
@@ -64,7 +71,7 @@ async fn default_account_text_is_confirmed_by_the_echo() {
     );
     let committed = emu.committed_chat();
     assert_eq!(committed.len(), 1);
-    assert_eq!(c.event.raw.as_ref().unwrap(), &committed[0].json);
+    assert_eq!(echo(&c).raw.as_ref().unwrap(), &committed[0].json);
     emu.stop().await;
 }
 
@@ -75,7 +82,7 @@ async fn emote_and_irc_private_message() {
         .await
         .unwrap();
     assert!(c.emote);
-    assert_eq!(c.event.kind, Kind::Emote);
+    assert_eq!(echo(&c).kind, Kind::Emote);
 
     let c = send_once(
         &opts(&emu),
@@ -91,9 +98,9 @@ async fn emote_and_irc_private_message() {
     .unwrap();
     assert_eq!(c.private_to.as_deref(), Some("somebody"));
     assert_eq!(c.text, "hey this is a private message");
-    assert!(c.event.private);
+    assert!(echo(&c).private);
     assert_eq!(
-        c.event.to.as_ref().unwrap().name.as_deref(),
+        echo(&c).to.as_ref().unwrap().name.as_deref(),
         Some("somebody")
     );
     assert_eq!(c.network, "irc");
@@ -175,7 +182,8 @@ async fn every_connected_client_sees_the_echo() {
     .await
     .unwrap();
     assert_eq!(
-        seen.id, c.event.id,
+        seen.id,
+        echo(&c).id,
         "both clients derive the same id for the echo"
     );
     emu.stop().await;
@@ -196,7 +204,7 @@ async fn send_chat_keeps_events_for_the_reader() {
     while kinds.len() < 2 {
         if let SourceItem::Event { event, .. } = conn.next_item().await.unwrap() {
             if event.kind == Kind::Message {
-                assert_eq!(event.id, c.event.id);
+                assert_eq!(event.id, echo(&c).id);
             }
             kinds.push(event.kind);
         }
@@ -282,25 +290,122 @@ async fn a_writer_that_never_comes_is_a_timeout() {
 }
 
 #[tokio::test]
-async fn no_echo_means_not_confirmed() {
+async fn no_echo_fails_only_when_the_echo_is_required() {
     let emu = Emulator::start(Config {
         echo: false,
         ..quiet()
     })
     .await
     .unwrap();
-    let e = send_once(
-        &opts(&emu),
-        &req(None, None, "into the void", false),
-        Duration::from_millis(1500),
-    )
-    .await
-    .unwrap_err();
+    let required = SendRequest {
+        require_echo: true,
+        ..req(None, None, "into the void", false)
+    };
+    let e = send_once(&opts(&emu), &required, Duration::from_millis(1500))
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, SendError::NotConfirmed { account: 14, .. }),
         "{e}"
     );
     assert!(emu.received().iter().any(|m| m["text"] == "into the void"));
+    assert!(e.to_string().contains("required"), "{e}");
+    // Not required: sent, not confirmed, after at most the echo wait.
+    let started = std::time::Instant::now();
+    let c = send_once(
+        &opts(&emu),
+        &req(None, None, "into the void again", false),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert!(!c.confirmed());
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    assert_eq!(c.echo_wait, multistreamer::DEFAULT_ECHO_WAIT);
+    assert!(
+        c.summary()
+            .starts_with("sent (not confirmed) text as jprjrdev"),
+        "{}",
+        c.summary()
+    );
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_created_writers_message_without_echo_is_sent_not_confirmed() {
+    let emu = Emulator::start(Config {
+        echo_writer_messages: false,
+        writer_delay: Duration::from_millis(100),
+        ..quiet()
+    })
+    .await
+    .unwrap();
+    let c = send_once(
+        &opts(&emu),
+        &req(Some(17), None, "via a writer", false),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert!(c.writer_created);
+    assert!(!c.confirmed(), "the emulator did not echo it: {c:?}");
+    assert_eq!(c.text, "via a writer");
+    assert_eq!((c.account_id, c.cur_stream_account_id), (17, 14));
+    assert!(
+        c.summary().contains("sent (not confirmed)"),
+        "{}",
+        c.summary()
+    );
+    let delivered = emu.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].text, "via a writer");
+    assert!(!delivered[0].echoed);
+    assert!(emu.committed_chat().is_empty(), "no echo was broadcast");
+    // Required: the missing echo is a failure, and the message was still delivered.
+    let required = SendRequest {
+        require_echo: true,
+        ..req(Some(17), None, "again via a writer", false)
+    };
+    let e = send_once(&opts(&emu), &required, Duration::from_millis(1500))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, SendError::NotConfirmed { account: 17, .. }),
+        "{e}"
+    );
+    assert_eq!(emu.delivered().len(), 2);
+    // An account whose writer existed from the start is still echoed.
+    let c = send_once(&opts(&emu), &req(Some(14), None, "echoed", false), TIMEOUT)
+        .await
+        .unwrap();
+    assert!(c.confirmed());
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn msg_without_an_account_is_sent_from_irc_account_0() {
+    let emu = Emulator::start(quiet()).await.unwrap();
+    let c = send_once(
+        &opts(&emu),
+        &req(
+            None,
+            None,
+            "/msg somebody hey this is a private message",
+            false,
+        ),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert!(c.confirmed());
+    assert_eq!((c.account_id, c.cur_stream_account_id), (0, 0));
+    assert_eq!(c.private_to.as_deref(), Some("somebody"));
+    assert!(echo(&c).private);
+    assert_eq!(
+        emu.received().last().cloned().unwrap(),
+        json!({"type": "text", "account_id": 0, "cur_stream_account_id": 0,
+               "text": "/msg somebody hey this is a private message"})
+    );
     emu.stop().await;
 }
 

@@ -20,7 +20,8 @@ pub struct SendArgs {
     /// Send an emote instead of a text message (multistreamer).
     #[arg(long)]
     pub emote: bool,
-    /// The account to send from (multistreamer; default: the best writable account).
+    /// The account to send from (multistreamer; default: the internal IRC account 0 for a
+    /// `/msg user ...` private message, else the best writable account).
     #[arg(long, value_name = "ID")]
     pub account: Option<u64>,
     /// The stream account to send to (multistreamer; default: the sending account, or the
@@ -33,6 +34,12 @@ pub struct SendArgs {
     /// Give up waiting for the server's confirmation after this long.
     #[arg(long, value_name = "D", default_value = "15s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Require the server's echo (multistreamer): fail (exit 1) when none arrives within
+    /// --timeout. Without it, a message with no echo within a few seconds is reported as
+    /// "sent (not confirmed)" (multistreamer has no acknowledgement) and the exit is 0.
+    /// StreamIn answers every message, so its sends are always confirmed.
+    #[arg(long)]
+    pub confirm: bool,
     /// The message. `/msg user text` sends a private message on multistreamer; markdown
     /// (**bold**, *italic*, [text](url)) is converted for StreamIn.
     #[arg(value_name = "TEXT")]
@@ -98,6 +105,7 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
             to_account: args.to_account,
             text: args.text.clone(),
             emote: args.emote,
+            require_echo: args.confirm,
         };
         return multistreamer::send_once(&opts, &req, args.timeout)
             .await
@@ -108,6 +116,7 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
     }
     if let Some(t) = cfg.targets.iter().find(|t| t.name == args.to) {
         let TargetKind::Streamin(st) = &t.kind;
+        // `--confirm` needs nothing more here: StreamIn's answer is its confirmation.
         if args.emote || args.account.is_some() || args.to_account.is_some() {
             return Err(SendFailed::Usage(
                 "--emote, --account and --to-account apply to multistreamer sources only".into(),

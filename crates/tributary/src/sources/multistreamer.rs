@@ -2,11 +2,15 @@
 //!
 //! Defaults honour the document and NOTES.md: multistreamer cannot replay, so the policy is
 //! [`Resume::NoReplay`] and the supervisor emits a gap event on every reconnect. The web client
-//! reconnects after a fixed 5 s; we back off from 2 s to 60 s with jitter instead. The client
-//! pings after 15 s of silence and gives up on a connection whose ping goes unanswered for
-//! 10 s; the server itself pings after 30 s without an incoming frame. The supervisor's stall
-//! timeout (45 s) is a backstop above both. Viewer counts are requested once a minute. The last
-//! status snapshot is carried across reconnects, so an unchanged status is not reported again.
+//! reconnects after a fixed 5 s; we back off from 2 s to 60 s with jitter instead. The server
+//! pings after 30 s without an incoming frame; the supervisor's stall timeout (45 s by
+//! default, `stall_timeout` in the config) replaces a connection silent for longer. The
+//! client's own ping schedule follows the effective stall timeout
+//! ([`multistreamer::schedule_for_stall_timeout`]: ping after a third of it, at most 15 s; a
+//! pong deadline of half of it, at most 10 s), so every pong — a keep-alive — comes before the
+//! watchdog fires on a quiet but healthy connection, and a dead one is declared dead inside
+//! the timeout. Viewer counts are requested once a minute. The last status snapshot is
+//! carried across reconnects, so an unchanged status is not reported again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +21,7 @@ use supervisor::{Connection, Policy, Resume, Source};
 
 use crate::config_types::{Common, MultistreamerConfig};
 
-/// The supervisor's stall timeout: above the server's 30 s ping and the client's own
+/// The supervisor's default stall timeout: above the server's 30 s ping and the client's own
 /// ping (15 s) plus pong deadline (10 s).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -55,6 +59,8 @@ pub fn connect_options(
     let mut options = ConnectOptions::new(cfg.url.clone(), cfg.stream, cfg.token.clone());
     options.source = name.to_owned();
     options.viewcount_interval = Some(VIEWCOUNT_INTERVAL);
+    // The supervisor applies the same override (`sources::overrides`) to the policy.
+    options.fit_stall_timeout(effective_stall_timeout(common));
     options
         .endpoint()
         .map_err(|e| format!("source `{name}`: {e}"))?;
@@ -64,6 +70,12 @@ pub fn connect_options(
             .map_err(|e| format!("source `{name}`: {e} (ca_file)"))?;
     }
     Ok(options)
+}
+
+/// The stall timeout the supervisor enforces on this source: the config's `stall_timeout`,
+/// else [`STALL_TIMEOUT`].
+pub fn effective_stall_timeout(common: &Common) -> Duration {
+    common.stall_timeout.unwrap_or(STALL_TIMEOUT)
 }
 
 /// Builds the source from its config table; the error names what is wrong.
@@ -77,6 +89,19 @@ pub fn build(
         options: connect_options(name, common, cfg)?,
         last_status: Arc::default(),
     })
+}
+
+/// `multistreamer <ws URL without its query> stream <id>`: what a source reads, never the token.
+fn identity_of(options: &ConnectOptions) -> String {
+    let url = match options.endpoint() {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.to_string()
+        }
+        // `build` refuses such a URL; keep the identity token-free all the same.
+        Err(_) => chat_model::redact_url(&options.url),
+    };
+    format!("multistreamer {url} stream {}", options.stream)
 }
 
 impl MultistreamerSource {
@@ -98,6 +123,11 @@ impl Source for MultistreamerSource {
 
     fn service(&self) -> Service {
         Service::Multistreamer
+    }
+
+    /// The service, the WebSocket URL without the token, and the stream id.
+    fn identity(&self) -> String {
+        identity_of(&self.options)
     }
 
     fn policy(&self) -> Policy {
@@ -198,6 +228,73 @@ mod tests {
         assert_eq!(s.options.source, "live");
         assert_eq!(s.options.viewcount_interval, Some(VIEWCOUNT_INTERVAL));
         assert!(!format!("{s:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn the_ping_schedule_follows_the_effective_stall_timeout() {
+        let default = build("live", &Common::default(), &cfg("wss://h", "t")).unwrap();
+        assert_eq!(
+            (default.options.ping_interval, default.options.pong_timeout),
+            (
+                multistreamer::DEFAULT_PING_INTERVAL,
+                multistreamer::DEFAULT_PONG_TIMEOUT
+            )
+        );
+        for secs in [1, 3, 10, 45, 600] {
+            let stall = Duration::from_secs(secs);
+            let common = Common {
+                stall_timeout: Some(stall),
+                ..Common::default()
+            };
+            let s = build("live", &common, &cfg("wss://h", "t")).unwrap();
+            // What the supervisor will enforce on this source.
+            let enforced = s
+                .policy()
+                .with_overrides(&super::super::overrides(&common))
+                .stall_timeout;
+            assert_eq!(enforced, stall);
+            assert_eq!(effective_stall_timeout(&common), stall);
+            let (ping, pong) = (s.options.ping_interval, s.options.pong_timeout);
+            assert!(ping <= stall / 3, "{secs}s: ping after {ping:?}");
+            assert!(ping + pong < enforced, "{secs}s: {ping:?} + {pong:?}");
+        }
+    }
+
+    #[test]
+    fn identity_names_service_url_and_stream_but_never_the_token() {
+        let a = build(
+            "live",
+            &Common::default(),
+            &cfg("https://ms.example.com/x/", "sekrit"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.identity(),
+            "multistreamer wss://ms.example.com/x/ws/21 stream 21"
+        );
+        let other_token = build(
+            "live",
+            &Common::default(),
+            &cfg("wss://ms.example.com/x", "t2"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.identity(),
+            other_token.identity(),
+            "the token is not part of it"
+        );
+        let mut other_stream = cfg("wss://ms.example.com/x", "sekrit");
+        other_stream.stream = 22;
+        let b = build("live", &Common::default(), &other_stream).unwrap();
+        assert_ne!(a.identity(), b.identity());
+        let c = build(
+            "live",
+            &Common::default(),
+            &cfg("wss://other.example.com/x", "sekrit"),
+        )
+        .unwrap();
+        assert_ne!(a.identity(), c.identity());
+        assert!(!a.identity().contains("sekrit"));
     }
 
     #[test]
