@@ -1,7 +1,7 @@
 //! `tributary demo`: the whole product against local emulators of all five services.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,16 @@ pub struct DemoArgs {
     /// Messages per second each emulator generates.
     #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
+    /// Keep each event's original wire object in the `raw` field.
+    #[arg(long)]
+    pub raw: bool,
+    /// The state file for the demo's resume cursors [default: a temporary one, removed at the
+    /// end; never the state file of `run`].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The sources and target the demo builds, by emulator.
@@ -89,6 +99,8 @@ fn scripted_faults(service: EmulatedService) -> Vec<Vec<Fault>> {
 
 /// `tributary demo`.
 pub async fn run(args: DemoArgs) -> ExitCode {
+    // Listen from the very start, so a signal during startup is not lost either.
+    let mut stop = run::StopSignals::new();
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut emulators = Vec::new();
@@ -122,13 +134,26 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     };
     // The emulators' tokens are written inline on purpose.
     cfg.warnings.clear();
+    // Cursors of the emulators mean nothing to real servers and vice versa: the demo keeps
+    // its own, never `run`'s default state file.
+    let state = match &args.state {
+        Some(path) => DemoState::Given(path.clone()),
+        None => match DemoState::temporary() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tributary: cannot create a temporary state folder: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    cfg.state_file = state.path();
     let opts = RunOptions {
         format,
         duration: Some(args.duration),
-        raw: false,
+        raw: args.raw,
         lifecycle: args.lifecycle || args.faults,
-        state_file: None,
-        metrics: None,
+        state_file: Some(state.path()),
+        metrics: args.metrics,
     };
     let summary_to_stdout = format == Format::Pretty;
     let intro = format!(
@@ -142,7 +167,8 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
     );
     say(summary_to_stdout, &intro);
-    let result = run::run_config(&cfg, &opts).await;
+    let result = run::run_config(&cfg, &opts, &mut stop).await;
+    drop(state);
     let streamin_received = emulators.iter().find_map(|e| match e {
         AnyEmulator::Streamin(s) => Some(s.committed().len()),
         _ => None,
@@ -160,6 +186,64 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         Err(e) => {
             eprintln!("tributary: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the demo keeps its cursors: a file the user named, or a temporary folder removed
+/// when the demo ends.
+enum DemoState {
+    /// `--state FILE`.
+    Given(PathBuf),
+    /// A fresh folder under the system's temporary folder.
+    Temporary(PathBuf),
+}
+
+impl DemoState {
+    /// A new private folder `tributary-demo-<pid>-<n>` in the temporary folder.
+    fn temporary() -> std::io::Result<DemoState> {
+        let base = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let mut last = None;
+        for n in 0..100u32 {
+            let dir = base.join(format!(
+                "tributary-demo-{}-{}",
+                std::process::id(),
+                nanos.wrapping_add(n)
+            ));
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            match builder.create(&dir) {
+                Ok(()) => return Ok(DemoState::Temporary(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+    }
+
+    /// The state file.
+    fn path(&self) -> PathBuf {
+        match self {
+            DemoState::Given(p) => p.clone(),
+            DemoState::Temporary(dir) => dir.join("state.json"),
+        }
+    }
+}
+
+impl Drop for DemoState {
+    fn drop(&mut self) {
+        if let DemoState::Temporary(dir) = self {
+            if let Err(e) = std::fs::remove_dir_all(&*dir) {
+                tracing::debug!(
+                    "cannot remove the demo's state folder {}: {e}",
+                    dir.display()
+                );
+            }
         }
     }
 }

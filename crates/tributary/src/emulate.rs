@@ -218,8 +218,9 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
     println!("# add this to tributary.toml to read it; stop with Ctrl-C\n");
     println!("{}", emu.config_snippet(&format!("{name}-emulator")));
     use std::io::Write;
+    let mut stop = crate::run::StopSignals::new();
     let _ = std::io::stdout().flush();
-    let _ = tokio::signal::ctrl_c().await;
+    stop.recv().await;
     emu.stop().await;
     ExitCode::SUCCESS
 }

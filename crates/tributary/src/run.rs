@@ -104,6 +104,8 @@ impl StatsProvider for Provider {
 
 /// `tributary run`.
 pub async fn run(args: RunArgs) -> ExitCode {
+    // Listen from the very start, so a signal during startup is not lost either.
+    let mut stop = StopSignals::new();
     let cfg = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -133,7 +135,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         state_file: Some(state_file),
         metrics: args.metrics,
     };
-    match run_config(&cfg, &opts).await {
+    match run_config(&cfg, &opts, &mut stop).await {
         Ok(result) => exit_for(&result),
         Err(e) => {
             eprintln!("tributary: {e}");
@@ -155,8 +157,13 @@ pub fn exit_for(result: &RunResult) -> ExitCode {
     }
 }
 
-/// Runs a checked config until the duration, a signal, or every source ending.
-pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, String> {
+/// Runs a checked config until the duration, a signal (from `stop`, listening since the
+/// command started), or every source ending.
+pub async fn run_config(
+    cfg: &Config,
+    opts: &RunOptions,
+    stop: &mut StopSignals,
+) -> Result<RunResult, String> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -209,11 +216,9 @@ pub async fn run_config(cfg: &Config, opts: &RunOptions) -> Result<RunResult, St
     let mut printer = Printer::new(std::io::BufWriter::new(out), opts.format, opts.raw);
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut terminate = terminate_signal();
     let ending = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Ending::Signal,
-            _ = recv_terminate(&mut terminate) => break Ending::Signal,
+            _ = stop.recv() => break Ending::Signal,
             _ = sleep_until(deadline) => break Ending::Duration,
             next = stream.recv() => match next {
                 Some(event) => {
@@ -267,28 +272,89 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-#[cfg(unix)]
-type Terminate = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Terminate = ();
-
-#[cfg(unix)]
-fn terminate_signal() -> Terminate {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), listened for once for a whole command.
+///
+/// A listener made anew for each wait misses a signal that arrives between two waits (while an
+/// event is being written, say): one listener kept from start to end records it, and the next
+/// [`recv`](Self::recv) returns at once.
+pub struct StopSignals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(windows)]
+    ctrl_c: Option<tokio::signal::windows::CtrlC>,
 }
-#[cfg(not(unix))]
-fn terminate_signal() -> Terminate {}
 
-#[cfg(unix)]
-async fn recv_terminate(t: &mut Terminate) {
-    match t {
-        Some(s) => {
-            s.recv().await;
+impl StopSignals {
+    /// Starts listening; must be called within a tokio runtime.
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot listen for {name}: {e}");
+                    None
+                }
+            };
+            StopSignals {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            }
         }
-        None => std::future::pending().await,
+        #[cfg(windows)]
+        {
+            StopSignals {
+                ctrl_c: tokio::signal::windows::ctrl_c()
+                    .map_err(|e| tracing::warn!("cannot listen for Ctrl-C: {e}"))
+                    .ok(),
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            StopSignals {}
+        }
+    }
+
+    /// Waits for the next stop signal, or returns at once when one came since the last call.
+    /// Cancel-safe.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = recv_or_pending(&mut self.interrupt) => {}
+                Some(()) = recv_or_pending(&mut self.terminate) => {}
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(windows)]
+        {
+            match &mut self.ctrl_c {
+                Some(c) => {
+                    c.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            std::future::pending::<()>().await
+        }
     }
 }
-#[cfg(not(unix))]
-async fn recv_terminate(_: &mut Terminate) {
-    std::future::pending().await
+
+impl Default for StopSignals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(unix)]
+async fn recv_or_pending(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
