@@ -146,9 +146,11 @@ pub fn to_event(source: &str, msg: &WireMessage, raw: Value, received_at: Timest
             event.refers_to = Some(refer(&e.message));
         }
         Payload::TagChange(t) => {
-            event.kind = Kind::Edit;
+            // Not a text edit: the tagged message keeps its text.
+            event.kind = Kind::TagChange;
             event.refers_to = Some(refer(&t.message));
             event.tags = t.add.clone();
+            event.tags_removed = t.remove.clone();
             detail["add"] = json!(t.add);
             detail["remove"] = json!(t.remove);
         }
@@ -411,10 +413,18 @@ mod tests {
         let t = map(
             r#"{"event":"tag-change","id":390,"flow":"o/f","content":{"message":"374","add":["x"],"remove":["y"]},"sent":1,"user":"1"}"#,
         );
-        assert_eq!(t.kind, Kind::Edit);
+        // A tag change is not a text edit: its own kind, never an empty edit.
+        assert_eq!(t.kind, Kind::TagChange);
         assert_eq!(t.refers_to.as_deref(), Some("flowdock:o/f:374"));
         assert_eq!(t.tags, vec!["x"]);
+        assert_eq!(t.tags_removed, vec!["y"]);
         assert_eq!(t.detail.unwrap()["remove"][0], "y");
+        let only_removed = map(
+            r#"{"event":"tag-change","id":391,"flow":"o:f","content":{"message":374,"remove":[":unread:1"]},"tags":["kept"],"sent":1,"user":"1"}"#,
+        );
+        assert_eq!(only_removed.kind, Kind::TagChange);
+        assert!(only_removed.tags.is_empty(), "tags are the added ones only");
+        assert_eq!(only_removed.tags_removed, vec![":unread:1"]);
     }
 
     #[test]

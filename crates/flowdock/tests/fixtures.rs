@@ -70,7 +70,8 @@ fn every_fixture_decodes_into_a_sensible_event() {
         }
         let expected = match msg.event.as_str() {
             "message" | "line" | "comment" | "discussion" => Kind::Message,
-            "message-edit" | "tag-change" => Kind::Edit,
+            "message-edit" => Kind::Edit,
+            "tag-change" => Kind::TagChange,
             "file" => Kind::Upload,
             "status" => Kind::Status,
             "activity.user" => Kind::Presence,

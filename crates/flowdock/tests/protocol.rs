@@ -147,7 +147,7 @@ fn inject_every_type(emu: &Emulator) -> Vec<(Committed, Kind)> {
         (m, Kind::Message),
         (c, Kind::Message),
         (e, Kind::Edit),
-        (t, Kind::Edit),
+        (t, Kind::TagChange),
         (file, Kind::Upload),
         (join, Kind::Enter),
         (block, Kind::Kick),
@@ -187,6 +187,7 @@ async fn every_type(transport: Transport, crlf: bool) {
     assert_eq!(evs[3].refers_to.as_deref(), Some(m.event_id.as_str()));
     assert_eq!(evs[3].text, "deploy of prod");
     assert_eq!(evs[4].refers_to.as_deref(), Some(m.event_id.as_str()));
+    assert_eq!(evs[4].tags, vec!["#ops"]);
     assert_eq!(evs[5].text, "log.txt");
     assert_eq!(evs[8].text, "at lunch");
     assert_eq!(evs[9].text, "nice build");

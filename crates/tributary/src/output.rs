@@ -134,6 +134,14 @@ pub fn pretty_line(e: &Event) -> String {
             ),
             author
         ),
+        Kind::TagChange => {
+            let who = if author.is_empty() {
+                String::new()
+            } else {
+                format!("{author}: ")
+            };
+            paint(dim, &format!("{who}{}", tag_change_summary(e)))
+        }
         Kind::Retraction => paint(
             Style::new().fg_color(Some(Color::Ansi(AnsiColor::Yellow))),
             &format!(
@@ -197,6 +205,26 @@ pub fn pretty_line(e: &Event) -> String {
     )
 }
 
+/// What a [`Kind::TagChange`] did, on one line: `tags of <msg> changed: +x -y` (its text,
+/// usually empty, is not a message of its own).
+pub fn tag_change_summary(e: &Event) -> String {
+    let changes: Vec<String> = e
+        .tags
+        .iter()
+        .map(|t| format!("+{t}"))
+        .chain(e.tags_removed.iter().map(|t| format!("-{t}")))
+        .collect();
+    let changes = if changes.is_empty() {
+        "nothing".to_owned()
+    } else {
+        changes.join(" ")
+    };
+    format!(
+        "tags of {} changed: {changes}",
+        e.refers_to.as_deref().unwrap_or("a message")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +277,19 @@ mod tests {
             to: g.at,
         });
         assert!(plain(&g).contains("⚠ gap"));
+        let mut t = ev(Kind::TagChange);
+        t.text = String::new();
+        t.refers_to = Some("flowdock:o/f:374".into());
+        t.tags = vec!["#ops".into()];
+        t.tags_removed = vec!["#old".into(), "x".into()];
+        let line = plain(&t);
+        assert!(
+            line.contains("Ada: tags of flowdock:o/f:374 changed: +#ops -#old -x"),
+            "{line}"
+        );
+        t.tags.clear();
+        t.tags_removed.clear();
+        assert!(plain(&t).contains("changed: nothing"));
         assert!(
             pretty_line(&ev(Kind::Message)).contains('\u{1b}'),
             "coloured before stripping"

@@ -85,7 +85,13 @@ pub fn render(template: &str, e: &Event) -> String {
         .as_deref()
         .or(e.author.id.as_deref())
         .unwrap_or("someone");
-    let mut out = String::with_capacity(template.len() + e.text.len());
+    // A tag change has no text of its own: relay what it did, never an empty message.
+    let text = if e.kind == Kind::TagChange && e.text.trim().is_empty() {
+        crate::output::tag_change_summary(e)
+    } else {
+        e.text.clone()
+    };
+    let mut out = String::with_capacity(template.len() + text.len());
     let mut rest = template;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
@@ -95,7 +101,7 @@ pub fn render(template: &str, e: &Event) -> String {
                 match &after[..end] {
                     "author" => out.push_str(author),
                     "room" => out.push_str(&e.room),
-                    "text" => out.push_str(&e.text),
+                    "text" => out.push_str(&text),
                     "source" => out.push_str(&e.source),
                     "kind" => out.push_str(e.kind.as_str()),
                     "service" => out.push_str(e.service.as_str()),
@@ -461,6 +467,40 @@ mod tests {
         assert_eq!(
             render("[{source}/{kind}] {text} {x}", &e),
             "[flows/message] deploy done {x}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tag_change_is_never_relayed_as_an_empty_message() {
+        let sink = Arc::new(Recorder {
+            sent: Mutex::default(),
+            fail_first: Mutex::new(0),
+            max: None,
+        });
+        let sinks: HashMap<String, Arc<dyn Sink>> =
+            [("notify".to_owned(), sink.clone() as Arc<dyn Sink>)].into();
+        let mut t = ev("flows", "t1", Kind::TagChange, "");
+        t.refers_to = Some("flowdock:acme/main:374".into());
+        t.tags = vec!["#ops".into()];
+        t.tags_removed = vec!["#old".into()];
+        // Default kinds (chat only): not relayed at all.
+        let relays = Relays::start(&[cfg(None)], sinks.clone(), None).unwrap();
+        relays.offer(&t);
+        relays.shutdown(Duration::from_secs(60)).await;
+        assert!(sink.sent.lock().unwrap().is_empty());
+        // Asked for explicitly: relayed as what it did.
+        let mut c = cfg(None);
+        c.kinds = Some(vec![Kind::TagChange]);
+        let relays = Relays::start(&[c], sinks, None).unwrap();
+        relays.offer(&t);
+        relays.shutdown(Duration::from_secs(60)).await;
+        let sent = sink.sent.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            [(
+                "t1".to_owned(),
+                "Ada in acme/main: tags of flowdock:acme/main:374 changed: +#ops -#old".to_owned()
+            )]
         );
     }
 
