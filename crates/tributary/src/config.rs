@@ -274,11 +274,7 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         return (!name.is_empty()).then(|| shown(name));
     }
     let lhs = before.trim_end().strip_suffix('=')?;
-    let key = lhs
-        .rsplit(|c: char| c == '{' || c == ',')
-        .next()?
-        .trim()
-        .trim_matches('"');
+    let key = lhs.rsplit(['{', ',']).next()?.trim().trim_matches('"');
     (!key.is_empty() && !key.contains('=')).then(|| shown(key))
 }
 
