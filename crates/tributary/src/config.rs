@@ -19,6 +19,18 @@ pub use crate::config_types::*;
 pub const SOURCE_SERVICES: &[&str] = &["campfire", "flowdock", "multistreamer", "ustream"];
 /// The services a `[[target]]` may name.
 pub const TARGET_SERVICES: &[&str] = &["streamin"];
+/// The largest config file read, in bytes (1 MiB): checked from the file's size before reading
+/// and again while reading (a pipe or a device has no size).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// The longest source or target name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// The largest secret file read, in bytes (64 KiB).
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+/// How a secret may be written, for error messages.
+const SECRET_FORMS: &str =
+    "a secret is a string \"literal\", { env = \"VAR\" } or { file = \"path\" }";
+/// How much of a value from the config an error message repeats, in characters.
+const SHOWN_CHARS: usize = 64;
 
 /// A checked configuration.
 #[derive(Clone, Debug)]
@@ -62,6 +74,19 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error(
+        "{path}: the config file is {}larger than the limit of {limit} bytes (1 MiB); is it the right file?",
+        match size { Some(n) => format!("{n} bytes, "), None => String::new() }
+    )]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size, when known before reading.
+        size: Option<u64>,
+        /// The limit.
+        limit: u64,
+    },
     /// The file is not valid: syntax, types or meaning.
     #[error("{path}:{line}: {message}")]
     Invalid {
@@ -86,12 +111,17 @@ struct RawConfig {
     relay: Vec<Spanned<RawRelay>>,
 }
 
+/// A secret as written: checked by [`Cx::secret`], so a wrong shape gets a message that says
+/// what a secret may look like.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSecret {
-    Literal(String),
-    Env { env: String },
-    File { file: String },
+#[serde(transparent)]
+struct RawSecret(toml::Value);
+
+/// The three ways a secret may be written.
+enum SecretForm<'a> {
+    Literal(&'a str),
+    Env(&'a str),
+    File(&'a str),
 }
 
 #[derive(Deserialize)]
@@ -149,13 +179,118 @@ struct RawRelay {
     template: Option<Spanned<String>>,
 }
 
-/// Reads and checks a config file.
+/// Reads and checks a config file (at most [`MAX_CONFIG_BYTES`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
+    let shown = || path.display().to_string();
+    let read_err = |source| ConfigError::Read {
+        path: shown(),
         source,
+    };
+    let too_large = |size| ConfigError::TooLarge {
+        path: shown(),
+        size,
+        limit: MAX_CONFIG_BYTES,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if meta.is_file() && meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(Some(meta.len())));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(None));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        ConfigError::Invalid {
+            path: shown(),
+            line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+            message: "the config is not UTF-8 text".to_owned(),
+        }
     })?;
     parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// At most [`SHOWN_CHARS`] characters of `s`, for repeating a value in a message.
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        Some((end, _)) => format!("{}… ({} characters)", &s[..end], s.chars().count()),
+        None => s.to_owned(),
+    }
+}
+
+/// A message from the TOML reader, cut to a sane length (it may repeat a value).
+fn short_message(m: &str) -> String {
+    const MAX: usize = 300;
+    match m.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &m[..end]),
+        None => m.to_owned(),
+    }
+}
+
+/// A message of the TOML reader in the config's own words (no internal type names), cut to a
+/// sane length.
+fn readable_toml_message(m: &str) -> String {
+    let mut m = short_message(m);
+    for (from, to) in [
+        (
+            "struct RawBackoff",
+            "a table like { initial = \"2s\", max = \"2m\" }",
+        ),
+        ("struct RawSource", "a [[source]] table"),
+        ("struct RawTarget", "a [[target]] table"),
+        ("struct RawRelay", "a [[relay]] table"),
+        ("struct RawConfig", "a TOML document"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected a sequence", "expected an array"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: array"),
+    ] {
+        m = m.replace(from, to);
+    }
+    m
+}
+
+/// The key whose value starts at `offset`: the last key before `=` on that line (the name of
+/// a `[table]` header on a header line).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = text.get(start..offset)?;
+    let line = text[start..].lines().next().unwrap_or("");
+    if line.trim_start().starts_with('[') && !before.contains('=') {
+        let name = line
+            .trim()
+            .trim_start_matches('[')
+            .split(']')
+            .next()?
+            .trim();
+        return (!name.is_empty()).then(|| shown(name));
+    }
+    let lhs = before.trim_end().strip_suffix('=')?;
+    let key = lhs.rsplit(['{', ',']).next()?.trim().trim_matches('"');
+    (!key.is_empty() && !key.contains('=')).then(|| shown(key))
+}
+
+/// Reads at most `limit` bytes of `path` as text; more is an error.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the limit of {limit} bytes for a secret"),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// Checks config text as if read from `path` (relative paths resolve against its folder);
@@ -173,7 +308,20 @@ pub fn parse(
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| cx.line(s.start)).unwrap_or(1);
-        cx.err_at(line, e.message().trim_end().to_owned())
+        let message = readable_toml_message(e.message().trim_end());
+        match e.span().and_then(|s| key_at(text, s.start)) {
+            Some(key) if !message.contains(&format!("`{key}`")) => {
+                let hint = if ["source", "target", "relay"].contains(&key.as_str())
+                    && message.contains("expected an array")
+                {
+                    format!(" (write [[{key}]], not [{key}])")
+                } else {
+                    String::new()
+                };
+                cx.err_at(line, format!("`{key}`: {message}{hint}"))
+            }
+            _ => cx.err_at(line, message),
+        }
     })?;
     let mut warnings = Vec::new();
 
@@ -277,8 +425,9 @@ impl Cx<'_> {
             self.err(
                 v.span(),
                 format!(
-                    "`{key}` = \"{}\" is not a duration ({e}); write e.g. \"30s\", \"2m\", \"1h 30m\"",
-                    v.get_ref()
+                    "`{key}` = \"{}\" is not a duration ({}); write e.g. \"30s\", \"2m\", \"1h 30m\"",
+                    shown(v.get_ref()),
+                    short_message(&e.to_string())
                 ),
             )
         })
@@ -293,7 +442,7 @@ impl Cx<'_> {
                 v.span(),
                 format!(
                     "`{key}` = \"{}\" is not a valid URL; it must start with {}",
-                    chat_model::redact_url(v.get_ref()),
+                    shown(&chat_model::redact_url(v.get_ref())),
                     schemes
                         .iter()
                         .map(|s| format!("{s}://"))
@@ -311,31 +460,38 @@ impl Cx<'_> {
         owner: &str,
         warnings: &mut Vec<String>,
     ) -> Result<(Secret, Option<PathBuf>), ConfigError> {
-        match v.get_ref() {
-            RawSecret::Literal(s) => {
+        let form = self.secret_form(v, key, owner)?;
+        match form {
+            SecretForm::Literal(s) => {
                 warnings.push(format!(
                     "{}:{}: `{key}` of `{owner}` is written in the config file; prefer {{ env = \"VAR\" }} or {{ file = \"path\" }}",
                     self.path.display(),
                     self.line(v.span().start)
                 ));
-                Ok((Secret::new(s.clone()), None))
+                Ok((Secret::new(s.to_owned()), None))
             }
-            RawSecret::Env { env } => match (self.env)(env) {
+            SecretForm::Env(env) => match (self.env)(env) {
                 Some(value) if !value.trim().is_empty() => {
                     Ok((Secret::new(value.trim().to_owned()), None))
                 }
                 Some(_) => Err(self.err(
                     v.span(),
-                    format!("`{key}` of `{owner}`: environment variable {env} is empty"),
+                    format!(
+                        "`{key}` of `{owner}`: environment variable {} is empty",
+                        shown(env)
+                    ),
                 )),
                 None => Err(self.err(
                     v.span(),
-                    format!("`{key}` of `{owner}`: environment variable {env} is not set"),
+                    format!(
+                        "`{key}` of `{owner}`: environment variable {} is not set",
+                        shown(env)
+                    ),
                 )),
             },
-            RawSecret::File { file } => {
+            SecretForm::File(file) => {
                 let path = self.resolve_path(file);
-                let value = std::fs::read_to_string(&path).map_err(|e| {
+                let value = read_bounded(&path, MAX_SECRET_FILE_BYTES).map_err(|e| {
                     self.err(
                         v.span(),
                         format!("`{key}` of `{owner}`: cannot read {}: {e}", path.display()),
@@ -353,6 +509,54 @@ impl Cx<'_> {
         }
     }
 
+    /// Which of the three forms a secret is written in; anything else (a number, both `env`
+    /// and `file`, an empty value) is an error that says what a secret may look like.
+    fn secret_form<'v>(
+        &self,
+        v: &'v Spanned<RawSecret>,
+        key: &str,
+        owner: &str,
+    ) -> Result<SecretForm<'v>, ConfigError> {
+        let bad = |what: String| {
+            self.err(
+                v.span(),
+                format!("`{key}` of `{owner}` {what}; {SECRET_FORMS}"),
+            )
+        };
+        match &v.get_ref().0 {
+            toml::Value::String(s) if s.trim().is_empty() => Err(bad("is empty".into())),
+            toml::Value::String(s) => Ok(SecretForm::Literal(s)),
+            toml::Value::Table(t) => {
+                if let Some(k) = t.keys().find(|k| *k != "env" && *k != "file") {
+                    return Err(bad(format!("has an unknown key `{}`", shown(k))));
+                }
+                let text = |sub: &str, v: &'v toml::Value| match v {
+                    toml::Value::String(s) if s.trim().is_empty() => {
+                        Err(bad(format!("has an empty `{sub}`")))
+                    }
+                    toml::Value::String(s) => Ok(s.as_str()),
+                    other => Err(bad(format!(
+                        "has `{sub}` = {}, not a string",
+                        other.type_str()
+                    ))),
+                };
+                match (t.get("env"), t.get("file")) {
+                    (Some(_), Some(_)) => {
+                        Err(bad("has both `env` and `file`; give exactly one".into()))
+                    }
+                    (Some(e), None) => Ok(SecretForm::Env(text("env", e)?)),
+                    (None, Some(f)) => Ok(SecretForm::File(text("file", f)?)),
+                    (None, None) => Err(bad("is an empty table".into())),
+                }
+            }
+            other => Err(bad(format!(
+                "is {} {}",
+                article(other.type_str()),
+                other.type_str()
+            ))),
+        }
+    }
+
     fn name(
         &self,
         v: &Option<Spanned<String>>,
@@ -363,10 +567,23 @@ impl Cx<'_> {
             return Err(self.err(span, format!("this [[{what}]] has no `name`")));
         };
         let n = name.get_ref();
+        let len = n.chars().count();
+        if len > MAX_NAME_CHARS {
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "`name` = \"{}\" is too long: at most {MAX_NAME_CHARS} characters (letters, digits, `-`, `_` or `.`)",
+                    shown(n)
+                ),
+            ));
+        }
         if n.is_empty() || !n.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
             return Err(self.err(
                 name.span(),
-                format!("`name` = \"{n}\": use letters, digits, `-`, `_` or `.`"),
+                format!(
+                    "`name` = \"{}\": use letters, digits, `-`, `_` or `.` (at most {MAX_NAME_CHARS})",
+                    shown(n)
+                ),
             ));
         }
         Ok(n.clone())
@@ -398,7 +615,8 @@ impl Cx<'_> {
             return Err(self.err(
                 service.span(),
                 format!(
-                    "source `{name}`: unknown `service` = \"{svc}\"; valid: {}{hint}",
+                    "source `{name}`: unknown `service` = \"{}\"; valid: {}{hint}",
+                    shown(svc),
                     SOURCE_SERVICES.join(", ")
                 ),
             ));
@@ -554,7 +772,7 @@ impl Cx<'_> {
                         if !ok {
                             return Err(self.err(
                                 f.span(),
-                                format!("source `{name}`: flow \"{flow}\" is not `organization/flow` or a flow id"),
+                                format!("source `{name}`: flow \"{}\" is not `organization/flow` or a flow id", shown(flow)),
                             ));
                         }
                     }
@@ -573,8 +791,14 @@ impl Cx<'_> {
                     Some("json") => FlowdockTransport::Json,
                     Some(other) => {
                         return Err(self.err(
-                            r.transport.as_ref().map(|t| t.span()).unwrap_or(table.span()),
-                            format!("source `{name}`: unknown `transport` = \"{other}\"; valid: sse, json"),
+                            r.transport
+                                .as_ref()
+                                .map(|t| t.span())
+                                .unwrap_or(table.span()),
+                            format!(
+                                "source `{name}`: unknown `transport` = \"{}\"; valid: sse, json",
+                                shown(other)
+                            ),
                         ));
                     }
                 };
@@ -586,7 +810,7 @@ impl Cx<'_> {
                     Some(a) => {
                         return Err(self.err(
                             a.span(),
-                            format!("source `{name}`: unknown `active` = \"{}\"; valid: \"true\", \"idle\"", a.get_ref()),
+                            format!("source `{name}`: unknown `active` = \"{}\"; valid: \"true\", \"idle\"", shown(a.get_ref())),
                         ));
                     }
                 };
@@ -655,7 +879,7 @@ impl Cx<'_> {
                 service.span(),
                 format!(
                     "target `{name}`: unknown `service` = \"{}\"; valid: {}{hint}",
-                    service.get_ref(),
+                    shown(service.get_ref()),
                     TARGET_SERVICES.join(", ")
                 ),
             ));
@@ -707,7 +931,8 @@ impl Cx<'_> {
                 return Err(self.err(
                     from.span(),
                     format!(
-                        "relay `from`: no source is named `{f}`; sources: {}",
+                        "relay `from`: no source is named `{}`; sources: {}",
+                        shown(f),
                         source_names.join(", ")
                     ),
                 ));
@@ -731,7 +956,7 @@ impl Cx<'_> {
                 to.span(),
                 format!(
                     "relay `to` = \"{}\" is neither a target nor a multistreamer source; writable: {}",
-                    to.get_ref(),
+                    shown(to.get_ref()),
                     if writable.is_empty() { "(none configured)".to_owned() } else { writable.join(", ") }
                 ),
             ));
@@ -745,7 +970,8 @@ impl Cx<'_> {
                         self.err(
                             k.span(),
                             format!(
-                                "relay `kinds`: unknown kind \"{name}\"; valid: {}",
+                                "relay `kinds`: unknown kind \"{}\"; valid: {}",
+                                shown(name),
                                 Kind::ALL
                                     .iter()
                                     .map(|k| k.as_str())
@@ -765,7 +991,10 @@ impl Cx<'_> {
                 if let Err(e) = regex_syntax_check(p.get_ref()) {
                     return Err(self.err(
                         p.span(),
-                        format!("relay `match` is not a valid regular expression: {e}"),
+                        format!(
+                            "relay `match` is not a valid regular expression: {}",
+                            short_message(&e)
+                        ),
                     ));
                 }
                 Some(p.get_ref().clone())
@@ -776,7 +1005,7 @@ impl Cx<'_> {
             if let Some(bad) = unknown_placeholder(t) {
                 return Err(self.err(
                     span,
-                    format!("relay `template`: unknown placeholder {{{bad}}}; valid: {{author}}, {{room}}, {{text}}, {{source}}, {{kind}}, {{service}}"),
+                    format!("relay `template`: unknown placeholder {{{}}}; valid: {{author}}, {{room}}, {{text}}, {{source}}, {{kind}}, {{service}}", shown(&bad)),
                 ));
             }
         }
@@ -787,6 +1016,15 @@ impl Cx<'_> {
             pattern,
             template,
         })
+    }
+}
+
+/// "a" or "an" before a TOML type name.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }
 
@@ -1005,6 +1243,65 @@ template = "{author} in {room}: {text}"
         assert!(err(&full).contains("not a valid regular expression"));
         let full = FULL.replace("kinds = [\"message\", \"emote\"]", "kinds = [\"shout\"]");
         assert!(err(&full).contains("unknown kind \"shout\""));
+    }
+
+    #[test]
+    fn names_of_64_characters_are_accepted_and_65_refused() {
+        let table =
+            |n: &str| format!("[[source]]\nname = \"{n}\"\nservice = \"ustream\"\nchannel = 1\n");
+        let ok = "a".repeat(MAX_NAME_CHARS - 1) + "é";
+        assert_eq!(parse_str(&table(&ok)).unwrap().sources[0].name, ok);
+        let e = err(&table(&"a".repeat(MAX_NAME_CHARS + 1)));
+        assert!(
+            e.contains(":2:") && e.contains("at most 64 characters"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_have_one_of_three_forms() {
+        let with = |v: &str| {
+            format!("[[source]]\nname = \"a\"\nservice = \"campfire\"\nroom = 1\ntoken = {v}\n")
+        };
+        assert!(parse_str(&with("{ env = \"CAMPFIRE_TOKEN\" }")).is_ok());
+        assert!(parse_str(&with("\"lit\"")).is_ok());
+        for (v, says) in [
+            ("\"\"", "is empty"),
+            (
+                "{ env = \"CAMPFIRE_TOKEN\", file = \"x\" }",
+                "both `env` and `file`",
+            ),
+            ("5.5", "is a float"),
+            (
+                "{ env = \"CAMPFIRE_TOKEN\", extra = 1 }",
+                "unknown key `extra`",
+            ),
+        ] {
+            let e = err(&with(v));
+            assert!(e.contains(":5:") && e.contains(says), "{v}: {e}");
+            assert!(e.contains(SECRET_FORMS), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn shown_cuts_long_values_and_key_at_finds_the_key() {
+        assert_eq!(shown("short"), "short");
+        let long = "x".repeat(100);
+        assert_eq!(
+            shown(&long),
+            format!("{}… (100 characters)", "x".repeat(64))
+        );
+        let text = "a = 1\nbackoff = { initial = 5 }\n[source]\n";
+        assert_eq!(key_at(text, 4).as_deref(), Some("a"));
+        assert_eq!(
+            key_at(text, text.find('5').unwrap()).as_deref(),
+            Some("initial")
+        );
+        assert_eq!(
+            key_at(text, text.find("[source]").unwrap()).as_deref(),
+            Some("source")
+        );
+        assert_eq!(key_at(text, 0), None);
     }
 
     #[test]
