@@ -123,6 +123,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     // The emulators' tokens are written inline on purpose.
     cfg.warnings.clear();
     let opts = RunOptions {
+        health_grace: crate::metrics::DEFAULT_HEALTH_GRACE,
         format,
         duration: Some(args.duration),
         raw: false,
