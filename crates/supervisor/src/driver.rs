@@ -543,11 +543,12 @@ impl Supervisor {
 ///
 /// # Delivery contract
 ///
-/// A cursor becomes durable (is written to the state file within `save_interval`; a source's
-/// first position at once, see the [module docs](self)) only once the consumer has *taken*
-/// its event: either by calling [`recv`](Self::recv) again — which
+/// A cursor becomes durable (is written to the state file within `save_interval`) only once
+/// the consumer has *taken* its event: either by calling [`recv`](Self::recv) again — which
 /// marks the previously returned event as delivered — or by calling [`ack`](Self::ack).
-/// So write and flush each event before asking for the next one. Then:
+/// So write and flush each event before asking for the next one. A source's first position
+/// (a checkpoint when none is saved yet, or the baseline a connection starts from) is saved
+/// at once instead, as soon as everything the source forwarded before it was taken. Then:
 ///
 /// * after a clean shutdown (the last written event acked), a restart repeats nothing and
 ///   loses nothing (for sources that replay from a cursor);

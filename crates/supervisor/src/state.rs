@@ -36,9 +36,9 @@ use std::path::{Path, PathBuf};
 use chat_model::{Cursor, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::SupervisorError;
 #[cfg(doc)]
 use crate::Source;
+use crate::SupervisorError;
 
 /// The state file format version this crate writes.
 pub const STATE_VERSION: u32 = 1;

@@ -549,7 +549,11 @@ async fn a_start_from_now_baseline_is_durable_at_once_and_later_positions_wait_f
     stream.ack();
     tokio::time::sleep(Duration::from_secs(3)).await;
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(saved_last_id(&path, "ops"), Some(10), "no save per position");
+    assert_eq!(
+        saved_last_id(&path, "ops"),
+        Some(10),
+        "no save per position"
+    );
     // A clean shutdown saves what was taken (m24, and the bare position m25 after it).
     handle.shutdown().await;
     let last = saved_last_id(&path, "ops").unwrap();
@@ -600,7 +604,10 @@ async fn a_new_baseline_after_undelivered_events_waits_for_them() {
     // Taking m3 (the next recv) reaches the new baseline: saved at once.
     let next = read_until(&mut stream, |e| e.kind == Kind::Message).await;
     let first_after = num(next.last().unwrap());
-    assert!(first_after > 4, "the reconnect started from now: m{first_after}");
+    assert!(
+        first_after > 4,
+        "the reconnect started from now: m{first_after}"
+    );
     file_holds(&path, "ops", first_after - 1).await;
     handle.shutdown().await;
 }

@@ -362,7 +362,12 @@ async fn a_cursor_saved_for_another_identity_is_not_reused() {
     handle.shutdown().await;
     assert_eq!(server.resumes()[0], None, "the stale cursor was not used");
     assert_eq!(got, [1, 2, 3, 4, 5], "the old recent ids swallow nothing");
-    let saved = StateFile::load(&path).unwrap().0.get("ops").cloned().unwrap();
+    let saved = StateFile::load(&path)
+        .unwrap()
+        .0
+        .get("ops")
+        .cloned()
+        .unwrap();
     assert_eq!(saved.identity, "scripted http://new.example/ room 2");
     assert_eq!(saved_last_id(&path, "ops"), Some(5));
 }
@@ -389,10 +394,19 @@ async fn a_state_file_without_identities_is_reused_and_then_records_them() {
         assert!(sup.warnings().is_empty(), "{:?}", sup.warnings());
         let (mut stream, handle) = sup.start();
         let first = num(&next_message(&mut stream).await);
-        assert_eq!(first, 21 + round, "round {round} resumes after the saved cursor");
+        assert_eq!(
+            first,
+            21 + round,
+            "round {round} resumes after the saved cursor"
+        );
         stream.ack();
         handle.shutdown().await;
-        let saved = StateFile::load(&path).unwrap().0.get("ops").cloned().unwrap();
+        let saved = StateFile::load(&path)
+            .unwrap()
+            .0
+            .get("ops")
+            .cloned()
+            .unwrap();
         assert_eq!(saved.identity, identity, "recorded at the save");
     }
     assert_eq!(server.resumes(), [Some(20), Some(21)]);

@@ -142,6 +142,7 @@ struct RawSource {
     backoff: Option<Spanned<RawBackoff>>,
     max_retries: Option<Spanned<u32>>,
     max_elapsed: Option<Spanned<String>>,
+    max_server_delay: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     // campfire
     room: Option<Spanned<u64>>,
@@ -703,6 +704,9 @@ impl Cx<'_> {
         common.max_retries = r.max_retries.as_ref().map(|v| *v.get_ref());
         if let Some(v) = &r.max_elapsed {
             common.max_elapsed = Some(self.duration(v, "max_elapsed")?);
+        }
+        if let Some(v) = &r.max_server_delay {
+            common.max_server_delay = Some(self.duration(v, "max_server_delay")?);
         }
         if let Some(v) = &r.ca_file {
             let p = self.resolve_path(v.get_ref());

@@ -23,6 +23,8 @@ pub struct Common {
     pub max_retries: Option<u32>,
     /// Give up after failing this long.
     pub max_elapsed: Option<Duration>,
+    /// The longest `Retry-After` / SSE `retry:` obeyed (never below the backoff cap).
+    pub max_server_delay: Option<Duration>,
     /// An extra trusted CA certificate (PEM) for self-hosted servers and tests.
     pub ca_file: Option<PathBuf>,
 }

@@ -148,6 +148,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     };
     cfg.state_file = state.path();
     let opts = RunOptions {
+        health_grace: crate::metrics::DEFAULT_HEALTH_GRACE,
         format,
         duration: Some(args.duration),
         raw: args.raw,

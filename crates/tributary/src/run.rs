@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// With --metrics: /healthz answers 503 once a source has not been connected for longer
+    /// than this.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s")]
+    pub health_grace: Duration,
 }
 
 /// Parses a humantime duration for clap.
@@ -63,6 +67,8 @@ pub struct RunOptions {
     pub state_file: Option<PathBuf>,
     /// Where to serve metrics.
     pub metrics: Option<SocketAddr>,
+    /// How long `/healthz` tolerates a source being disconnected.
+    pub health_grace: Duration,
 }
 
 /// Why a run ended.
@@ -134,6 +140,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         lifecycle: args.lifecycle,
         state_file: Some(state_file),
         metrics: args.metrics,
+        health_grace: args.health_grace,
     };
     match run_config(&cfg, &opts, &mut stop).await {
         Ok(result) => exit_for(&result),
@@ -200,7 +207,7 @@ pub async fn run_config(
                 sources: handle.stats_reader(),
                 relays: relays.as_ref().map(|r| r.stats_handle()),
             });
-            let (local, task) = metrics::serve(addr, provider)
+            let (local, task) = metrics::serve(addr, provider, opts.health_grace)
                 .await
                 .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
             tracing::info!("metrics on http://{local}/metrics");

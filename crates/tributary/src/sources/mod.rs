@@ -21,6 +21,7 @@ pub fn overrides(common: &Common) -> Overrides {
         stall_timeout: common.stall_timeout,
         max_retries: common.max_retries,
         max_elapsed: common.max_elapsed,
+        max_server_delay: common.max_server_delay,
     }
 }
 
@@ -53,6 +54,7 @@ pub fn policy(initial: Duration, max: Duration, stall_timeout: Duration, resume:
         max_retries: None,
         max_elapsed: None,
         prompt_delay: Default::default(),
+        max_server_delay: supervisor::DEFAULT_MAX_SERVER_DELAY,
     }
 }
 
@@ -144,6 +146,31 @@ mod tests {
         let other = Cursor::from_json(serde_json::json!("not ours"));
         let got: Option<Mine> = typed_resume("s", "Test", "starting fresh", Some(other));
         assert_eq!(got, None);
+    }
+
+    #[test]
+    fn max_server_delay_is_read_and_passed_to_the_supervisor() {
+        let parse = |extra: &str| {
+            crate::config::parse(
+                &format!("[[source]]\nname = \"s\"\nservice = \"ustream\"\nchannel = 1\n{extra}"),
+                std::path::Path::new("/etc/t.toml"),
+                &|_| None,
+            )
+        };
+        let cfg = parse("max_server_delay = \"90s\"\n").unwrap();
+        let o = overrides(&cfg.sources[0].common);
+        assert_eq!(o.max_server_delay, Some(Duration::from_secs(90)));
+        let p = Policy::default().with_overrides(&o);
+        assert_eq!(p.max_server_delay, Duration::from_secs(90));
+        let cfg = parse("").unwrap();
+        assert_eq!(overrides(&cfg.sources[0].common).max_server_delay, None);
+        let e = parse("max_server_delay = \"later\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:5:") && e.contains("max_server_delay"),
+            "{e}"
+        );
     }
 
     #[test]
