@@ -8,10 +8,23 @@
 //! a client on the document's drift-free schedule always asks for complete windows.
 //!
 //! Traffic mixes twitter, facebook and ustream users, both payload shapes (with and without
-//! `type`, `createdAt` as a number or a string), some texts with the generated
-//! " (... live at http://ustre.am/XXXX)" suffix and `isSuffixCleaningNeeded`, refresh
-//! intervals that change, and control items (`ignMsg`, `ignUser`, `unIgnUser`, `host`).
-//! The emulator listens on two addresses; a `host` item moves clients to the other one.
+//! `type`, `createdAt` as a number or a string), some texts with the generated suffix in both
+//! forms seen (` (@channel live at http://ustre.am/XXXX)` and ` (live at http://ustre.am/XXXX)`)
+//! and `isSuffixCleaningNeeded`, refresh intervals that change, and control items (`ignMsg`,
+//! `ignUser`, `unIgnUser`; `host` every [`Config::host_every`] items; malformed control items
+//! at [`Config::malformed_share`]), with quiet periods ([`Config::quiet_every`]).
+//!
+//! The emulator serves as two hosts (two listeners, one timeline of messages). A `host` item
+//! is said by the host a client is on ("move to the other one"): it is served only by the
+//! listener that was current when it was committed, only in timeslices (never in a `/default`
+//! history), and it makes the other listener current.
+//!
+//! Message uids start from a time-based base ([`Config::uid_base`]), so a restarted emulator
+//! never reissues the uids of an earlier run. [`Config::clock_offset_secs`] sets the server
+//! clock apart from the wall clock (a reset server whose range lies behind a client's cursor);
+//! a timeslice that starts in the server's future is answered with the server's own position,
+//! `range: [now, now]`.
+//!
 //! Faults come per request from [`Config::faults`]; `success: false` answers from
 //! [`Emulator::push_soft_failure`].
 
@@ -58,6 +71,22 @@ pub struct Config {
     pub history: usize,
     /// Of the generated items, the share that are control items (ignMsg, ignUser, unIgnUser).
     pub control_share: f64,
+    /// Every this many generated items, a `host` item moves clients to the other listener
+    /// (0 = never; [`Emulator::set_host_every`] changes it while running).
+    pub host_every: u32,
+    /// Of the generated items, the share that are malformed control items (the document's
+    /// own `"host": ""`, `ignMsg` without uid, `ignUser` without network, ...).
+    pub malformed_share: f64,
+    /// After this much generating, the generator pauses for [`Config::quiet_for`] (zero =
+    /// never); polls are still answered, with empty payloads.
+    pub quiet_every: Duration,
+    /// The length of a quiet period.
+    pub quiet_for: Duration,
+    /// The first message uid is this plus one; `None`: the start time in microseconds since
+    /// the epoch, so a restarted emulator never reissues an earlier run's uids.
+    pub uid_base: Option<u64>,
+    /// The server clock (range values, `createdAt`) is the wall clock plus this many seconds.
+    pub clock_offset_secs: i64,
 }
 
 impl Default for Config {
@@ -73,6 +102,12 @@ impl Default for Config {
             lag_secs: 5,
             history: 20,
             control_share: 0.05,
+            host_every: 0,
+            malformed_share: 0.0,
+            quiet_every: Duration::ZERO,
+            quiet_for: Duration::ZERO,
+            uid_base: None,
+            clock_offset_secs: 0,
         }
     }
 }
@@ -96,6 +131,19 @@ pub struct Committed {
     pub visible: bool,
     /// The uid an `ignMsg` retracts, or the host a `host` item names.
     pub target: Option<String>,
+    /// A malformed item a client must skip (and go on).
+    pub malformed: bool,
+}
+
+/// Which generated suffix a message text carries on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suffix {
+    /// None.
+    None,
+    /// ` (@chanCHANNEL live at http://ustre.am/XXXX)`.
+    Channel,
+    /// ` (live at http://ustre.am/XXXX)`: nothing before "live at".
+    Bare,
 }
 
 /// One request the emulator received.
@@ -116,6 +164,8 @@ struct Entry {
     key: i64,
     wire: Value,
     suffixed: bool,
+    /// Served only by this listener, and only in timeslices (a `host` item).
+    only_on: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -130,6 +180,11 @@ struct State {
     traffic: Traffic,
     ignored: HashSet<(String, String)>,
     addrs: [Option<SocketAddr>; 2],
+    /// The listener `host` items are said by (the one clients are sent away from).
+    current: usize,
+    uid_base: u64,
+    generated: u64,
+    host_every: u32,
 }
 
 #[derive(Debug)]
@@ -143,36 +198,83 @@ struct Shared {
 
 const PROVIDERS: &[&str] = &["twitter", "facebook", "ustream"];
 
+/// Malformed items of every control type (and a message without uid) a client must skip.
+pub const MALFORMED: &[&str] = &[
+    r#"{"type": "host", "host": ""}"#,
+    r#"{"type": "host", "host": "not a host name"}"#,
+    r#"{"type": "host"}"#,
+    r#"{"type": "ignMsg"}"#,
+    r#"{"type": "ignMsg", "uid": ""}"#,
+    r#"{"type": "ignUser"}"#,
+    r#"{"type": "ignUser", "network": []}"#,
+    r#"{"type": "unIgnUser", "network": [{"provider": "twitter"}]}"#,
+    r#"{"type": "msg", "text": "a message without uid"}"#,
+    r#"{"uid": null, "text": "a message with a null uid"}"#,
+];
+
 impl Shared {
     fn now_key(&self) -> i64 {
         self.base_epoch + i64::try_from(self.start.elapsed().as_secs()).unwrap_or(0)
     }
 
     fn commit(&self, st: &mut State, wire: Value, suffixed: bool, rec: Committed) {
+        self.commit_on(st, wire, suffixed, rec, None);
+    }
+
+    fn commit_on(
+        &self,
+        st: &mut State,
+        wire: Value,
+        suffixed: bool,
+        rec: Committed,
+        only_on: Option<usize>,
+    ) {
         let key = rec.created_at;
         st.timeline.push(Entry {
             key,
             wire,
             suffixed,
+            only_on,
         });
         st.committed.push(rec);
     }
 
-    fn commit_message(&self, st: &mut State, provider: &str, name: &str, text: &str) -> String {
+    fn random_suffix(&self, st: &mut State, provider: &str) -> Suffix {
+        if provider == "ustream" || !st.traffic.chance(0.3) {
+            Suffix::None
+        } else if st.traffic.chance(0.5) {
+            Suffix::Channel
+        } else {
+            Suffix::Bare
+        }
+    }
+
+    fn commit_message(
+        &self,
+        st: &mut State,
+        provider: &str,
+        name: &str,
+        text: &str,
+        suffix: Option<Suffix>,
+    ) -> String {
         st.next_uid += 1;
-        let uid = format!("{}", 500_000 + st.next_uid);
+        let uid = format!("{}", st.uid_base + st.next_uid);
         let key = self.now_key();
         let user = name.to_lowercase();
         let shape_b = st.traffic.chance(0.4);
-        let suffixed = provider != "ustream" && st.traffic.chance(0.3);
-        let wire_text = if suffixed {
-            format!(
+        let suffix = match suffix {
+            Some(s) => s,
+            None => self.random_suffix(st, provider),
+        };
+        let suffixed = suffix != Suffix::None;
+        let wire_text = match suffix {
+            Suffix::None => text.to_owned(),
+            Suffix::Channel => format!(
                 "{text} (@chan{} live at http://ustre.am/{:x})",
                 self.config.channel,
                 key % 65536
-            )
-        } else {
-            text.to_owned()
+            ),
+            Suffix::Bare => format!("{text} (live at http://ustre.am/{:x})", key % 65536),
         };
         let wire = if shape_b {
             json!({
@@ -206,6 +308,7 @@ impl Shared {
                 text: text.into(),
                 visible,
                 target: None,
+                malformed: false,
             },
         );
         uid
@@ -230,6 +333,41 @@ impl Shared {
             text: String::new(),
             visible: true,
             target,
+            malformed: false,
+        };
+        let only_on = (kind == "host").then_some(st.current);
+        self.commit_on(st, wire, false, rec, only_on);
+    }
+
+    /// Commits a `host` item said by the current listener, naming the other one, which
+    /// becomes current; returns the host named (`127.0.0.1:PORT`).
+    fn switch_host(&self, st: &mut State) -> String {
+        let to = 1 - st.current;
+        let host = st.addrs[to].map(|a| a.to_string()).unwrap_or_default();
+        let wire = json!({"type": "host", "host": host});
+        self.commit_control(st, "host", wire, ("", ""), Some(host.clone()));
+        st.current = to;
+        host
+    }
+
+    /// Commits a malformed control (or message) item a client must skip.
+    fn commit_malformed(&self, st: &mut State, wire: Value) {
+        st.next_uid += 1;
+        let kind = wire
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("msg")
+            .to_owned();
+        let rec = Committed {
+            uid: format!("bad-{}", st.next_uid),
+            kind,
+            created_at: self.now_key(),
+            provider: String::new(),
+            display_name: String::new(),
+            text: String::new(),
+            visible: false,
+            target: None,
+            malformed: true,
         };
         self.commit(st, wire, false, rec);
     }
@@ -252,6 +390,18 @@ impl Shared {
 
     fn generate(&self) {
         let mut st = lock(&self.state);
+        st.generated += 1;
+        let every = u64::from(st.host_every);
+        if every > 0 && st.generated % every == 0 {
+            self.switch_host(&mut st);
+            return;
+        }
+        if self.config.malformed_share > 0.0 && st.traffic.chance(self.config.malformed_share) {
+            let bad = MALFORMED[st.traffic.pick(MALFORMED.len())];
+            let wire = serde_json::from_str(bad).unwrap_or(Value::Null);
+            self.commit_malformed(&mut st, wire);
+            return;
+        }
         let control =
             self.config.control_share > 0.0 && st.traffic.chance(self.config.control_share);
         if control && !st.committed.is_empty() {
@@ -288,7 +438,17 @@ impl Shared {
         let who = PEOPLE[st.traffic.person()];
         let provider = PROVIDERS[st.traffic.pick(PROVIDERS.len())];
         let text = st.traffic.line();
-        self.commit_message(&mut st, provider, who, &text);
+        self.commit_message(&mut st, provider, who, &text, None);
+    }
+
+    /// Whether the generator is in a quiet period now.
+    fn is_quiet(&self) -> bool {
+        let (every, len) = (self.config.quiet_every, self.config.quiet_for);
+        if every.is_zero() || len.is_zero() {
+            return false;
+        }
+        let cycle = (every + len).as_millis().max(1);
+        self.start.elapsed().as_millis() % cycle >= every.as_millis()
     }
 
     fn next_interval(&self, st: &mut State) -> u64 {
@@ -322,7 +482,7 @@ impl Shared {
         let recent: Vec<&Entry> = st
             .timeline
             .iter()
-            .filter(|e| e.key < first)
+            .filter(|e| e.key < first && e.only_on.is_none())
             .rev()
             .take(self.config.history)
             .collect();
@@ -332,9 +492,15 @@ impl Shared {
         self.respond(0, first, items, suffix, interval)
     }
 
-    fn timeslice_body(&self, from: i64, width: u64) -> Value {
+    fn timeslice_body(&self, listener: usize, from: i64, width: u64) -> Value {
         let mut st = lock(&self.state);
         let now = self.now_key();
+        if from > now + 1 {
+            // A slice in this server's future (a cursor from another server, or from before a
+            // reset): answer with the server's own position.
+            let interval = self.next_interval(&mut st);
+            return self.respond(now, now, Vec::new(), false, interval);
+        }
         let to = from
             .saturating_add(i64::try_from(width).unwrap_or(i64::MAX / 4))
             .min(now)
@@ -343,6 +509,7 @@ impl Shared {
             .timeline
             .iter()
             .filter(|e| e.key >= from && e.key < to)
+            .filter(|e| e.only_on.is_none_or(|l| l == listener))
             .rev()
             .collect();
         let suffix = hits.iter().any(|e| e.suffixed);
@@ -374,9 +541,12 @@ impl Emulator {
         let l2 = crate::server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let (tx1, rx) = watch::channel(false);
         let (tx2, _) = watch::channel(false);
+        let uid_base = config.uid_base.unwrap_or_else(|| {
+            u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or_default()
+        });
         let shared = Arc::new(Shared {
             start: Instant::now(),
-            base_epoch: chrono::Utc::now().timestamp(),
+            base_epoch: chrono::Utc::now().timestamp() + config.clock_offset_secs,
             state: Mutex::new(State {
                 timeline: Vec::new(),
                 committed: Vec::new(),
@@ -388,6 +558,10 @@ impl Emulator {
                 traffic: Traffic::new(config.seed),
                 ignored: HashSet::new(),
                 addrs: [Some(l1.local_addr()?), Some(l2.local_addr()?)],
+                current: 0,
+                uid_base,
+                generated: 0,
+                host_every: config.host_every,
             }),
             shutdown: rx,
             config,
@@ -421,7 +595,7 @@ impl Emulator {
                 loop {
                     tokio::select! {
                         _ = stop.wait_for(|s| *s) => return,
-                        _ = tick.tick() => s.generate(),
+                        _ = tick.tick() => if !s.is_quiet() { s.generate() },
                     }
                 }
             })
@@ -481,11 +655,41 @@ impl Emulator {
         self.shared.now_key()
     }
 
-    /// Commits a message now and returns its uid.
+    /// Commits a message now and returns its uid (some texts get a generated suffix).
     pub fn inject_message(&self, provider: &str, display_name: &str, text: &str) -> String {
         let mut st = lock(&self.shared.state);
         self.shared
-            .commit_message(&mut st, provider, display_name, text)
+            .commit_message(&mut st, provider, display_name, text, None)
+    }
+
+    /// Commits a message now whose wire text carries `suffix`; returns its uid.
+    pub fn inject_message_with_suffix(
+        &self,
+        provider: &str,
+        display_name: &str,
+        text: &str,
+        suffix: Suffix,
+    ) -> String {
+        let mut st = lock(&self.shared.state);
+        self.shared
+            .commit_message(&mut st, provider, display_name, text, Some(suffix))
+    }
+
+    /// Commits a malformed item now (e.g. one of [`MALFORMED`]); a client must skip it.
+    pub fn inject_malformed(&self, wire: Value) {
+        let mut st = lock(&self.shared.state);
+        self.shared.commit_malformed(&mut st, wire);
+    }
+
+    /// Makes every `n`-th generated item a `host` switch (0 = never).
+    pub fn set_host_every(&self, n: u32) {
+        lock(&self.shared.state).host_every = n;
+    }
+
+    /// The uid the next message gets.
+    pub fn next_message_uid(&self) -> String {
+        let st = lock(&self.shared.state);
+        (st.uid_base + st.next_uid + 1).to_string()
     }
 
     /// Commits an arbitrary payload item now (unknown types, malformed items); its
@@ -522,6 +726,7 @@ impl Emulator {
                 text: String::new(),
                 visible: false,
                 target: None,
+                malformed: false,
             },
         );
     }
@@ -551,14 +756,21 @@ impl Emulator {
             .ignore_user(&mut st, provider, display_name, false);
     }
 
-    /// Commits a `host` item naming the secondary listener (`127.0.0.1:PORT`) and returns it.
+    /// Commits a `host` item, said by the current listener, naming the other one
+    /// (`127.0.0.1:PORT`, the secondary at first) and returns it.
     pub fn switch_host(&self) -> String {
         let mut st = lock(&self.shared.state);
-        let host = st.addrs[1].map(|a| a.to_string()).unwrap_or_default();
-        let wire = json!({"type": "host", "host": host});
-        self.shared
-            .commit_control(&mut st, "host", wire, ("", ""), Some(host.clone()));
-        host
+        self.shared.switch_host(&mut st)
+    }
+
+    /// Base URL of the listener `host` items currently send clients to (where clients that
+    /// followed every switch poll now).
+    pub fn current_url(&self) -> String {
+        if lock(&self.shared.state).current == 0 {
+            self.url()
+        } else {
+            self.secondary_url()
+        }
     }
 
     /// Makes the next poll answer `{"success": false, "message": message}`.
@@ -698,7 +910,7 @@ async fn serve(
     }
     let body = match slice {
         None => shared.default_body(),
-        Some((from, width)) => shared.timeslice_body(from, width),
+        Some((from, width)) => shared.timeslice_body(ctx.listener, from, width),
     };
     let mut bytes = body.to_string().into_bytes();
     if let Some(p) = prefix {
@@ -863,6 +1075,136 @@ mod tests {
         assert_eq!(v["success"], true);
         assert_eq!(emu.requests().last().unwrap().listener, 1);
         assert!(emu.config_snippet("us").contains("service = \"ustream\""));
+        emu.stop().await;
+    }
+
+    fn payload_of(v: &Value) -> Vec<Value> {
+        v["payload"].as_array().cloned().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn host_items_are_said_by_the_current_host_only_in_timeslices() {
+        let emu = Emulator::start(quiet()).await.unwrap();
+        let start = emu.now_key();
+        let to_secondary = emu.switch_host();
+        let to_primary = emu.switch_host();
+        assert!(emu.secondary_url().ends_with(&to_secondary));
+        assert!(emu.url().ends_with(&to_primary));
+        assert_eq!(emu.current_url(), emu.url());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let slice = |base: String| format!("{base}/socialstream/get.json/1234/timeslice/{start}/5");
+        let (_, p) = get(&slice(emu.url())).await;
+        let (_, s) = get(&slice(emu.secondary_url())).await;
+        assert_eq!(
+            payload_of(&p),
+            vec![json!({"type": "host", "host": to_secondary})]
+        );
+        assert_eq!(
+            payload_of(&s),
+            vec![json!({"type": "host", "host": to_primary})]
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (_, d) = get(&format!("{}/socialstream/get.json/1234/default", emu.url())).await;
+        assert!(
+            payload_of(&d).is_empty(),
+            "no host item in a /default history"
+        );
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn both_suffix_forms_and_generated_host_and_malformed_items() {
+        let emu = Emulator::start(Config {
+            host_every: 5,
+            malformed_share: 0.2,
+            ..quiet()
+        })
+        .await
+        .unwrap();
+        emu.inject_message_with_suffix("twitter", "Ada", "one", Suffix::Channel);
+        emu.inject_message_with_suffix("twitter", "Ada", "two", Suffix::Bare);
+        for _ in 0..200 {
+            emu.inject_message("facebook", "Ken", "x");
+        }
+        for _ in 0..60 {
+            emu.inject_generated();
+        }
+        let c = emu.committed();
+        assert!(c.iter().filter(|c| c.kind == "host").count() >= 10);
+        assert!(c.iter().any(|c| c.malformed));
+        assert!(c.iter().all(|c| !c.malformed || !c.visible));
+        let st = lock(&emu.shared.state);
+        let texts: Vec<&str> = st
+            .timeline
+            .iter()
+            .filter_map(|e| e.wire.get("text").and_then(Value::as_str))
+            .collect();
+        assert!(texts[0].starts_with("one (@chan1234 live at http://ustre.am/"));
+        assert!(texts[1].starts_with("two (live at http://ustre.am/"));
+        let bare = texts.iter().filter(|t| t.contains(" (live at ")).count();
+        let chan = texts
+            .iter()
+            .filter(|t| t.contains(" (@chan1234 live at "))
+            .count();
+        assert!(bare > 5 && chan > 5, "both forms generated: {bare} {chan}");
+        drop(st);
+        emu.set_host_every(0);
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn uids_never_repeat_across_restarts_and_a_reset_clock_answers_its_own_position() {
+        let a = Emulator::start(quiet()).await.unwrap();
+        let ua: u64 = a.inject_message("twitter", "Ada", "a").parse().unwrap();
+        a.stop().await;
+        let b = Emulator::start(Config {
+            clock_offset_secs: -600,
+            ..quiet()
+        })
+        .await
+        .unwrap();
+        let ub: u64 = b.next_message_uid().parse().unwrap();
+        assert!(
+            ub > ua,
+            "a restarted emulator issues new uids: {ua} then {ub}"
+        );
+        let now = b.now_key();
+        assert!((chrono::Utc::now().timestamp() - 600 - now).abs() <= 1);
+        let (_, v) = get(&format!(
+            "{}/socialstream/get.json/1234/timeslice/{}/5",
+            b.url(),
+            now + 600
+        ))
+        .await;
+        assert_eq!(v["success"], true);
+        let r = v["range"].as_array().unwrap();
+        assert!(r[1].as_i64().unwrap() <= now + 1, "{v}");
+        b.stop().await;
+        let fixed = Emulator::start(Config {
+            uid_base: Some(0),
+            ..quiet()
+        })
+        .await
+        .unwrap();
+        assert_eq!(fixed.inject_message("twitter", "Ada", "a"), "1");
+        fixed.stop().await;
+    }
+
+    #[tokio::test]
+    async fn quiet_periods_pause_the_generator() {
+        let emu = Emulator::start(Config {
+            rate: 20.0,
+            quiet_every: Duration::from_millis(300),
+            quiet_for: Duration::from_secs(60),
+            ..quiet()
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let n = emu.committed().len();
+        assert!(n > 0);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(emu.committed().len(), n, "nothing generated while quiet");
         emu.stop().await;
     }
 }

@@ -5,6 +5,7 @@
 //! - [`mapping`]: payload items to [`chat_model::Event`]s (ids `ustream:<channel>:<uid>`),
 //!   time ordering, the "live at" suffix.
 //! - [`schedule`]: the document's drift-free timing as a sans-IO state machine.
+//! - [`memory`]: the recent messages per user, so an `ignUser` retracts earlier ones.
 //! - [`Poller`]: the async driver that yields [`chat_model::SourceItem`]s, applies control
 //!   items (host switch, retractions, ignore lists) and resumes from a [`UstreamCursor`].
 #![forbid(unsafe_code)]
@@ -12,11 +13,13 @@
 
 mod error;
 pub mod mapping;
+pub mod memory;
 mod poller;
 pub mod schedule;
 pub mod wire;
 
 pub use error::Error;
+pub use memory::MessageMemory;
 pub use poller::{Poller, PollerConfig, RetryPolicy, UstreamCursor, resolve_host};
 /// The HTTP client type a [`Poller`] can share ([`PollerConfig::http_client`]).
 pub use reqwest::Client as HttpClient;

@@ -6,28 +6,58 @@ use serde_json::{Value, json};
 
 use crate::wire::{Item, Message, NetworkAccount, created_at_of};
 
-/// Removes the generated `" (... live at http://ustre.am/XXXX)"` suffix from a message text.
+/// Removes the generated suffix from a message text: ` (live at http://ustre.am/XXXX)` or
+/// ` (... live at http://ustre.am/XXXX)` (e.g. `(@channel live at ...)`) at its very end.
 ///
-/// Text without such a suffix is returned unchanged.
+/// The suffix is a last parenthesised group (at the start of the text or after whitespace)
+/// that reads `live at LINK`, optionally after a prefix ending in a space, where `LINK` is an
+/// `http(s)://ustre.am/...` short link. Anything else is returned unchanged: a text that
+/// mentions "live at" elsewhere, a last group that is not such a suffix.
 pub fn clean_suffix(text: &str) -> &str {
+    const LIVE_AT: &str = "live at ";
     let trimmed = text.trim_end();
     let Some(body) = trimmed.strip_suffix(')') else {
         return text;
     };
-    let Some(live) = body.rfind(" live at ") else {
+    let Some(open) = body.rfind('(') else {
         return text;
     };
-    let link = &body[live + " live at ".len()..];
-    let is_link = (link.starts_with("http://") || link.starts_with("https://"))
-        && !link.contains(char::is_whitespace)
-        && link.contains("ustre.am/");
-    if !is_link {
+    let inner = &body[open + 1..];
+    if inner.contains(')') {
         return text;
     }
-    let Some(open) = body[..live].rfind('(') else {
+    let link = if let Some(link) = inner.strip_prefix(LIVE_AT) {
+        link
+    } else if let Some(at) = inner.rfind(" live at ") {
+        &inner[at + 1 + LIVE_AT.len()..]
+    } else {
         return text;
     };
-    text[..open].trim_end()
+    if !is_short_link(link) {
+        return text;
+    }
+    let before = &text[..open];
+    if !(before.is_empty() || before.ends_with(char::is_whitespace)) {
+        return text;
+    }
+    before.trim_end()
+}
+
+/// Whether `link` is a Ustream short link: `http(s)://ustre.am/PATH`, no whitespace.
+fn is_short_link(link: &str) -> bool {
+    let Some(rest) = link
+        .strip_prefix("http://")
+        .or_else(|| link.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let Some((host, path)) = rest.split_once('/') else {
+        return false;
+    };
+    let host = host.to_ascii_lowercase();
+    (host == "ustre.am" || host.ends_with(".ustre.am"))
+        && !path.is_empty()
+        && !link.contains(char::is_whitespace)
 }
 
 /// The event id of the message with this uid on this channel: `ustream:<channel>:<uid>`.
@@ -35,39 +65,81 @@ pub fn message_id(channel: &str, uid: &str) -> String {
     format!("ustream:{channel}:{uid}")
 }
 
-/// The author of a message: id `network:username`, the best display name, the shown network.
+/// The user key of an account: `provider:displayName`, the way the document names a user
+/// (`ignUser` / `unIgnUser` carry exactly these two fields).
+pub fn account_key(a: &NetworkAccount) -> String {
+    format!("{}:{}", a.provider, a.display_name)
+}
+
+/// The account a message is shown under: the `network[]` entry of `profileNetwork`, else the
+/// `displayName` field on `profileNetwork`, else the first `network[]` entry.
+fn shown_account(m: &Message) -> Option<NetworkAccount> {
+    let network = m.profile_network.as_deref().filter(|s| !s.is_empty());
+    let usable = |n: &&NetworkAccount| !n.provider.is_empty() && !n.display_name.is_empty();
+    network
+        .and_then(|p| m.network.iter().filter(usable).find(|n| n.provider == p))
+        .cloned()
+        .or_else(|| match (network, m.display_name.as_deref()) {
+            (Some(p), Some(name)) if !name.is_empty() => Some(NetworkAccount {
+                provider: p.to_owned(),
+                display_name: name.to_owned(),
+            }),
+            _ => None,
+        })
+        .or_else(|| m.network.iter().find(usable).cloned())
+}
+
+/// The author of a message.
+///
+/// - `id`: the user key `provider:displayName` of the account the message is shown under
+///   (see [`account_key`]), the same id an `ignore`/`unignore` event of that account carries;
+///   only when the item names no display name at all, `profileNetwork:profileUserName`.
+/// - `name`: the `displayName` field, else the shown account's display name, else
+///   `profileUserName`.
+/// - `network`: `profileNetwork`, else the shown account's provider.
+///
+/// `profileUserName` is kept in the event's `detail.profile_user_name`, and every account
+/// the user is known by in `detail.accounts` (user keys).
 pub fn author_of(m: &Message) -> Author {
     let network = m.profile_network.clone().filter(|s| !s.is_empty());
-    let shown = network
-        .as_deref()
-        .and_then(|p| m.network.iter().find(|n| n.provider == p))
-        .or_else(|| m.network.first());
+    let shown = shown_account(m);
     let name = m
         .display_name
         .clone()
         .filter(|s| !s.is_empty())
-        .or_else(|| shown.map(|n| n.display_name.clone()))
+        .or_else(|| shown.as_ref().map(|n| n.display_name.clone()))
         .filter(|s| !s.is_empty())
         .or_else(|| m.profile_user_name.clone());
-    let id = match (&network, &m.profile_user_name) {
-        (Some(p), Some(u)) if !u.is_empty() => Some(format!("{p}:{u}")),
-        _ => shown.map(|n| format!("{}:{}", n.provider, n.display_name)),
+    let id = match (&shown, &network, &m.profile_user_name) {
+        (Some(a), _, _) => Some(account_key(a)),
+        (None, Some(p), Some(u)) if !u.is_empty() => Some(format!("{p}:{u}")),
+        _ => None,
     };
     Author {
         id,
         name,
-        network: network.or_else(|| shown.map(|n| n.provider.clone())),
+        network: network.or_else(|| shown.map(|n| n.provider)),
     }
 }
 
-/// The accounts a message's author is known by, for matching against an ignore list.
+/// The accounts a message's author is known by (`network[]`, and the `displayName` field on
+/// `profileNetwork`), for matching against an ignore list: the document matches users by
+/// network provider + displayName.
 pub fn accounts_of(m: &Message) -> Vec<NetworkAccount> {
-    let mut v = m.network.clone();
+    let mut v: Vec<NetworkAccount> = m
+        .network
+        .iter()
+        .filter(|n| !n.provider.is_empty() && !n.display_name.is_empty())
+        .cloned()
+        .collect();
     if let (Some(p), Some(name)) = (&m.profile_network, &m.display_name) {
-        v.push(NetworkAccount {
+        let a = NetworkAccount {
             provider: p.clone(),
             display_name: name.clone(),
-        });
+        };
+        if !p.is_empty() && !name.is_empty() && !v.contains(&a) {
+            v.push(a);
+        }
     }
     v
 }
@@ -122,6 +194,13 @@ impl Context {
         if let Some(p) = &m.profile_picture_url {
             detail["profile_picture_url"] = json!(p);
         }
+        if let Some(u) = m.profile_user_name.as_deref().filter(|u| !u.is_empty()) {
+            detail["profile_user_name"] = json!(u);
+        }
+        let accounts: Vec<String> = accounts_of(m).iter().map(account_key).collect();
+        if !accounts.is_empty() {
+            detail["accounts"] = json!(accounts);
+        }
         if !m.network.is_empty() {
             detail["network"] = json!(m.network);
         }
@@ -144,8 +223,32 @@ impl Context {
         e
     }
 
+    /// A retraction of an earlier message of a user an `ignUser` item (whose event id is
+    /// `ignore_id`) ignores: the document says to remove all of that user's messages.
+    pub fn user_retraction(
+        &self,
+        uid: &str,
+        ignore_id: &str,
+        network: &[NetworkAccount],
+        at: i64,
+        raw: &Value,
+    ) -> Event {
+        let mut e = self
+            .event(
+                Kind::Retraction,
+                format!("{ignore_id}/{uid}"),
+                epoch(at),
+                raw,
+            )
+            .refers_to(message_id(&self.channel, uid))
+            .with_detail(json!({"type": "ignUser", "ignore": ignore_id, "network": network}));
+        e.native_id = Some(uid.to_owned());
+        e
+    }
+
     /// An ignore ([`Kind::Ignore`]) or unignore event for these accounts; `stamp` makes the id
-    /// unique per occurrence (the window it arrived in).
+    /// unique per occurrence (the window it arrived in). Its author id is the first account's
+    /// user key, as a message's is ([`author_of`]); `detail.accounts` lists every account.
     pub fn ignore(
         &self,
         ignore: bool,
@@ -164,11 +267,9 @@ impl Context {
             .iter()
             .map(|n| format!("{}/{}", n.provider, n.display_name))
             .collect();
-        let author = Author::new(
-            Some(format!("{}:{}", first.provider, first.display_name)),
-            Some(first.display_name.clone()),
-        )
-        .on_network(first.provider.clone());
+        let author = Author::new(Some(account_key(&first)), Some(first.display_name.clone()))
+            .on_network(first.provider.clone());
+        let accounts: Vec<String> = network.iter().map(account_key).collect();
         self.event(
             kind,
             format!("ustream:{}:{ty}:{}@{stamp}", self.channel, who.join(",")),
@@ -176,7 +277,7 @@ impl Context {
             raw,
         )
         .with_author(author)
-        .with_detail(json!({"type": ty, "network": network}))
+        .with_detail(json!({"type": ty, "network": network, "accounts": accounts}))
     }
 
     /// A host switch notice ([`Kind::System`], `detail.type` = "host").
@@ -273,6 +374,104 @@ mod tests {
         assert_eq!(clean_suffix("x (a) (b live at http://ustre.am/1)"), "x (a)");
     }
 
+    #[test]
+    fn both_suffix_forms_are_cleaned_and_nothing_else() {
+        // Nothing before "live at" (seen on the wire besides the "@channel" form).
+        assert_eq!(
+            clean_suffix("great show (live at http://ustre.am/2b5Xq)"),
+            "great show"
+        );
+        assert_eq!(
+            clean_suffix("great show (@chan1234 live at http://ustre.am/2b5Xq)"),
+            "great show"
+        );
+        assert_eq!(clean_suffix("(live at http://ustre.am/1)"), "");
+        assert_eq!(clean_suffix("hi\n(live at https://ustre.am/1)  "), "hi");
+        // Mentions, look-alikes and other last groups stay.
+        for t in [
+            "we are live at http://ustre.am/x tonight",
+            "we are (live at http://ustre.am/x) tonight",
+            "see (live at http://ustre.am/x) (again)",
+            "x(live at http://ustre.am/1)",
+            "x (live at http://example.com/1)",
+            "x (live at http://ustre.am/)",
+            "x (live at http://ustre.am/a b)",
+            "x (alive at http://ustre.am/1)",
+            "x (I was live at)",
+            "x (live at http://notustre.am/1)",
+        ] {
+            assert_eq!(clean_suffix(t), t);
+        }
+    }
+
+    fn token() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::sample::select(
+            &[
+                "live at ",
+                "live at",
+                " ",
+                "(",
+                ")",
+                "http://ustre.am/ab",
+                "@chan7",
+                "x",
+                "é",
+                "\n",
+                "...",
+                " (again)",
+                "ustre.am/",
+                "https://",
+                "日本",
+            ][..],
+        )
+    }
+
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy;
+        proptest::collection::vec(token(), 0..12).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        /// Either suffix form at the end of any text goes, and only it.
+        #[test]
+        fn any_generated_suffix_goes_and_nothing_else(
+            body in text(),
+            form in 0u8..3,
+            channel in "[a-z0-9]{1,8}",
+            code in "[a-zA-Z0-9]{1,6}",
+            trailing in "[ ]{0,2}",
+        ) {
+            let prefix = match form {
+                0 => String::new(),
+                1 => format!("@{channel} "),
+                _ => "... ".to_owned(),
+            };
+            let t = format!("{body} ({prefix}live at http://ustre.am/{code}){trailing}");
+            proptest::prop_assert_eq!(clean_suffix(&t), body.trim_end());
+        }
+
+        /// A text that mentions "live at" (even with a short link) anywhere but in a final
+        /// suffix group is left alone; cleaning never does more than cut the end.
+        #[test]
+        fn a_mention_in_the_middle_stays(
+            before in text(),
+            after in text(),
+            code in "[a-zA-Z0-9]{1,6}",
+        ) {
+            let t = format!("{before} (live at http://ustre.am/{code}) {after}x");
+            proptest::prop_assert_eq!(clean_suffix(&t), t.as_str());
+            let u = format!("{before} live at http://ustre.am/{code} {after}x");
+            proptest::prop_assert_eq!(clean_suffix(&u), u.as_str());
+        }
+
+        /// Whatever the text, the result is the text or a prefix of it.
+        #[test]
+        fn cleaning_only_cuts_the_end(t in text()) {
+            let c = clean_suffix(&t);
+            proptest::prop_assert!(t.starts_with(c));
+        }
+    }
+
     fn ctx() -> Context {
         Context {
             source: "us".into(),
@@ -293,7 +492,13 @@ mod tests {
         assert_eq!(e.kind, Kind::Message);
         assert_eq!(e.room, "42");
         assert_eq!(e.text, "hi");
-        assert_eq!(e.author.id.as_deref(), Some("twitter:gy"));
+        // The user key (provider + displayName, as ignUser names users), not the username.
+        assert_eq!(e.author.id.as_deref(), Some("twitter:Gyula"));
+        assert_eq!(e.detail.as_ref().unwrap()["profile_user_name"], "gy");
+        assert_eq!(
+            e.detail.as_ref().unwrap()["accounts"],
+            json!(["facebook:G F", "twitter:Gyula"])
+        );
         assert_eq!(e.author.name.as_deref(), Some("Gyula"));
         assert_eq!(e.author.network.as_deref(), Some("twitter"));
         assert_eq!(e.at.timestamp(), 1302176481);
@@ -301,6 +506,29 @@ mod tests {
         assert_eq!(e.raw.as_ref().unwrap(), &raw);
         let kept = ctx().message(&m, 1302176481, false, &raw);
         assert!(kept.text.ends_with("ustre.am/q1)"));
+    }
+
+    #[test]
+    fn a_messages_author_id_equals_the_ignore_events_for_the_same_user() {
+        // The document's own example: ignUser names {"provider":"twitter", "displayName":"Gyula"}.
+        let raw = json!({"uid": "9", "text": "a", "profileNetwork": "twitter",
+            "profileUserName": "gyula_x", "network": [{"provider": "twitter", "displayName": "Gyula"}]});
+        let Item::Msg(m) = Item::from_json(&raw).unwrap() else {
+            panic!()
+        };
+        let net = vec![NetworkAccount {
+            provider: "twitter".into(),
+            display_name: "Gyula".into(),
+        }];
+        let ignore = ctx().ignore(true, &net, 5, "1.1", &json!({}));
+        assert_eq!(author_of(&m).id, ignore.author.id);
+        assert_eq!(author_of(&m).id.as_deref(), Some("twitter:Gyula"));
+        // Without any display name, the username is all there is.
+        let raw = json!({"uid": "10", "text": "a", "profileNetwork": "twitter", "profileUserName": "gyula_x"});
+        let Item::Msg(m) = Item::from_json(&raw).unwrap() else {
+            panic!()
+        };
+        assert_eq!(author_of(&m).id.as_deref(), Some("twitter:gyula_x"));
     }
 
     #[test]
@@ -331,6 +559,15 @@ mod tests {
         }];
         let i = c.ignore(true, &net, 5, "100-110", &json!({}));
         assert_eq!(i.kind, Kind::Ignore);
+        assert_eq!(i.author.id.as_deref(), Some("twitter:Gyula"));
+        assert_eq!(
+            i.detail.as_ref().unwrap()["accounts"],
+            json!(["twitter:Gyula"])
+        );
+        let r = c.user_retraction("77", &i.id, &net, 6, &json!({}));
+        assert_eq!(r.kind, Kind::Retraction);
+        assert_eq!(r.refers_to.as_deref(), Some("ustream:42:77"));
+        assert!(r.id.starts_with(&i.id) && r.id.ends_with("/77"));
         assert_eq!(i.author.name.as_deref(), Some("Gyula"));
         assert_eq!(i.author.network.as_deref(), Some("twitter"));
         let u = c.ignore(false, &net, 5, "100-110", &json!({}));

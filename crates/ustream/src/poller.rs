@@ -1,7 +1,7 @@
 //! The async poller: a thin driver of [`Schedule`] over reqwest that yields
 //! [`SourceItem`]s.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chat_model::{Cursor, SourceItem, redact_url};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::mapping::{Context, accounts_of, order_payload};
+use crate::memory::MessageMemory;
 use crate::schedule::{Planned, RequestKind, Schedule, ScheduleState};
 use crate::wire::{Item, NetworkAccount, Response};
 
@@ -31,6 +32,10 @@ pub struct UstreamCursor {
     /// Ids of the most recent events, oldest first.
     #[serde(default)]
     pub recent_ids: Vec<String>,
+    /// The `createdAt` of each of `recent_ids` that is a message with a time of its own
+    /// (`null` otherwise), so a uid a reset server issues again is told from a repeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_at: Vec<Option<i64>>,
 }
 
 impl UstreamCursor {
@@ -158,6 +163,9 @@ pub struct Poller {
     ignored: BTreeSet<NetworkAccount>,
     recent: VecDeque<String>,
     recent_set: HashSet<String>,
+    /// `createdAt` of the recent message ids that carry one.
+    recent_at: HashMap<String, i64>,
+    memory: MessageMemory,
     queue: VecDeque<SourceItem>,
     failures: u32,
 }
@@ -222,24 +230,56 @@ impl Poller {
             ignored: resume.ignored.iter().cloned().collect(),
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
+            recent_at: HashMap::new(),
+            memory: MessageMemory::new(),
             queue: VecDeque::new(),
             failures: 0,
             config,
         };
-        for id in resume.recent_ids {
+        let times = if resume.recent_at.len() == resume.recent_ids.len() {
+            resume.recent_at
+        } else {
+            vec![None; resume.recent_ids.len()]
+        };
+        for (id, at) in resume.recent_ids.into_iter().zip(times) {
+            if let Some(at) = at {
+                p.recent_at.insert(id.clone(), at);
+            }
             p.remember(id);
         }
         Ok(p)
     }
 
+    /// Shares `memory` (the recent messages per user that an `ignUser` retracts) with this
+    /// poller; a source passes the same memory to each poller it builds, so reconnects keep it.
+    pub fn with_memory(mut self, memory: MessageMemory) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// The memory of recent messages per user this poller uses.
+    pub fn memory(&self) -> &MessageMemory {
+        &self.memory
+    }
+
     /// The current resume state.
     pub fn cursor(&self) -> UstreamCursor {
         let skip = self.recent.len().saturating_sub(CURSOR_IDS);
+        let recent_ids: Vec<String> = self.recent.iter().skip(skip).cloned().collect();
+        let recent_at: Vec<Option<i64>> = recent_ids
+            .iter()
+            .map(|id| self.recent_at.get(id).copied())
+            .collect();
         UstreamCursor {
             host: self.switched_host.clone(),
             schedule: self.schedule.state(Instant::now(), unix_ms()),
             ignored: self.ignored.iter().cloned().collect(),
-            recent_ids: self.recent.iter().skip(skip).cloned().collect(),
+            recent_at: if recent_at.iter().any(Option::is_some) {
+                recent_at
+            } else {
+                Vec::new()
+            },
+            recent_ids,
         }
     }
 
@@ -266,9 +306,42 @@ impl Poller {
         while self.recent.len() > RECENT_IDS {
             if let Some(old) = self.recent.pop_front() {
                 self.recent_set.remove(&old);
+                self.recent_at.remove(&old);
             }
         }
         true
+    }
+
+    /// Queues `event` unless it was delivered already; whether it was queued.
+    fn emit(&mut self, event: chat_model::Event) -> bool {
+        if self.remember(event.id.clone()) {
+            self.queue.push_back(SourceItem::event(event));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Skips an item the poller cannot act on: a warning and a counted `Malformed` item.
+    fn malformed(&mut self, error: String) {
+        tracing::warn!(channel = %self.config.channel, %error, "ustream payload item skipped");
+        self.queue.push_back(SourceItem::Malformed { error });
+    }
+
+    /// A message id delivered before comes again with another `createdAt`: the server was
+    /// reset and issues its uids again. The ids remembered from before mean nothing now.
+    fn check_reissued(&mut self, id: &str, created_at: Option<i64>) {
+        let (Some(at), Some(&seen)) = (created_at, self.recent_at.get(id)) else {
+            return;
+        };
+        if at != seen {
+            tracing::warn!(channel = %self.config.channel, id, delivered_created_at = seen, created_at = at,
+                "ustream: the server issued a delivered message uid again with another time (was it reset?); \
+                 forgetting the ids delivered before and taking the server's messages");
+            self.recent.clear();
+            self.recent_set.clear();
+            self.recent_at.clear();
+        }
     }
 
     /// The next item. Waits for the schedule, polls, retries failed polls with backoff, and
@@ -408,6 +481,11 @@ impl Poller {
         let applied = self
             .schedule
             .on_success(planned, sent_at, range, resp.refresh_interval);
+        if applied.server_behind {
+            tracing::warn!(channel = %channel, asked = %planned.path, range = ?range,
+                "ustream: the server's range lies behind the cursor (a reset server, or a cursor \
+                 from another one); taking the server's position with /default");
+        }
         if applied.interval_changed {
             let interval = self.schedule.refresh_interval();
             self.queue.push_back(SourceItem::StallTimeout(
@@ -416,17 +494,15 @@ impl Poller {
         }
         let clean = resp.is_suffix_cleaning_needed;
         let mut new_host: Option<String> = None;
-        let mut occurrences: std::collections::HashMap<String, usize> = Default::default();
+        let mut occurrences: HashMap<String, usize> = HashMap::new();
         for o in order_payload(&resp.payload, range[1]) {
             let item = match o.item {
                 Ok(item) => item,
                 Err(e) => {
-                    self.queue.push_back(SourceItem::Malformed {
-                        error: format!(
-                            "ustream channel {channel}: payload item {} of the window {}-{} skipped: {e}",
-                            o.position, range[0], range[1]
-                        ),
-                    });
+                    self.malformed(format!(
+                        "ustream channel {channel}: payload item {} of the window {}-{} skipped: {e}",
+                        o.position, range[0], range[1]
+                    ));
                     continue;
                 }
             };
@@ -436,33 +512,64 @@ impl Poller {
             let n = occurrences.entry(key).or_default();
             *n += 1;
             let stamp = format!("{}.{}", range[0], n);
-            let event = match &item {
+            match &item {
                 Item::Msg(m) => {
-                    if self.is_ignored(&accounts_of(m)) {
+                    let accounts = accounts_of(m);
+                    if self.is_ignored(&accounts) {
                         tracing::debug!(channel = %channel, uid = %m.uid, "message of an ignored user hidden");
                         continue;
                     }
-                    self.ctx.message(m, o.at, clean, &o.raw)
+                    let event = self.ctx.message(m, o.at, clean, &o.raw);
+                    let id = event.id.clone();
+                    self.check_reissued(&id, m.created_at);
+                    if self.emit(event) {
+                        if let Some(at) = m.created_at {
+                            self.recent_at.insert(id, at);
+                        }
+                        self.memory.record(&accounts, &m.uid, o.at);
+                    }
                 }
-                Item::IgnMsg { uid } => self.ctx.retraction(uid, o.at, &o.raw),
+                Item::IgnMsg { uid } => {
+                    self.memory.forget(uid);
+                    let event = self.ctx.retraction(uid, o.at, &o.raw);
+                    self.emit(event);
+                }
                 Item::IgnUser { network } => {
                     self.ignored.extend(network.iter().cloned());
-                    self.ctx.ignore(true, network, o.at, &stamp, &o.raw)
+                    let ignore = self.ctx.ignore(true, network, o.at, &stamp, &o.raw);
+                    let ignore_id = ignore.id.clone();
+                    if self.emit(ignore) {
+                        // The document: remove all messages of that user from the chat window.
+                        for uid in self.memory.take_user(network, o.at) {
+                            let r = self
+                                .ctx
+                                .user_retraction(&uid, &ignore_id, network, o.at, &o.raw);
+                            self.emit(r);
+                        }
+                    }
                 }
                 Item::UnIgnUser { network } => {
                     for a in network {
                         self.ignored.remove(a);
                     }
-                    self.ctx.ignore(false, network, o.at, &stamp, &o.raw)
+                    let event = self.ctx.ignore(false, network, o.at, &stamp, &o.raw);
+                    self.emit(event);
                 }
-                Item::Host { host } => {
-                    new_host = Some(resolve_host(&self.base, host)?);
-                    self.ctx.host(host, o.at, &stamp, &o.raw)
+                Item::Host { host } => match resolve_host(&self.base, host) {
+                    Ok(resolved) => {
+                        new_host = Some(resolved);
+                        let event = self.ctx.host(host, o.at, &stamp, &o.raw);
+                        self.emit(event);
+                    }
+                    Err(e) => self.malformed(format!(
+                        "ustream channel {channel}: host item {} of the window {}-{} skipped: {e}",
+                        o.position, range[0], range[1]
+                    )),
+                },
+                Item::Unknown { kind } => {
+                    let event = self.ctx.unknown(kind, &stamp, o.at, &o.raw);
+                    self.emit(event);
                 }
-                Item::Unknown { kind } => self.ctx.unknown(kind, &stamp, o.at, &o.raw),
-            };
-            if self.remember(event.id.clone()) {
-                self.queue.push_back(SourceItem::event(event));
             }
         }
         if let Some(host) = new_host {

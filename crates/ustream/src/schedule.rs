@@ -84,6 +84,9 @@ pub struct Schedule {
 pub struct Applied {
     /// The refresh interval differs from the one before (or is the session's first).
     pub interval_changed: bool,
+    /// The server's range ended before the slice asked for (a reset server, or a cursor from
+    /// another server): the schedule takes the server's position with a new `/default`.
+    pub server_behind: bool,
 }
 
 impl Schedule {
@@ -221,6 +224,11 @@ impl Schedule {
     }
 
     /// Records a successful response to `planned`, which was sent at `sent_at`.
+    ///
+    /// A timeslice answered with a range that ends before the slice's start means the
+    /// server's position lies behind the cursor: waiting for it to catch up would swallow
+    /// everything it sends meanwhile, so the session starts over with `/default` (the range
+    /// end is kept for the cursor until then) and [`Applied::server_behind`] says so.
     pub fn on_success(
         &mut self,
         planned: &Planned,
@@ -233,6 +241,7 @@ impl Schedule {
         let interval_changed = first_of_session || new_interval != self.interval;
         self.interval = new_interval;
         self.not_before = None;
+        let mut server_behind = false;
         match planned.kind {
             RequestKind::Default => {
                 self.anchor = Some(Anchor {
@@ -243,7 +252,10 @@ impl Schedule {
                 self.needs_default = false;
             }
             RequestKind::Timeslice { from, .. } => {
-                if range[1] <= from {
+                if range[1] < from {
+                    server_behind = true;
+                    self.restart_with_default();
+                } else if range[1] == from {
                     // No progress: do not spin; ask again one interval later.
                     self.not_before = Some(sent_at + Duration::from_secs(self.interval));
                 } else {
@@ -251,7 +263,10 @@ impl Schedule {
                 }
             }
         }
-        Applied { interval_changed }
+        Applied {
+            interval_changed,
+            server_behind,
+        }
     }
 
     /// Records a failed request; the next one goes out no earlier than `retry_at` and covers
@@ -446,6 +461,46 @@ mod tests {
         s.on_success(&p, start, [100, 100], Some(2));
         let p = s.next(start);
         assert_eq!(p.at, start + secs(2));
+    }
+
+    #[test]
+    fn a_server_behind_the_cursor_is_followed_with_default() {
+        let start = Instant::now();
+        // Resumed from a cursor at range 1000 against a server whose clock says 400.
+        let st = ScheduleState {
+            range_end: Some(1000),
+            refresh_interval: 2,
+            anchor_range: Some(990),
+            anchor_unix_ms: Some(1_000_000),
+            needs_default: false,
+        };
+        let mut s = Schedule::resume(CH, &st, start, 1_010_000);
+        let p = s.next(start);
+        assert!(p.path.contains("/timeslice/1000/"), "{}", p.path);
+        let applied = s.on_success(&p, start, [400, 400], Some(2));
+        assert!(applied.server_behind);
+        let p = s.next(start);
+        assert_eq!(p.kind, RequestKind::Default);
+        assert_eq!(
+            p.at, start,
+            "at once, not when the server's clock reaches 1000"
+        );
+        assert!(s.state(start, 0).needs_default);
+        assert_eq!(
+            s.range_end(),
+            Some(1000),
+            "kept for the cursor until /default answers"
+        );
+        s.on_success(&p, start, [0, 398], Some(2));
+        let p = s.next(start);
+        assert_eq!(p.path, "/socialstream/get.json/1234/timeslice/398/2");
+        // No progress (range end at the start) is not a reset.
+        let a = s.on_success(&p, start, [398, 398], Some(2));
+        assert!(!a.server_behind);
+        assert!(matches!(
+            s.next(start).kind,
+            RequestKind::Timeslice { from: 398, .. }
+        ));
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub struct Response {
     /// `[from, to]` in server epoch seconds; `to` is the `RANGE` of the next timeslice.
     #[serde(default, deserialize_with = "de_range")]
     pub range: Option<[i64; 2]>,
-    /// The items, newest first, kept as JSON so one odd item cannot spoil the others.
-    #[serde(default)]
+    /// The items, newest first, kept as JSON so one odd item cannot spoil the others
+    /// (`null` reads as no items).
+    #[serde(default, deserialize_with = "de_payload")]
     pub payload: Vec<Value>,
     /// An opaque status update the real service sent along.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +136,10 @@ pub struct ItemError {
 
 impl Item {
     /// Reads one payload item; a missing (or empty) `type` means a message.
+    ///
+    /// An item a client cannot act on is an error: a message or `ignMsg` without a uid, a
+    /// `host` without a host name, an `ignUser`/`unIgnUser` naming no account (an account
+    /// needs both `provider` and `displayName`; incomplete ones are dropped).
     pub fn from_json(value: &Value) -> Result<Item, ItemError> {
         let kind = match value.get("type") {
             None | Some(Value::Null) => "msg".to_owned(),
@@ -161,19 +166,51 @@ impl Item {
             #[serde(default, deserialize_with = "de_networks")]
             network: Vec<NetworkAccount>,
         }
+        let invalid = |what: &str| err(<serde_json::Error as serde::de::Error>::custom(what));
+        let non_empty = |s: String, what: &str| {
+            if s.trim().is_empty() {
+                Err(invalid(what))
+            } else {
+                Ok(s)
+            }
+        };
+        let accounts = |v: &Value| {
+            let mut network = NetItem::deserialize(v).map_err(err)?.network;
+            network.retain(|a| !a.provider.trim().is_empty() && !a.display_name.is_empty());
+            if network.is_empty() {
+                Err(invalid(
+                    "names no account (network entries need provider and displayName)",
+                ))
+            } else {
+                Ok(network)
+            }
+        };
+        if !value.is_object() {
+            return Err(invalid("an item must be a JSON object"));
+        }
         Ok(match kind.as_str() {
-            "msg" => Item::Msg(Box::new(Message::deserialize(value).map_err(err)?)),
+            "msg" => {
+                let m = Message::deserialize(value).map_err(err)?;
+                non_empty(m.uid.clone(), "uid is empty")?;
+                Item::Msg(Box::new(m))
+            }
             "host" => Item::Host {
-                host: HostItem::deserialize(value).map_err(err)?.host,
+                host: non_empty(
+                    HostItem::deserialize(value).map_err(err)?.host,
+                    "host is empty",
+                )?,
             },
             "ignMsg" => Item::IgnMsg {
-                uid: UidItem::deserialize(value).map_err(err)?.uid,
+                uid: non_empty(
+                    UidItem::deserialize(value).map_err(err)?.uid,
+                    "uid is empty",
+                )?,
             },
             "ignUser" => Item::IgnUser {
-                network: NetItem::deserialize(value).map_err(err)?.network,
+                network: accounts(value)?,
             },
             "unIgnUser" => Item::UnIgnUser {
-                network: NetItem::deserialize(value).map_err(err)?.network,
+                network: accounts(value)?,
             },
             _ => Item::Unknown { kind },
         })
@@ -241,6 +278,16 @@ fn de_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[i64; 2]>, D::Erro
         },
         _ => Err(serde::de::Error::custom(format!(
             "range must be [from, to], got {v}"
+        ))),
+    }
+}
+
+fn de_payload<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(a) => Ok(a),
+        other => Err(serde::de::Error::custom(format!(
+            "payload must be an array, got {other}"
         ))),
     }
 }
@@ -365,5 +412,40 @@ mod tests {
         assert_eq!(u.kind(), "poll");
         assert!(Item::from_json(&json!({"type": "host"})).is_err());
         assert!(Item::from_json(&json!({"text": "no uid"})).is_err());
+    }
+
+    #[test]
+    fn control_items_a_client_cannot_act_on_are_malformed() {
+        for bad in [
+            // The document's own literal.
+            json!({"type": "host", "host": ""}),
+            json!({"type": "host", "host": "  "}),
+            json!({"type": "host", "host": null}),
+            json!({"type": "ignMsg"}),
+            json!({"type": "ignMsg", "uid": ""}),
+            json!({"type": "ignMsg", "uid": null}),
+            json!({"type": "ignUser"}),
+            json!({"type": "ignUser", "network": []}),
+            json!({"type": "ignUser", "network": [{"provider": "twitter"}]}),
+            json!({"type": "unIgnUser", "network": [{"displayName": "Gyula"}]}),
+            json!({"type": "unIgnUser", "network": "twitter"}),
+            json!({"type": "msg", "uid": "", "text": "x"}),
+            json!({"uid": null, "text": "x"}),
+            json!("just a string"),
+            json!([1, 2]),
+        ] {
+            let e = Item::from_json(&bad).unwrap_err();
+            assert!(e.to_string().contains("malformed"), "{bad}: {e}");
+        }
+        // Incomplete accounts are dropped, complete ones kept.
+        let Item::IgnUser { network } = Item::from_json(&json!({"type": "ignUser",
+            "network": [{"provider": "twitter"}, {"provider": "facebook", "displayName": "G"}]}))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(network.len(), 1);
+        let r: Response =
+            serde_json::from_value(json!({"range": [1, 2], "payload": null})).unwrap();
+        assert!(r.payload.is_empty());
     }
 }
