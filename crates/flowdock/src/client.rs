@@ -284,9 +284,12 @@ impl Client {
                     }
                     let top = top.unwrap_or(0);
                     match known {
-                        None => {
+                        // With an SSE event id, Last-Event-ID replays what was missed: a REST
+                        // baseline taken now would mark the replay as already delivered.
+                        None if needed => {
                             cursor.last_message_id.insert(flow.clone(), top);
                         }
+                        None => {}
                         Some(mine) if top < mine => {
                             tracing::warn!(
                                 source = %self.cfg.source,

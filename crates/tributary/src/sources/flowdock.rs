@@ -198,10 +198,16 @@ mod tests {
         }
         .to_cursor();
         let mut conn = source.connect(Some(resume)).await.unwrap();
-        let item = tokio::time::timeout(Duration::from_secs(20), conn.next_item())
-            .await
-            .unwrap()
-            .unwrap();
+        // The fixed start position (and keep-alives) come first, then the replayed event.
+        let item = loop {
+            let item = tokio::time::timeout(Duration::from_secs(20), conn.next_item())
+                .await
+                .unwrap()
+                .unwrap();
+            if !matches!(item, SourceItem::Cursor(_) | SourceItem::KeepAlive) {
+                break item;
+            }
+        };
         match item {
             SourceItem::Event { event, cursor } => {
                 assert_eq!(event.id, missed.event_id);
