@@ -1133,21 +1133,22 @@ mod tests {
         assert!(c.iter().filter(|c| c.kind == "host").count() >= 10);
         assert!(c.iter().any(|c| c.malformed));
         assert!(c.iter().all(|c| !c.malformed || !c.visible));
-        let st = lock(&emu.shared.state);
-        let texts: Vec<&str> = st
-            .timeline
-            .iter()
-            .filter_map(|e| e.wire.get("text").and_then(Value::as_str))
-            .collect();
-        assert!(texts[0].starts_with("one (@chan1234 live at http://ustre.am/"));
-        assert!(texts[1].starts_with("two (live at http://ustre.am/"));
-        let bare = texts.iter().filter(|t| t.contains(" (live at ")).count();
-        let chan = texts
-            .iter()
-            .filter(|t| t.contains(" (@chan1234 live at "))
-            .count();
-        assert!(bare > 5 && chan > 5, "both forms generated: {bare} {chan}");
-        drop(st);
+        {
+            let st = lock(&emu.shared.state);
+            let texts: Vec<&str> = st
+                .timeline
+                .iter()
+                .filter_map(|e| e.wire.get("text").and_then(Value::as_str))
+                .collect();
+            assert!(texts[0].starts_with("one (@chan1234 live at http://ustre.am/"));
+            assert!(texts[1].starts_with("two (live at http://ustre.am/"));
+            let bare = texts.iter().filter(|t| t.contains(" (live at ")).count();
+            let chan = texts
+                .iter()
+                .filter(|t| t.contains(" (@chan1234 live at "))
+                .count();
+            assert!(bare > 5 && chan > 5, "both forms generated: {bare} {chan}");
+        }
         emu.set_host_every(0);
         emu.stop().await;
     }
