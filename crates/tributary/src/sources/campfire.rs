@@ -4,12 +4,15 @@
 //! (backoff from 3 s, capped at 2 min); a stall timeout of 20 s, well above several of
 //! Campfire's ~3 s single-space keep-alives (a 6 s timeout was seen to flap); and lossless
 //! resume through `recent.json?since_message_id=` backfill whenever a REST API URL is known.
+//! A prompt reconnect (the idle HTTP 400, a clean end of stream) also waits a few seconds,
+//! jittered in [`PROMPT_DELAY_MIN`, `PROMPT_DELAY_MAX`]: "Upon unexpected disconnection, API
+//! clients should wait for a few seconds before trying to reconnect."
 
 use std::time::Duration;
 
 use campfire::{CampfireCursor, Client, ClientConfig, DEFAULT_STREAMING_URL, LiveStream};
 use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
-use supervisor::{Connection, Policy, Resume, Source};
+use supervisor::{Connection, Policy, PromptDelay, Resume, Source};
 
 use crate::config_types::{CampfireConfig, Common};
 
@@ -21,6 +24,12 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_secs(3);
 
 /// The longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
+
+/// The least wait before a prompt reconnect (idle HTTP 400, clean end of stream).
+pub const PROMPT_DELAY_MIN: Duration = Duration::from_secs(2);
+
+/// The longest wait before a prompt reconnect.
+pub const PROMPT_DELAY_MAX: Duration = Duration::from_secs(3);
 
 /// A configured Campfire room, kept alive by the supervisor.
 #[derive(Debug)]
@@ -80,7 +89,24 @@ impl Source for CampfireSource {
         } else {
             Resume::NoReplay
         };
-        super::policy(BACKOFF_INITIAL, BACKOFF_MAX, STALL_TIMEOUT, resume)
+        Policy {
+            prompt_delay: PromptDelay {
+                min: PROMPT_DELAY_MIN,
+                max: PROMPT_DELAY_MAX,
+            },
+            ..super::policy(BACKOFF_INITIAL, BACKOFF_MAX, STALL_TIMEOUT, resume)
+        }
+    }
+
+    /// The service, the streaming URL and the room: a cursor saved for another server or
+    /// room is not reused.
+    fn identity(&self) -> String {
+        let c = self.client.config();
+        format!(
+            "campfire {} room {}",
+            chat_model::redact_url(c.url.trim_end_matches('/')),
+            c.room
+        )
     }
 
     async fn connect(
@@ -141,6 +167,91 @@ mod tests {
         };
         let p = build("ops", &common, &cfg("t")).unwrap().policy();
         assert_eq!(p.resume, Resume::Replays);
+    }
+
+    #[test]
+    fn prompt_reconnects_wait_a_few_seconds() {
+        use supervisor::{Action, MachineConfig, SourceMachine};
+        let p = build("ops", &Common::default(), &cfg("t"))
+            .unwrap()
+            .policy();
+        assert_eq!(p.prompt_delay.min, Duration::from_secs(2));
+        assert_eq!(p.prompt_delay.max, Duration::from_secs(3));
+        // Through the supervisor's rule, for many seeds: the idle 400 at connect and a clean
+        // end after a while both wait 2-3 s, never more than 4 s.
+        for seed in 0..200 {
+            let mut m = SourceMachine::new(
+                "ops",
+                Service::Campfire,
+                p.clone(),
+                MachineConfig {
+                    seed,
+                    ..MachineConfig::default()
+                },
+            );
+            let (t0, wall) = (std::time::Instant::now(), chrono::Utc::now());
+            m.start(t0, wall);
+            while m.poll_action().is_some() {}
+            let idle = campfire::Error::Status {
+                room: 1,
+                endpoint: campfire::Endpoint::Live,
+                status: 400,
+                retry_after: None,
+                body: String::new(),
+            };
+            m.on_disconnect(t0, wall, idle.into());
+            let at = m.poll_timeout().unwrap();
+            let wait = at - t0;
+            assert!(
+                wait >= Duration::from_secs(2) && wait <= Duration::from_secs(3),
+                "{wait:?}"
+            );
+            m.handle_timeout(at, wall);
+            let actions: Vec<Action> = std::iter::from_fn(|| m.poll_action()).collect();
+            assert!(
+                matches!(actions.last(), Some(Action::Connect { .. })),
+                "{actions:?}"
+            );
+            m.on_connected(at, wall);
+            let end = at + Duration::from_secs(5);
+            m.on_disconnect(end, wall, DisconnectReason::EndOfStream);
+            let wait = m.poll_timeout().unwrap() - end;
+            assert!(
+                wait >= Duration::from_secs(2) && wait <= Duration::from_secs(3),
+                "{wait:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn identity_names_service_url_and_room() {
+        let common = Common {
+            url: Some("http://127.0.0.1:9/".into()),
+            ..Common::default()
+        };
+        let a = build("ops", &common, &cfg("t")).unwrap();
+        assert_eq!(
+            a.identity(),
+            format!("campfire http://127.0.0.1:9 room {DEFAULT_ROOM}")
+        );
+        let mut other_room = cfg("t");
+        other_room.room = 7;
+        let b = build("ops", &common, &other_room).unwrap();
+        assert_ne!(a.identity(), b.identity());
+        let other_host = Common {
+            url: Some("http://127.0.0.1:10".into()),
+            ..Common::default()
+        };
+        let c = build("ops", &other_host, &cfg("t")).unwrap();
+        assert_ne!(a.identity(), c.identity());
+        // The token is no part of it.
+        let d = build("ops", &common, &cfg("another-token")).unwrap();
+        assert_eq!(a.identity(), d.identity());
+        let real = build("ops", &Common::default(), &cfg("t")).unwrap();
+        assert_eq!(
+            real.identity(),
+            format!("campfire https://streaming.campfirenow.com room {DEFAULT_ROOM}")
+        );
     }
 
     #[test]
