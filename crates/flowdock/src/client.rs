@@ -102,6 +102,10 @@ pub struct Client {
     http: reqwest::Client,
     base: url::Url,
     api: url::Url,
+    /// The start position taken by the first connect without a resume cursor, reused by every
+    /// later one (shared by clones), so a first connection that dies before it answers does not
+    /// move the start.
+    start: std::sync::Arc<std::sync::Mutex<Option<FlowdockCursor>>>,
 }
 
 /// Percent-encodes a query value, keeping the characters flow names use (`/`, `:`, `,`).
@@ -178,7 +182,13 @@ impl Client {
             http,
             base,
             api,
+            start: Default::default(),
         })
+    }
+
+    /// The start position fixed by the first connect without a resume cursor, if any.
+    pub fn start_position(&self) -> Option<FlowdockCursor> {
+        self.start.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The settings.
@@ -260,7 +270,11 @@ impl Client {
     /// yields the cursor as a [`SourceItem::Cursor`] before anything else, so every later
     /// reconnect resumes from it even when this connection dies before its first event.
     pub async fn connect(&self, resume: Option<FlowdockCursor>) -> Result<FlowdockStream, Error> {
-        let resumed = resume.unwrap_or_default();
+        let fresh = resume.is_none();
+        let resumed = match resume {
+            Some(r) => r,
+            None => self.start_position().unwrap_or_default(),
+        };
         let mut cursor = resumed.clone();
         let transport = self.cfg.transport;
         let mut aliases = Vec::new();
@@ -322,6 +336,12 @@ impl Client {
                 ),
             }
         }
+        if fresh {
+            let mut start = self.start.lock().unwrap_or_else(|e| e.into_inner());
+            if start.is_none() {
+                *start = Some(cursor.clone());
+            }
+        }
         let rest_resume = transport == Transport::Json || cursor.last_event_id.is_none();
         let what = self.describe();
         let mut req = self
@@ -354,7 +374,7 @@ impl Client {
             dec.learn_alias(reference, flow);
         }
         let mut pending = VecDeque::new();
-        if changed {
+        if changed || fresh {
             // The start position, fixed before any event of this connection.
             pending.push_back(SourceItem::Cursor(dec.cursor().to_cursor()));
         }
