@@ -89,6 +89,9 @@ pub struct Config {
     /// time-based base (microseconds since the epoch at start), so a restarted emulator never
     /// reissues an id an earlier run gave out. Set a small one to play a server that reset.
     pub id_base: Option<u64>,
+    /// Messages name their flow by its id ([`flow_id`]) instead of `org:flow` (the document
+    /// lets clients name flows by id too); the stream's `filter` accepts either.
+    pub flow_ids: bool,
     /// `retry:` sent at the start of every Event-Stream response, when set.
     pub sse_retry: Option<Duration>,
     /// Stored messages per flow generated before the server starts (REST history).
@@ -113,6 +116,7 @@ impl Default for Config {
             pretty: false,
             quiet: None,
             id_base: None,
+            flow_ids: false,
             sse_retry: Some(Duration::from_secs(2)),
             history: 5,
             private_share: 0.05,
@@ -373,6 +377,25 @@ fn committed_of(e: &Entry) -> Committed {
     }
 }
 
+/// The id of flow `org/flow` (stable, shaped like the service's flow ids).
+pub fn flow_id(flow: &str) -> String {
+    // FNV-1a with two seeds, for 32 hex digits.
+    let hash = |seed: u64| {
+        flow.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let (a, b) = (hash(0xcbf2_9ce4_8422_2325), hash(0x8422_2325_cbf2_9ce4));
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -448,8 +471,12 @@ impl Shared {
             obj["uuid"] = json!(format!("emu{seq:013}"));
         }
         if let Some(flow) = flow {
-            // The stream's own form of the flow reference: `org:flow`.
-            obj["flow"] = json!(flow.replacen('/', ":", 1));
+            // The stream's own form of the flow reference: `org:flow`, or the flow's id.
+            obj["flow"] = if self.cfg.flow_ids {
+                json!(flow_id(flow))
+            } else {
+                json!(flow.replacen('/', ":", 1))
+            };
         }
         if let Some(to) = &to {
             obj["to"] = json!(to);
@@ -767,6 +794,8 @@ fn error(status: StatusCode, message: &str) -> Response {
 fn check_flow(shared: &Shared, flow: &str) -> Result<String, (StatusCode, String)> {
     let flow = if flow.contains('/') {
         flow.to_owned()
+    } else if let Some(named) = shared.cfg.flows.iter().find(|f| flow_id(f) == flow) {
+        named.clone()
     } else {
         flow.replacen(':', "/", 1)
     };

@@ -196,6 +196,11 @@ impl Client {
         &self.cfg
     }
 
+    /// The REST base URL backfill and baselines use.
+    pub fn api_url(&self) -> &str {
+        self.api.as_str()
+    }
+
     /// The streaming URL: `/flows/:org/:flow` for exactly one `org/flow` and no private
     /// stream, else `/flows?filter=...` (with `user=1`); plus `active` when set. The token is
     /// never in it.

@@ -99,6 +99,26 @@ impl Source for FlowdockSource {
         policy
     }
 
+    /// `flowdock <transport> <stream URL> api <REST URL> flows <org/flow,...> private <bool>`:
+    /// a cursor holds per-flow message ids of that server (and its SSE event id), meaningless
+    /// for another server, flow set or private stream. The URLs never hold the token.
+    fn identity(&self) -> String {
+        let cfg = self.client.config();
+        let transport = match cfg.transport {
+            Transport::EventStream => "sse",
+            Transport::Json => "json",
+        };
+        let mut flows = cfg.flows.clone();
+        flows.sort();
+        format!(
+            "flowdock {transport} {} api {} flows {} private {}",
+            chat_model::redact_url(&self.client.stream_url()),
+            chat_model::redact_url(self.client.api_url()),
+            flows.join(","),
+            cfg.private
+        )
+    }
+
     async fn connect(
         &mut self,
         resume: Option<Cursor>,
@@ -151,6 +171,42 @@ mod tests {
         private.private = true;
         let p = build("fd", &Common::default(), &private).unwrap().policy();
         assert_eq!(p.resume, Resume::NoReplay);
+    }
+
+    #[test]
+    fn identity_names_service_transport_urls_and_flows() {
+        let common = Common {
+            url: Some("http://127.0.0.1:9".into()),
+            ..Common::default()
+        };
+        let sse = build("fd", &common, &cfg("secret-token", FlowdockTransport::Sse)).unwrap();
+        let id = sse.identity();
+        assert_eq!(
+            id,
+            "flowdock sse http://127.0.0.1:9/flows?filter=acme/main,acme/ops api http://127.0.0.1:9/ flows acme/main,acme/ops private false"
+        );
+        assert!(!id.contains("secret-token"));
+        let json = build("fd", &common, &cfg("t", FlowdockTransport::Json)).unwrap();
+        assert_ne!(json.identity(), id, "transport");
+        let mut one = cfg("t", FlowdockTransport::Sse);
+        one.flows.pop();
+        assert_ne!(build("fd", &common, &one).unwrap().identity(), id, "flows");
+        let mut private = cfg("t", FlowdockTransport::Sse);
+        private.private = true;
+        assert_ne!(
+            build("fd", &common, &private).unwrap().identity(),
+            id,
+            "private"
+        );
+        let other = Common {
+            url: Some("http://127.0.0.1:10".into()),
+            ..Common::default()
+        };
+        let moved = build("fd", &other, &cfg("t", FlowdockTransport::Sse)).unwrap();
+        assert_ne!(moved.identity(), id, "url");
+        // The token is not part of what is read.
+        let same = build("fd", &common, &cfg("other-token", FlowdockTransport::Sse)).unwrap();
+        assert_eq!(same.identity(), id);
     }
 
     #[test]
