@@ -196,6 +196,8 @@ struct Shared {
     seq_tx: watch::Sender<u64>,
     requests: Mutex<Vec<RequestRecord>>,
     shutdown: watch::Receiver<bool>,
+    /// The users API: who exists, who is in which flow, its fault, its requests.
+    users: Mutex<Users>,
 }
 
 /// A running Flowdock emulator.
@@ -223,7 +225,9 @@ impl Emulator {
             seq_tx,
             requests: Mutex::new(Vec::new()),
             shutdown: shutdown_rx,
+            users: Mutex::new(Users::default()),
         });
+        lock(&shared.users).seed(&shared.cfg);
         for flow in shared.cfg.flows.clone() {
             for _ in 0..shared.cfg.history {
                 let line = lock(&shared.traffic).line();
@@ -242,6 +246,8 @@ impl Emulator {
             .route("/flows", get(stream_many))
             .route("/flows/{org}/{flow}", get(stream_one))
             .route("/flows/{org}/{flow}/messages", get(messages))
+            .route("/flows/{org}/{flow}/users", get(flow_users))
+            .route("/users/{id}", get(one_user))
             .layer(axum::middleware::from_fn(cors))
             .with_state(shared.clone());
         let handle = serve_router(listener, router, shutdown_tx)?;
@@ -1245,6 +1251,231 @@ fn messages_response(
     axum::Json(Value::Array(picked)).into_response()
 }
 
+/// Full names of [`PEOPLE`] (the generated traffic's speakers, user ids 10 and up).
+const FULL_NAMES: &[&str] = &[
+    "Ada Lovelace",
+    "Grace Hopper",
+    "Linus Torvalds",
+    "Margaret Hamilton",
+    "Ken Thompson",
+    "Barbara Liskov",
+    "Dennis Ritchie",
+    "Frances Allen",
+    "Alan Turing",
+    "Radia Perlman",
+];
+
+/// The users of the REST users API (`GET /flows/:org/:flow/users`, `GET /users/:id`).
+#[derive(Debug, Default)]
+struct Users {
+    /// Every user, by id, as the API shows it.
+    all: HashMap<String, Value>,
+    /// The members of each flow (`org/flow`), in order.
+    members: HashMap<String, Vec<String>>,
+    /// A fault every users request gets while set (a status, or a delay before answering).
+    fault: Option<Fault>,
+    /// Every users request, in order.
+    requests: Vec<RequestRecord>,
+}
+
+impl Users {
+    /// Every user the traffic uses: the token's user, the `inject` author ("2"), the
+    /// private-message sender ("7") and the blocked user ("9") of the helpers, and the
+    /// generated speakers (10 and up). "7" and "9" are in no flow: only `/users/:id` knows
+    /// them.
+    fn seed(&mut self, cfg: &Config) {
+        let mut add = |id: &str, nick: &str, name: &str, member: bool| {
+            self.add(id, nick, name, if member { &cfg.flows } else { &[] });
+        };
+        add("2", "Mia", "Mia Koskinen", true);
+        add("7", "Sam", "Sam Virtanen", false);
+        add("9", "Spammy", "Spam Account", false);
+        for (i, (nick, name)) in PEOPLE.iter().zip(FULL_NAMES).enumerate() {
+            add(&user_of(i), nick, name, true);
+        }
+        add(&cfg.user_id, "Joe", "Joe Example", true);
+    }
+
+    fn add(&mut self, id: &str, nick: &str, name: &str, flows: &[String]) {
+        let email = format!("{}@example.com", nick.to_ascii_lowercase());
+        let numeric = id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n));
+        self.all.insert(
+            id.to_owned(),
+            json!({
+                "id": numeric,
+                "nick": nick,
+                "name": name,
+                "email": email,
+                "avatar": format!("https://avatars.example.com/{id}/"),
+                "website": null,
+            }),
+        );
+        for flow in flows {
+            let m = self.members.entry(flow.clone()).or_default();
+            if !m.iter().any(|u| u == id) {
+                m.push(id.to_owned());
+            }
+        }
+    }
+}
+
+impl Emulator {
+    /// Adds (or renames) a user of the users API, a member of `flows` (`org/flow`); for
+    /// users who appear after a client connected.
+    pub fn add_user(&self, id: &str, nick: &str, name: &str, flows: &[&str]) {
+        let flows: Vec<String> = flows.iter().map(|f| (*f).to_owned()).collect();
+        lock(&self.shared.users).add(id, nick, name, &flows);
+    }
+
+    /// The users API's view of user `id`, when it exists.
+    pub fn user(&self, id: &str) -> Option<Value> {
+        lock(&self.shared.users).all.get(id).cloned()
+    }
+
+    /// From now on every users request gets `fault` (`Fault::Status`: that status;
+    /// `Fault::Delay`: the answer comes that much later); `None` heals it.
+    pub fn set_users_fault(&self, fault: Option<Fault>) {
+        lock(&self.shared.users).fault = fault;
+    }
+
+    /// Every request to the users API, in order (not in [`Emulator::requests`]).
+    pub fn user_requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.users).requests.clone()
+    }
+
+    /// Commits a message of any event type to `flow`, sent by `user` (`"0"`: no user).
+    pub fn inject_as(
+        &self,
+        flow: &str,
+        user: &str,
+        event: &str,
+        content: Value,
+        tags: Vec<String>,
+    ) -> Committed {
+        self.shared
+            .append(
+                Some(flow),
+                None,
+                event,
+                content,
+                tags,
+                Some(user.to_owned()),
+            )
+            .expect("stored event")
+    }
+
+    /// Commits a private message from `from` to the token's user.
+    pub fn inject_private_from(&self, from: &str, text: &str) -> Committed {
+        let to = self.shared.cfg.user_id.clone();
+        self.shared
+            .append(
+                None,
+                Some(to),
+                "message",
+                json!(text),
+                vec![],
+                Some(from.to_owned()),
+            )
+            .expect("stored event")
+    }
+}
+
+/// Serves a users request: applies the users fault, checks the token, answers with
+/// `answer` and records the request with the status answered.
+async fn users_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    uri: &axum::http::Uri,
+    answer: impl FnOnce(&Shared) -> Response,
+) -> Response {
+    let (authorized, token_in_query) = authorize(shared, headers, q);
+    let fault = lock(&shared.users).fault.clone();
+    let mut rec = RequestRecord {
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        accept: headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        last_event_id: None,
+        since_id: None,
+        authorized,
+        token_in_query,
+        status: 200,
+    };
+    let refuse = match fault {
+        Some(Fault::Delay(d)) => {
+            let mut stop = shared.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stopped(&mut stop) => {}
+            }
+            None
+        }
+        Some(Fault::Status { code, retry_after }) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = error(status, "injected fault");
+            if let Some(s) = retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            Some(r)
+        }
+        _ => None,
+    };
+    let refuse =
+        refuse.or_else(|| (!authorized).then(|| error(StatusCode::UNAUTHORIZED, "Unauthorized")));
+    let r = refuse.unwrap_or_else(|| answer(shared));
+    rec.status = r.status().as_u16();
+    lock(&shared.users).requests.push(rec);
+    r
+}
+
+/// `GET /flows/:org/:flow/users`: the users of a flow.
+async fn flow_users(
+    State(shared): State<Arc<Shared>>,
+    Path((org, flow)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    users_request(&shared, &headers, &q, &uri, |shared| {
+        let flow = match check_flow(shared, &format!("{org}/{flow}")) {
+            Ok(f) => f,
+            Err((status, msg)) => return error(status, &msg),
+        };
+        let users = lock(&shared.users);
+        let list: Vec<Value> = users
+            .members
+            .get(&flow)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| users.all.get(id).cloned())
+            .collect();
+        axum::Json(Value::Array(list)).into_response()
+    })
+    .await
+}
+
+/// `GET /users/:id`: one user.
+async fn one_user(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    users_request(&shared, &headers, &q, &uri, |shared| {
+        let user = lock(&shared.users).all.get(&id).cloned();
+        match user {
+            Some(u) => axum::Json(u).into_response(),
+            None => error(StatusCode::NOT_FOUND, &format!("User {id} not found")),
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1423,6 +1654,70 @@ mod tests {
         assert!(
             started.elapsed() < Duration::from_secs(9),
             "the connection was closed"
+        );
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn users_api_lists_flow_users_and_single_users() {
+        let emu = Emulator::start(quiet()).await.unwrap();
+        let addr = emu.addr();
+        let list = get(addr, "/flows/acme/main/users", "", "]").await;
+        assert!(list.starts_with("HTTP/1.1 200"), "{list}");
+        assert!(list.contains("application/json"), "{list}");
+        for nick in PEOPLE {
+            assert!(
+                list.contains(&format!("\"nick\":\"{nick}\"")),
+                "{nick}: {list}"
+            );
+        }
+        assert!(
+            list.contains("\"id\":10,"),
+            "numeric ids like the real API: {list}"
+        );
+        assert!(!list.contains("\"Sam\""), "7 is in no flow");
+        let sam = get(addr, "/users/7", "", "}").await;
+        assert!(
+            sam.starts_with("HTTP/1.1 200") && sam.contains("\"nick\":\"Sam\""),
+            "{sam}"
+        );
+        assert!(
+            get(addr, "/users/4242", "", "}")
+                .await
+                .starts_with("HTTP/1.1 404")
+        );
+        assert!(
+            get(addr, "/flows/acme/secret/users", "", "}")
+                .await
+                .starts_with("HTTP/1.1 403")
+        );
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /users/7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        emu.add_user("30", "Newbie", "New Person", &["acme/ops"]);
+        assert!(
+            get(addr, "/flows/acme/ops/users", "", "]")
+                .await
+                .contains("Newbie")
+        );
+        emu.set_users_fault(Some(Fault::Status {
+            code: 503,
+            retry_after: None,
+        }));
+        assert!(
+            get(addr, "/users/7", "", "}")
+                .await
+                .starts_with("HTTP/1.1 503")
+        );
+        let statuses: Vec<u16> = emu.user_requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 200, 404, 403, 401, 200, 503]);
+        assert!(
+            emu.requests().is_empty(),
+            "kept apart from the stream and messages log"
         );
         emu.stop().await;
     }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::mapping::normalize_flow;
 use crate::session::{FlowdockCursor, StreamDecoder, Transport};
+use crate::users::Names;
 use crate::wire::WireMessage;
 
 /// The real streaming host.
@@ -74,6 +75,11 @@ pub struct ClientConfig {
     pub root_certificates_pem: Vec<Vec<u8>>,
     /// Messages per REST backfill request (1-100).
     pub backfill_limit: u32,
+    /// Resolve authors' names over the REST users API (default true).
+    pub resolve_names: bool,
+    /// The longest an event waits for a user lookup (default 5 s); then it goes out with
+    /// the user id only.
+    pub user_lookup_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -91,6 +97,8 @@ impl ClientConfig {
             max_frame: 1024 * 1024,
             root_certificates_pem: Vec::new(),
             backfill_limit: MAX_BACKFILL_LIMIT,
+            resolve_names: true,
+            user_lookup_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct Client {
     /// later one (shared by clones), so a first connection that dies before it answers does not
     /// move the start.
     start: std::sync::Arc<std::sync::Mutex<Option<FlowdockCursor>>>,
+    /// User names, cached across connections.
+    names: Names,
 }
 
 /// Percent-encodes a query value, keeping the characters flow names use (`/`, `:`, `,`).
@@ -121,7 +131,7 @@ fn encode_query(s: &str) -> String {
     out
 }
 
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     encode_query(s).replace('/', "%2F").replace(',', "%2C")
 }
 
@@ -177,12 +187,21 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let names = Names::new(
+            http.clone(),
+            api.clone(),
+            cfg.token.clone(),
+            cfg.source.clone(),
+            cfg.user_lookup_timeout.max(Duration::from_millis(1)),
+            cfg.resolve_names,
+        );
         Ok(Client {
             cfg,
             http,
             base,
             api,
             start: Default::default(),
+            names,
         })
     }
 
@@ -199,6 +218,11 @@ impl Client {
     /// The REST base URL backfill and baselines use.
     pub fn api_url(&self) -> &str {
         self.api.as_str()
+    }
+
+    /// The user names of this client (cached across its connections).
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     /// The streaming URL: `/flows/:org/:flow` for exactly one `org/flow` and no private
@@ -394,12 +418,15 @@ impl Client {
                 ),
             }
         }
+        // Names of the flows' users, once per connection (best effort, bounded).
+        self.names.load_flows(&self.backfill_flows()).await;
         Ok(FlowdockStream {
             resp,
             dec,
             pending,
             what,
             ended: false,
+            names: self.names.clone(),
         })
     }
 
@@ -528,7 +555,7 @@ impl Client {
 }
 
 /// Checks the status and content type of a response.
-fn check_response(
+pub(crate) fn check_response(
     resp: &reqwest::Response,
     what: &str,
     expected: &'static str,
@@ -576,7 +603,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// An error and its causes on one line (reqwest hides the interesting part in `source`).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -596,6 +623,7 @@ pub struct FlowdockStream {
     pending: VecDeque<SourceItem>,
     what: String,
     ended: bool,
+    names: Names,
 }
 
 impl FlowdockStream {
@@ -605,7 +633,11 @@ impl FlowdockStream {
     pub async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
         // Bounded: every turn either returns or consumes one chunk of the response.
         loop {
-            if let Some(item) = self.pending.pop_front() {
+            if let Some(front) = self.pending.front() {
+                // Names first (at most one lookup); the item stays queued while it waits.
+                self.names.prepare(front).await;
+                let mut item = self.pending.pop_front().expect("the front item");
+                self.names.apply(&mut item);
                 return Ok(item);
             }
             if self.ended {

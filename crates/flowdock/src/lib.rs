@@ -9,18 +9,21 @@
 //!   `flowdock:<org/flow>:<id>`).
 //! * [`session`]: the sans-IO [`StreamDecoder`] and the resume [`FlowdockCursor`].
 //! * [`client`]: [`Client`] and [`FlowdockStream`], the reqwest driver.
+//! * [`users`]: authors' names from the REST users API, cached ([`UserCache`]).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod error;
 pub mod mapping;
 pub mod session;
+pub mod users;
 pub mod wire;
 
 pub use client::{Active, Client, ClientConfig, FlowdockStream};
 pub use error::Error;
 pub use mapping::to_event;
 pub use session::{FlowdockCursor, StreamDecoder, Transport};
+pub use users::{Names, User, UserCache};
 pub use wire::{Payload, WireMessage};
 
 /// A stall timeout that suits both transports: the server sends a keep-alive (`\n` on the
