@@ -42,7 +42,7 @@ const WORDS: &[&str] = &[
 ];
 
 /// Non-ASCII words; one message in eight carries one. (The real Flowdock fixtures in
-/// `shared/fixtures/flowdock` contain no non-ASCII byte at all, so this is on the heavy side.)
+/// `crates/flowdock/tests/fixtures` contain no non-ASCII byte at all, so this is on the heavy side.)
 const INTL: &[&str] = &[
     "p\u{e4}ivitys",
     "caf\u{e9}",

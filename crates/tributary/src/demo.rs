@@ -100,7 +100,7 @@ fn scripted_faults(service: EmulatedService) -> Vec<Vec<Fault>> {
 /// `tributary demo`.
 pub async fn run(args: DemoArgs) -> ExitCode {
     // Listen from the very start, so a signal during startup is not lost either.
-    let mut stop = run::StopSignals::new();
+    let mut stop = crate::signals::StopSignals::new();
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut emulators = Vec::new();

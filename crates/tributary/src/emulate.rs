@@ -320,7 +320,7 @@ pub async fn run(args: EmulateArgs) -> ExitCode {
     println!("# add this to tributary.toml to read it; stop with Ctrl-C\n");
     println!("{snippet}");
     use std::io::Write;
-    let mut stop = crate::run::StopSignals::new();
+    let mut stop = crate::signals::StopSignals::new();
     let _ = std::io::stdout().flush();
     stop.recv().await;
     let mut code = ExitCode::SUCCESS;

@@ -19,6 +19,7 @@ mod output;
 mod relay;
 mod run;
 mod send;
+mod signals;
 mod sources;
 mod writers;
 

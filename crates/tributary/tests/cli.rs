@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+mod common;
+
+use common::http_get;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tributary"));
     c.env("RUST_LOG", "warn")
@@ -166,18 +170,6 @@ async fn every_source_failing_exits_1_with_reasons_and_metrics_are_served() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     child.kill().await.unwrap();
     emu.stop().await;
-}
-
-async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
