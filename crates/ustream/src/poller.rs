@@ -8,7 +8,7 @@ use chat_model::{Cursor, SourceItem, redact_url};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::mapping::{Context, accounts_of, order_payload};
+use crate::mapping::{Context, accounts_of, message_id, order_payload};
 use crate::memory::MessageMemory;
 use crate::schedule::{Planned, RequestKind, Schedule, ScheduleState};
 use crate::wire::{Item, NetworkAccount, Response};
@@ -322,6 +322,16 @@ impl Poller {
         }
     }
 
+    /// Whether the message event `id` (with this `createdAt`) was delivered already: a
+    /// remembered id, unless the server issued it again with another time.
+    fn delivered(&self, id: &str, created_at: Option<i64>) -> bool {
+        self.recent_set.contains(id)
+            && match (created_at, self.recent_at.get(id)) {
+                (Some(at), Some(&seen)) => at == seen,
+                _ => true,
+            }
+    }
+
     /// Skips an item the poller cannot act on: a warning and a counted `Malformed` item.
     fn malformed(&mut self, error: String) {
         tracing::warn!(channel = %self.config.channel, %error, "ustream payload item skipped");
@@ -495,7 +505,27 @@ impl Poller {
         let clean = resp.is_suffix_cleaning_needed;
         let mut new_host: Option<String> = None;
         let mut occurrences: HashMap<String, usize> = HashMap::new();
-        for o in order_payload(&resp.payload, range[1]) {
+        let ordered = order_payload(&resp.payload, range[1]);
+        // A `/default` answers the recent history, which repeats what a session delivered
+        // before (after a host switch, or a restart that must begin with `/default`). The
+        // payload is one stretch of the timeline, so everything up to the last message
+        // delivered already was delivered (or hidden, or applied) then: control items among
+        // it (which have no uid of their own) must not be applied or announced again.
+        let replayed = match planned.kind {
+            RequestKind::Default => ordered
+                .iter()
+                .rposition(|o| match &o.item {
+                    Ok(Item::Msg(m)) => self.delivered(&message_id(&channel, &m.uid), m.created_at),
+                    _ => false,
+                })
+                .map_or(0, |last| last + 1),
+            RequestKind::Timeslice { .. } => 0,
+        };
+        if replayed > 0 {
+            tracing::debug!(channel = %channel, items = replayed,
+                "ustream: the /default history repeats items delivered before; skipping them");
+        }
+        for o in ordered.into_iter().skip(replayed) {
             let item = match o.item {
                 Ok(item) => item,
                 Err(e) => {
@@ -535,6 +565,11 @@ impl Poller {
                     self.emit(event);
                 }
                 Item::IgnUser { network } => {
+                    if network.iter().all(|a| self.ignored.contains(a)) {
+                        // Nothing changes (a repeat of an ignUser in force): no second event.
+                        tracing::debug!(channel = %channel, ?network, "ignUser of a user ignored already");
+                        continue;
+                    }
                     self.ignored.extend(network.iter().cloned());
                     let ignore = self.ctx.ignore(true, network, o.at, &stamp, &o.raw);
                     let ignore_id = ignore.id.clone();
@@ -549,6 +584,11 @@ impl Poller {
                     }
                 }
                 Item::UnIgnUser { network } => {
+                    if !self.is_ignored(network) {
+                        // Nothing changes (a repeat, or a user never ignored): no event.
+                        tracing::debug!(channel = %channel, ?network, "unIgnUser of a user not ignored");
+                        continue;
+                    }
                     for a in network {
                         self.ignored.remove(a);
                     }

@@ -533,3 +533,47 @@ async fn unknown_items_pass_through_and_malformed_ones_are_skipped() {
     );
     emu.stop().await;
 }
+
+fn count(seen: &Seen, kind: Kind) -> usize {
+    seen.events().iter().filter(|e| e.kind == kind).count()
+}
+
+/// The `/default` after a host switch repeats the recent history, control items included:
+/// an `ignUser` (or `unIgnUser`) delivered before the switch is not announced again, and a
+/// message hidden while its author was ignored stays hidden after the author was unignored.
+#[tokio::test]
+async fn a_host_switch_repeats_no_ignore_or_unignore() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    emu.inject_message("twitter", "Ada", "before");
+    emu.ignore_user("facebook", "Ken");
+    emu.inject_message("twitter", "Ada", "between");
+    emu.ignore_user("ustream", "Grace");
+    emu.inject_message("ustream", "Grace", "hidden while ignored");
+    emu.unignore_user("ustream", "Grace");
+    emu.inject_message("twitter", "Ada", "after");
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s) && count(s, Kind::Ignore) == 2 && count(s, Kind::Unignore) == 1
+    })
+    .await;
+    emu.switch_host();
+    inject_for(&emu, 4, Duration::from_millis(200)).await;
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s) && s.events().iter().any(|e| e.kind == Kind::System)
+    })
+    .await;
+    // Past the new host's /default and a few timeslices on it.
+    pull(&mut p, &mut seen, |_| slices(&emu, 1).len() >= 3).await;
+    assert!(
+        emu.requests()
+            .iter()
+            .any(|r| r.listener == 1 && r.path.ends_with("/default"))
+    );
+    assert_exactly_once(&emu, &seen);
+    assert_eq!(count(&seen, Kind::Ignore), 2, "{:#?}", seen.events());
+    assert_eq!(count(&seen, Kind::Unignore), 1, "{:#?}", seen.events());
+    let ignored: Vec<String> = p.ignored().map(|a| a.display_name.clone()).collect();
+    assert_eq!(ignored, ["Ken"]);
+    emu.stop().await;
+}
