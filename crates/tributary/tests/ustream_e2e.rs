@@ -241,3 +241,58 @@ async fn an_unknown_channel_ends_only_its_own_source() {
     assert_eq!(polls_999, 1, "a missing channel is not retried");
     emu.stop().await;
 }
+
+/// The saved cursor belongs to the server and channel it was read from (item 9): after the
+/// URL in the config changes, the source starts fresh on the new server instead of resuming
+/// the old session (whose saved host, after a switch, is the old server's other host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_url_starts_fresh_instead_of_resuming_the_old_server() {
+    let old = Emulator::start(emulator_config(vec![])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, state) = write_config(dir.path(), &source_table(&old, "social", old.channel()));
+    let run = run_tributary(&config, &state, "6s");
+    let script = async {
+        wait_for_first_poll(&old).await;
+        post(&old, 0, 2, Duration::from_millis(200)).await;
+        old.switch_host();
+        post(&old, 2, 3, Duration::from_millis(200)).await;
+    };
+    let (out1, ()) = tokio::join!(run, script);
+    assert!(
+        out1.status.success(),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out1.stderr)
+    );
+    assert_eq!(message_ids(&events_of(&out1, "social")), expected_ids(&old));
+    assert!(
+        old.requests().iter().any(|r| r.listener == 1),
+        "the first run followed the host switch"
+    );
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains(&old.secondary_url()), "{saved}");
+    old.stop().await;
+
+    // The same source name, now reading another server.
+    let new = Emulator::start(emulator_config(vec![])).await.unwrap();
+    let (config, state) = write_config(dir.path(), &source_table(&new, "social", new.channel()));
+    let run = run_tributary(&config, &state, "6s");
+    let script = async {
+        wait_for_first_poll(&new).await;
+        post(&new, 0, 4, Duration::from_millis(200)).await;
+    };
+    let (out2, ()) = tokio::join!(run, script);
+    let stderr = String::from_utf8_lossy(&out2.stderr);
+    assert!(out2.status.success(), "stderr:\n{stderr}");
+    assert_eq!(
+        message_ids(&events_of(&out2, "social")),
+        expected_ids(&new),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        new.requests()[0].path.ends_with("/default"),
+        "a fresh session: {:?}",
+        new.requests()[0].path
+    );
+    assert!(stderr.contains("starting fresh"), "warned:\n{stderr}");
+    new.stop().await;
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
 use supervisor::{Connection, Policy, Resume, Source};
-use ustream::{DEFAULT_BASE_URL, HttpClient, Poller, PollerConfig, UstreamCursor};
+use ustream::{DEFAULT_BASE_URL, HttpClient, MessageMemory, Poller, PollerConfig, UstreamCursor};
 
 use crate::config_types::{Common, UstreamConfig};
 
@@ -27,6 +27,9 @@ pub struct UstreamSource {
     name: String,
     config: PollerConfig,
     http: HttpClient,
+    /// The recent messages per user, shared by every poller of this source so an `ignUser`
+    /// after a reconnect still retracts the messages delivered before it.
+    memory: MessageMemory,
 }
 
 /// One running poller.
@@ -56,6 +59,7 @@ pub fn build(name: &str, common: &Common, cfg: &UstreamConfig) -> Result<Ustream
         name: name.to_owned(),
         config,
         http,
+        memory: MessageMemory::new(),
     })
 }
 
@@ -84,13 +88,24 @@ impl Source for UstreamSource {
         super::policy(BACKOFF_INITIAL, BACKOFF_MAX, stall_timeout, Resume::Replays)
     }
 
+    /// The service, the configured server URL and the channel: a cursor saved for another
+    /// server or channel (its host, range and ids) is not reused.
+    fn identity(&self) -> String {
+        format!(
+            "ustream {} channel {}",
+            chat_model::redact_url(self.config.base_url.trim_end_matches('/')),
+            self.config.channel
+        )
+    }
+
     async fn connect(
         &mut self,
         resume: Option<Cursor>,
     ) -> Result<UstreamConnection, DisconnectReason> {
         let cursor: Option<UstreamCursor> =
             super::typed_resume(&self.name, "Ustream", "starting with /default", resume);
-        let poller = Poller::with_client(self.http.clone(), self.config.clone(), cursor)?;
+        let poller = Poller::with_client(self.http.clone(), self.config.clone(), cursor)?
+            .with_memory(self.memory.clone());
         Ok(UstreamConnection { poller })
     }
 }
@@ -150,6 +165,155 @@ mod tests {
         let e = build("us", &c, &UstreamConfig { channel: 1 }).unwrap_err();
         let _ = std::fs::remove_file(&dir);
         assert!(e.contains("ca_file"), "{e}");
+    }
+
+    #[test]
+    fn identity_names_service_url_and_channel() {
+        let a = build(
+            "us",
+            &common("http://127.0.0.1:9/"),
+            &UstreamConfig { channel: 7 },
+        )
+        .unwrap();
+        assert_eq!(a.identity(), "ustream http://127.0.0.1:9 channel 7");
+        let b = build(
+            "us",
+            &common("http://127.0.0.1:9"),
+            &UstreamConfig { channel: 8 },
+        )
+        .unwrap();
+        assert_ne!(a.identity(), b.identity());
+        let c = build(
+            "us",
+            &common("http://127.0.0.1:10"),
+            &UstreamConfig { channel: 7 },
+        )
+        .unwrap();
+        assert_ne!(a.identity(), c.identity());
+        // The source name is no part of it.
+        let d = build(
+            "other",
+            &common("http://127.0.0.1:9"),
+            &UstreamConfig { channel: 7 },
+        )
+        .unwrap();
+        assert_eq!(a.identity(), d.identity());
+        let real = build("us", &Common::default(), &UstreamConfig { channel: 7 }).unwrap();
+        assert_eq!(
+            real.identity(),
+            format!("ustream {DEFAULT_BASE_URL} channel 7")
+        );
+    }
+
+    /// Pulls items from `conn` until `done` holds for the items so far (generous deadline).
+    async fn pull_until(
+        conn: &mut UstreamConnection,
+        items: &mut Vec<SourceItem>,
+        done: impl Fn(&[SourceItem]) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done(items) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out: {items:#?}"
+            );
+            let item = tokio::time::timeout(Duration::from_secs(15), conn.next_item())
+                .await
+                .expect("an item within 15 s")
+                .expect("the poller keeps going");
+            items.push(item);
+        }
+    }
+
+    fn events(items: &[SourceItem]) -> Vec<&chat_model::Event> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Event { event, .. } => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn last_cursor(items: &[SourceItem]) -> Option<Cursor> {
+        items.iter().rev().find_map(|i| match i {
+            SourceItem::Cursor(c) => Some(c.clone()),
+            _ => None,
+        })
+    }
+
+    /// Every poller of a source shares one memory of recent messages per user: an `ignUser`
+    /// that arrives after a reconnect retracts the messages delivered before it, and the
+    /// user stays ignored on the next reconnect.
+    #[tokio::test]
+    async fn reconnects_share_the_memory_an_ignore_retracts_from() {
+        use chat_model::Kind;
+        let emu = emulator::ustream::Emulator::start(emulator::ustream::Config {
+            rate: 0.0,
+            lag_secs: 1,
+            refresh_intervals: vec![1],
+            interval_every: 0,
+            ..emulator::ustream::Config::default()
+        })
+        .await
+        .unwrap();
+        let mut s = build(
+            "us",
+            &common(&emu.url()),
+            &UstreamConfig {
+                channel: emu.channel(),
+            },
+        )
+        .unwrap();
+        let ken = emu.inject_message("twitter", "Ken", "before the reconnect");
+        let ken_id = format!("ustream:{}:{ken}", emu.channel());
+        let ada = emu.inject_message("twitter", "Ada", "not Ken");
+        let mut items = Vec::new();
+        let mut conn = s.connect(None).await.unwrap();
+        pull_until(&mut conn, &mut items, |i| {
+            events(i)
+                .iter()
+                .any(|e| e.native_id.as_deref() == Some(ada.as_str()))
+                && matches!(i.last(), Some(SourceItem::KeepAlive))
+        })
+        .await;
+        drop(conn);
+
+        // Reconnected (a new poller, resuming from the cursor), then Ken is ignored.
+        let mut conn = s.connect(last_cursor(&items)).await.unwrap();
+        emu.ignore_user("twitter", "Ken");
+        let from = items.len();
+        pull_until(&mut conn, &mut items, |i| {
+            events(&i[from..]).iter().any(|e| e.kind == Kind::Ignore)
+                && matches!(i.last(), Some(SourceItem::KeepAlive))
+        })
+        .await;
+        let retracted: Vec<&str> = events(&items[from..])
+            .iter()
+            .filter(|e| e.kind == Kind::Retraction)
+            .filter_map(|e| e.refers_to.as_deref())
+            .collect();
+        assert_eq!(retracted, [ken_id.as_str()], "{:#?}", &items[from..]);
+        drop(conn);
+
+        // Ignored still after another reconnect.
+        let mut conn = s.connect(last_cursor(&items)).await.unwrap();
+        emu.inject_message("twitter", "Ken", "hidden");
+        let shown = emu.inject_message("twitter", "Ada", "shown");
+        let from = items.len();
+        pull_until(&mut conn, &mut items, |i| {
+            events(&i[from..])
+                .iter()
+                .any(|e| e.native_id.as_deref() == Some(shown.as_str()))
+        })
+        .await;
+        let texts: Vec<&str> = events(&items[from..])
+            .iter()
+            .filter(|e| e.kind == Kind::Message)
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(texts, ["shown"]);
+        emu.stop().await;
     }
 
     #[tokio::test]
