@@ -577,3 +577,169 @@ async fn a_host_switch_repeats_no_ignore_or_unignore() {
     assert_eq!(ignored, ["Ken"]);
     emu.stop().await;
 }
+
+/// Waits for the start of a new server second, so items injected at once share one window.
+async fn at_a_fresh_second(emu: &Emulator) {
+    let now = emu.now_key();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while emu.now_key() == now {
+        assert!(Instant::now() < deadline, "the emulator clock stands still");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Item 5: `ignUser` names a user as the document does (network provider + displayName).
+/// Each earlier message of that user is retracted (after the `ignore` event, in order), the
+/// `ignore` event's author id equals those messages' author ids, later messages are hidden,
+/// and after `unIgnUser` they show again. The same display name on another network, and
+/// other users, are untouched.
+#[tokio::test]
+async fn ign_user_retracts_each_earlier_message_of_that_user_and_unign_user_shows_later_ones() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    let g1 = emu.inject_message("twitter", "Gyula", "first");
+    emu.inject_message("facebook", "Gyula", "another Gyula");
+    emu.inject_message("twitter", "Ada", "not Gyula");
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    // In a later window than the first one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let g2 = emu.inject_message("twitter", "Gyula", "second");
+    emu.ignore_user("twitter", "Gyula");
+    emu.inject_message("twitter", "Gyula", "hidden while ignored");
+    emu.inject_message("twitter", "Ada", "still shown");
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s) && count(s, Kind::Retraction) >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    emu.inject_message("twitter", "Gyula", "hidden in a later window");
+    emu.unignore_user("twitter", "Gyula");
+    emu.inject_message("twitter", "Gyula", "back again");
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s)
+            && count(s, Kind::Unignore) == 1
+            && matches!(s.items.last(), Some(SourceItem::KeepAlive))
+    })
+    .await;
+    assert_exactly_once(&emu, &seen);
+    let texts: Vec<&str> = seen.messages().iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "first",
+            "another Gyula",
+            "not Gyula",
+            "second",
+            "still shown",
+            "back again"
+        ]
+    );
+    let evs = seen.events();
+    let ignore = evs.iter().find(|e| e.kind == Kind::Ignore).unwrap();
+    assert_eq!(ignore.author.id.as_deref(), Some("twitter:Gyula"));
+    let gyula_ids: Vec<&str> = seen
+        .messages()
+        .into_iter()
+        .filter(|e| e.author.id.as_deref() == ignore.author.id.as_deref())
+        .map(|e| e.id.as_str())
+        .collect();
+    let ch = emu.channel();
+    let (g1, g2) = (format!("ustream:{ch}:{g1}"), format!("ustream:{ch}:{g2}"));
+    let back = seen.messages().last().unwrap().id.clone();
+    assert_eq!(gyula_ids, [g1.as_str(), g2.as_str(), back.as_str()]);
+    // One retraction per earlier message, right after the ignore, naming it.
+    let at = evs.iter().position(|e| e.kind == Kind::Ignore).unwrap();
+    let retractions: Vec<&Event> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.kind == Kind::Retraction)
+        .collect();
+    let refers: Vec<&str> = retractions
+        .iter()
+        .filter_map(|e| e.refers_to.as_deref())
+        .collect();
+    assert_eq!(refers, [g1.as_str(), g2.as_str()]);
+    assert!(
+        evs[at + 1..at + 3]
+            .iter()
+            .all(|e| e.kind == Kind::Retraction)
+    );
+    for r in &retractions {
+        assert_eq!(r.detail.as_ref().unwrap()["ignore"], ignore.id.as_str());
+    }
+    let unignore = evs.iter().find(|e| e.kind == Kind::Unignore).unwrap();
+    assert_eq!(unignore.author.id, ignore.author.id);
+    assert_eq!(count(&seen, Kind::Ignore), 1);
+    emu.stop().await;
+}
+
+/// Item 7: every malformed control item the emulator knows, the document's own literal
+/// `"host": ""` first, in one response between two messages: each is skipped with a
+/// `Malformed` item, the rest of that response is delivered, nothing moves host, and
+/// polling goes on.
+#[tokio::test]
+async fn malformed_control_items_are_skipped_and_the_rest_of_the_response_delivered() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    emu.inject_message("twitter", "Ada", "warm-up");
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    at_a_fresh_second(&emu).await;
+    emu.inject_message("twitter", "Ada", "before");
+    assert_eq!(
+        emulator::ustream::MALFORMED[0],
+        r#"{"type": "host", "host": ""}"#
+    );
+    for bad in emulator::ustream::MALFORMED {
+        emu.inject_malformed(serde_json::from_str(bad).unwrap());
+    }
+    emu.inject_message("twitter", "Ada", "after");
+    let malformed = |s: &Seen| {
+        s.items
+            .iter()
+            .filter(|i| matches!(i, SourceItem::Malformed { .. }))
+            .count()
+    };
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s) && malformed(s) == emulator::ustream::MALFORMED.len()
+    })
+    .await;
+    // The response that held them also held both messages.
+    let from = seen.items.len();
+    let before = seen
+        .items
+        .iter()
+        .position(|i| matches!(i, SourceItem::Event { event, .. } if event.text == "before"))
+        .unwrap();
+    let after = seen
+        .items
+        .iter()
+        .position(|i| matches!(i, SourceItem::Event { event, .. } if event.text == "after"))
+        .unwrap();
+    assert!(
+        seen.items[before..after]
+            .iter()
+            .all(|i| !matches!(i, SourceItem::KeepAlive)),
+        "one response: {:#?}",
+        &seen.items[before..=after]
+    );
+    assert_eq!(
+        seen.items[before..after]
+            .iter()
+            .filter(|i| matches!(i, SourceItem::Malformed { .. }))
+            .count(),
+        emulator::ustream::MALFORMED.len()
+    );
+    // Polling goes on.
+    emu.inject_message("twitter", "Ada", "later");
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    assert!(seen.items.len() > from);
+    assert_exactly_once(&emu, &seen);
+    assert!(
+        emu.requests().iter().all(|r| r.listener == 0),
+        "no malformed host item moved the poller"
+    );
+    assert_eq!(count(&seen, Kind::System), 0, "{:#?}", seen.events());
+    emu.stop().await;
+}
