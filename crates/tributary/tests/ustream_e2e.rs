@@ -296,3 +296,72 @@ async fn a_changed_url_starts_fresh_instead_of_resuming_the_old_server() {
     assert!(stderr.contains("starting fresh"), "warned:\n{stderr}");
     new.stop().await;
 }
+
+/// Items 5 and 7 through `tributary run`: the `ignore` event names the user with the same
+/// author id as the user's messages and is followed by a retraction of each earlier one;
+/// the document's literal `"host": ""` and the other malformed control items are skipped
+/// with a warning each (counted as malformed) while the rest of the response and every later
+/// poll is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ign_user_retracts_earlier_messages_and_malformed_items_are_skipped() {
+    let emu = Emulator::start(emulator_config(vec![])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, state) = write_config(dir.path(), &source_table(&emu, "social", emu.channel()));
+    let run = run_tributary(&config, &state, "8s");
+    let script = async {
+        wait_for_first_poll(&emu).await;
+        let g1 = emu.inject_message("twitter", "Gyula", "hello");
+        post(&emu, 0, 2, Duration::from_millis(100)).await;
+        let g2 = emu.inject_message("twitter", "Gyula", "again");
+        for bad in emulator::ustream::MALFORMED {
+            emu.inject_malformed(serde_json::from_str(bad).unwrap());
+        }
+        post(&emu, 2, 2, Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        emu.ignore_user("twitter", "Gyula");
+        emu.inject_message("twitter", "Gyula", "hidden while ignored");
+        post(&emu, 4, 3, Duration::from_millis(300)).await;
+        (g1, g2)
+    };
+    let (out, (g1, g2)) = tokio::join!(run, script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr:\n{stderr}");
+    let events = events_of(&out, "social");
+    assert_eq!(
+        message_ids(&events),
+        expected_ids(&emu),
+        "stderr:\n{stderr}"
+    );
+    let ch = emu.channel();
+    let ignore = events
+        .iter()
+        .find(|e| e["kind"] == "ignore")
+        .expect("an ignore event");
+    assert_eq!(ignore["author"]["id"], "twitter:Gyula");
+    let of_gyula: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "message" && e["author"]["id"] == ignore["author"]["id"])
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    let (g1, g2) = (format!("ustream:{ch}:{g1}"), format!("ustream:{ch}:{g2}"));
+    assert_eq!(of_gyula, [g1.as_str(), g2.as_str()]);
+    let retracted: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "retraction")
+        .filter_map(|e| e["refers_to"].as_str())
+        .collect();
+    assert_eq!(retracted, [g1.as_str(), g2.as_str()], "stderr:\n{stderr}");
+    let skipped = stderr.matches("malformed frame skipped").count();
+    assert_eq!(
+        skipped,
+        emulator::ustream::MALFORMED.len(),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("malformed frame skipped") && l.contains("host is empty")),
+        "the document's own `\"host\": \"\"` is named:\n{stderr}"
+    );
+    emu.stop().await;
+}
