@@ -596,6 +596,12 @@ impl Poller {
                     self.emit(event);
                 }
                 Item::Host { host } => match resolve_host(&self.base, host) {
+                    Ok(resolved) if resolved == *new_host.as_ref().unwrap_or(&self.base) => {
+                        // Already there (a history that lists the host item which sent the
+                        // poller here): following it again would restart with /default anew.
+                        tracing::debug!(channel = %channel, host = %redact_url(&resolved),
+                            "ustream host item naming the current host ignored");
+                    }
                     Ok(resolved) => {
                         new_host = Some(resolved);
                         let event = self.ctx.host(host, o.at, &stamp, &o.raw);

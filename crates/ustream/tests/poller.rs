@@ -743,3 +743,35 @@ async fn malformed_control_items_are_skipped_and_the_rest_of_the_response_delive
     assert_eq!(count(&seen, Kind::System), 0, "{:#?}", seen.events());
     emu.stop().await;
 }
+
+/// A history that lists the `host` item which sent the poller to this host (a server that
+/// keeps host items in its `/default` history) does not restart the session again.
+#[tokio::test]
+async fn a_host_item_naming_the_current_host_is_not_followed_again() {
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    emu.inject_message("twitter", "Ada", "before the move");
+    // Served by both hosts, in timeslices and in /default histories alike.
+    emu.inject_raw(serde_json::json!({"type": "host", "host": emu.secondary_url()}));
+    pull(&mut p, &mut seen, |_| {
+        emu.requests().iter().any(|r| r.listener == 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    inject_for(&emu, 3, Duration::from_millis(300)).await;
+    pull(&mut p, &mut seen, |s| {
+        has_all(&emu)(s) && slices(&emu, 1).len() >= 3
+    })
+    .await;
+    let defaults = emu
+        .requests()
+        .iter()
+        .filter(|r| r.listener == 1 && r.path.ends_with("/default"))
+        .count();
+    assert_eq!(defaults, 1, "{:#?}", emu.requests());
+    assert_exactly_once(&emu, &seen);
+    assert_eq!(count(&seen, Kind::System), 1);
+    assert_eq!(p.base_url(), emu.secondary_url());
+    emu.stop().await;
+}
