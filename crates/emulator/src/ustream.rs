@@ -681,7 +681,8 @@ impl Emulator {
         self.shared.commit_malformed(&mut st, wire);
     }
 
-    /// Makes every `n`-th generated item a `host` switch (0 = never).
+    /// Makes every `n`-th generated item a `host` switch (0 = never), while running: what
+    /// `demo` uses to show host switches (generated texts carry both suffix forms anyway).
     pub fn set_host_every(&self, n: u32) {
         lock(&self.shared.state).host_every = n;
     }
