@@ -775,3 +775,40 @@ async fn a_host_item_naming_the_current_host_is_not_followed_again() {
     assert_eq!(p.base_url(), emu.secondary_url());
     emu.stop().await;
 }
+
+/// Item 6: with `isSuffixCleaningNeeded`, both generated suffix forms go, whatever the
+/// payload shape: ` (@channel live at http://ustre.am/XXXX)` and ` (live at http://ustre.am/XXXX)`.
+#[tokio::test]
+async fn both_suffix_forms_are_removed_from_delivered_texts() {
+    use emulator::ustream::Suffix;
+    let emu = Emulator::start(emu_config(vec![])).await.unwrap();
+    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut seen = Seen::default();
+    for i in 0..6 {
+        let suffix = if i % 2 == 0 {
+            Suffix::Channel
+        } else {
+            Suffix::Bare
+        };
+        emu.inject_message_with_suffix("twitter", "Ada", &format!("show {i}"), suffix);
+    }
+    emu.inject_message("ustream", "Grace", "plain (live at home)");
+    pull(&mut p, &mut seen, has_all(&emu)).await;
+    assert_exactly_once(&emu, &seen);
+    let raw_texts: Vec<&str> = seen
+        .messages()
+        .iter()
+        .filter_map(|e| e.raw.as_ref()?.get("text")?.as_str())
+        .collect();
+    assert!(
+        raw_texts
+            .iter()
+            .any(|t| t.contains(" (live at http://ustre.am/"))
+    );
+    assert!(
+        raw_texts
+            .iter()
+            .any(|t| t.contains(" (@chan1234 live at http://ustre.am/"))
+    );
+    emu.stop().await;
+}
