@@ -250,7 +250,7 @@ async fn a_changed_url_starts_fresh_instead_of_resuming_the_old_server() {
     let old = Emulator::start(emulator_config(vec![])).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (config, state) = write_config(dir.path(), &source_table(&old, "social", old.channel()));
-    let run = run_tributary(&config, &state, "6s");
+    let run = run_tributary(&config, &state, "7s");
     let script = async {
         wait_for_first_poll(&old).await;
         post(&old, 0, 2, Duration::from_millis(200)).await;
@@ -275,7 +275,7 @@ async fn a_changed_url_starts_fresh_instead_of_resuming_the_old_server() {
     // The same source name, now reading another server.
     let new = Emulator::start(emulator_config(vec![])).await.unwrap();
     let (config, state) = write_config(dir.path(), &source_table(&new, "social", new.channel()));
-    let run = run_tributary(&config, &state, "6s");
+    let run = run_tributary(&config, &state, "7s");
     let script = async {
         wait_for_first_poll(&new).await;
         post(&new, 0, 4, Duration::from_millis(200)).await;
@@ -307,7 +307,7 @@ async fn ign_user_retracts_earlier_messages_and_malformed_items_are_skipped() {
     let emu = Emulator::start(emulator_config(vec![])).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (config, state) = write_config(dir.path(), &source_table(&emu, "social", emu.channel()));
-    let run = run_tributary(&config, &state, "8s");
+    let run = run_tributary(&config, &state, "10s");
     let script = async {
         wait_for_first_poll(&emu).await;
         let g1 = emu.inject_message("twitter", "Gyula", "hello");
