@@ -88,11 +88,7 @@ const CHECKS: &[Check] = &[
         emulate: &["multistreamer", "--rate", "10", "--seed", "5"],
         program: "python3",
         script: "outside/multistreamer_ws.py",
-        receive_args: |p| {
-            strings(&[
-                "--url", &p.url, "--stream", &p.stream, "--token", &p.token,
-            ])
-        },
+        receive_args: |p| strings(&["--url", &p.url, "--stream", &p.stream, "--token", &p.token]),
         verify_args: Vec::new,
         timeout: Duration::from_secs(40),
     },
@@ -142,6 +138,7 @@ pub(crate) fn run_all() -> Result<(), String> {
             "--quiet",
             "--disable-pip-version-check",
             "--no-input",
+            "--root-user-action=ignore",
             "--upgrade",
             "--target",
             "outside/.py",
@@ -150,8 +147,7 @@ pub(crate) fn run_all() -> Result<(), String> {
         ],
     )?;
     let work = root.join("target").join("outside-checks");
-    std::fs::create_dir_all(&work)
-        .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let tributary = root.join("target").join("debug").join("tributary");
     let mut failed = Vec::new();
     for (i, check) in CHECKS.iter().enumerate() {
@@ -197,7 +193,10 @@ impl Emulator {
             .map(|s| s.success())
             .unwrap_or(false);
         if !sent {
-            return Err(format!("could not send SIGINT to the {} emulator", self.name));
+            return Err(format!(
+                "could not send SIGINT to the {} emulator",
+                self.name
+            ));
         }
         let status = wait_timeout(&mut self.child, STOP_TIMEOUT)?
             .ok_or_else(|| format!("the {} emulator did not stop after SIGINT", self.name))?;
@@ -285,9 +284,8 @@ fn start_emulator(
         }
     });
     let deadline = Instant::now() + START_TIMEOUT;
-    let mut printed = Printed::default();
-    let mut in_snippet = false;
-    loop {
+    let mut lines = Vec::new();
+    while !snippet_done(&lines) {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).map_err(|_| {
             format!(
@@ -296,14 +294,34 @@ fn start_emulator(
                 dir.join("emulator.log").display()
             )
         })?;
+        lines.push(line);
+    }
+    let printed = parse_printed(&lines).ok_or_else(|| {
+        format!(
+            "could not read the {} emulator's address from what it printed: {lines:?}",
+            emulator.name
+        )
+    })?;
+    Ok((emulator, printed))
+}
+
+/// Whether `lines` hold the whole config snippet (`[[source]]` up to the blank line after it).
+fn snippet_done(lines: &[String]) -> bool {
+    lines
+        .iter()
+        .skip_while(|l| l.as_str() != "[[source]]")
+        .any(|l| l.trim().is_empty())
+}
+
+/// Reads the emulator's own address (the `# ... listening on URL[, behind a fault proxy on
+/// URL]` line) and the snippet's `url`, `token` and `stream`; None without both addresses.
+fn parse_printed(lines: &[String]) -> Option<Printed> {
+    let mut printed = Printed::default();
+    for line in lines {
         if let Some(rest) = line.strip_prefix('#') {
             if let Some((_, addrs)) = rest.split_once(" listening on ") {
                 printed.direct = addrs.split(',').next().unwrap_or(addrs).trim().to_owned();
             }
-        } else if line == "[[source]]" {
-            in_snippet = true;
-        } else if in_snippet && line.trim().is_empty() {
-            break;
         } else if let Some((key, value)) = line.split_once(" = ") {
             let value = value.trim().trim_matches('"').to_owned();
             match key.trim() {
@@ -314,13 +332,7 @@ fn start_emulator(
             }
         }
     }
-    if printed.url.is_empty() || printed.direct.is_empty() {
-        return Err(format!(
-            "could not read the {} emulator's address from what it printed",
-            emulator.name
-        ));
-    }
-    Ok((emulator, printed))
+    (!printed.url.is_empty() && !printed.direct.is_empty()).then_some(printed)
 }
 
 /// Runs one step of a client script with PYTHONPATH set to the local install, with a timeout.
@@ -369,5 +381,60 @@ fn wait_timeout(
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn reads_what_emulate_prints_behind_a_proxy() {
+        let out = lines(
+            "# flowdock emulator listening on http://127.0.0.1:43047, behind a fault proxy on http://127.0.0.1:35085\n\
+             # add this to tributary.toml to read it; stop with Ctrl-C\n\
+             \n\
+             [[source]]\n\
+             name = \"flowdock-emulator\"\n\
+             service = \"flowdock\"\n\
+             token = \"flowdock-token\"\n\
+             url = \"http://127.0.0.1:35085\"\n\
+             flows = [\"acme/main\", \"acme/ops\"]\n\
+             \n",
+        );
+        assert!(snippet_done(&out));
+        assert!(
+            !snippet_done(&out[..5]),
+            "the blank line before the snippet does not end it"
+        );
+        let p = parse_printed(&out).expect("parsed");
+        assert_eq!(p.direct, "http://127.0.0.1:43047");
+        assert_eq!(p.url, "http://127.0.0.1:35085");
+        assert_eq!(p.token, "flowdock-token");
+    }
+
+    #[test]
+    fn reads_the_multistreamer_stream_and_refuses_output_without_an_address() {
+        let out = lines(
+            "# multistreamer emulator listening on ws://127.0.0.1:39715\n\
+             [[source]]\n\
+             url = \"ws://127.0.0.1:39715\"\n\
+             stream = 21\n\
+             token = \"ms-emulator-token\"\n",
+        );
+        let p = parse_printed(&out).expect("parsed");
+        assert_eq!(
+            (p.direct.as_str(), p.url.as_str()),
+            ("ws://127.0.0.1:39715", "ws://127.0.0.1:39715")
+        );
+        assert_eq!(
+            (p.stream.as_str(), p.token.as_str()),
+            ("21", "ms-emulator-token")
+        );
+        assert!(parse_printed(&out[1..]).is_none(), "no listening line");
     }
 }
