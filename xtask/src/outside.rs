@@ -7,7 +7,7 @@
 //! script's `verify` against that recording. Every check runs; the failures are named at the end.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -146,9 +146,10 @@ pub(crate) fn run_all() -> Result<(), String> {
             "outside/requirements.txt",
         ],
     )?;
-    let work = root.join("target").join("outside-checks");
+    let target = target_dir(&root);
+    let work = target.join("outside-checks");
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    let tributary = root.join("target").join("debug").join("tributary");
+    let tributary = target.join("debug").join("tributary");
     let mut failed = Vec::new();
     for (i, check) in CHECKS.iter().enumerate() {
         let started = Instant::now();
@@ -174,6 +175,14 @@ pub(crate) fn run_all() -> Result<(), String> {
             CHECKS.len(),
             failed.join("\n  ")
         ))
+    }
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` (relative to the workspace root) or `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
     }
 }
 
