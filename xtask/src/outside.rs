@@ -29,11 +29,13 @@ struct Check {
     name: &'static str,
     /// `tributary emulate` arguments (before `--record`).
     emulate: &'static [&'static str],
-    /// The interpreter and script (relative to the workspace root).
+    /// The interpreter.
     program: &'static str,
+    /// The script, relative to the workspace root.
     script: &'static str,
-    /// Extra arguments of `receive` and `verify`, from the emulator's printed settings.
+    /// Extra arguments of `receive`, from the emulator's printed settings.
     receive_args: fn(&Printed) -> Vec<String>,
+    /// Extra arguments of `verify`.
     verify_args: fn() -> Vec<String>,
     /// How long `receive` may take.
     timeout: Duration,
