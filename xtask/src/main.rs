@@ -1,15 +1,22 @@
-//! Project automation: `cargo xtask ci | bench | fuzz <target> --seconds N`.
+//! Project automation: `cargo xtask ci | outside | bench | fuzz <target> --seconds N`.
 
 use std::process::{Command, ExitCode};
 
 mod bench;
 mod fuzz;
+mod outside;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci                         what CI runs: fmt --check, clippy -D warnings, the whole test
-                             suite (nextest when installed) and the fuzz-corpus replay
+                             suite (nextest when installed), the fuzz-corpus replay and
+                             the outside checks
+  outside                    real outside clients against the emulators (npm eventsource on
+                             Flowdock SSE, the npm flowdock client on the JSON stream, Python
+                             websockets on Multistreamer), each compared with the emulator's
+                             recording; needs node, npm and python3 (installs the clients into
+                             outside/ from its lock files). TRIBUTARY_SKIP_OUTSIDE=1 skips it
   bench [ARGS...]            run the criterion benchmarks (extra args go to cargo bench)
   fuzz <target> [--seconds N]
                              run one cargo-fuzz target on nightly for N seconds (default 60)";
@@ -18,6 +25,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("outside") => outside::run_all(),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz_cmd(&args[1..]),
         Some("-h" | "--help" | "help") => {
@@ -139,5 +147,7 @@ fn ci() -> Result<(), String> {
             "fuzz_corpus",
         ],
     )?;
+    // Real outside clients against the emulators: they read the documents, not our code.
+    outside::run_all()?;
     Ok(())
 }
