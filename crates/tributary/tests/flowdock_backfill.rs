@@ -283,10 +283,12 @@ fn soak_plan(seed: u64, connections: usize) -> FaultPlan {
     plan
 }
 
+/// Messages name their flow by id, the configuration by `org/flow`.
 async fn soak(transport: &str) {
     let emu = Emulator::start(Config {
         rate: 0.0,
         history: 3,
+        flow_ids: true,
         flows: THREE.iter().map(|f| (*f).to_owned()).collect(),
         keepalive: Duration::from_millis(250),
         sse_retry: Some(Duration::from_millis(100)),
