@@ -433,7 +433,7 @@ async fn quiet_periods(transport: &str) {
         .filter(|e| e["kind"] == "connection")
         .filter_map(|e| e["connection"]["state"].as_str())
         .collect();
-    assert!(!states.iter().any(|s| *s == "disconnected"), "{states:?}");
+    assert!(!states.contains(&"disconnected"), "{states:?}");
     // Messages came on both sides of a silence longer than the stall timeout.
     let at: Vec<chrono::DateTime<chrono::Utc>> = messages(&out.events)
         .iter()
