@@ -158,9 +158,10 @@ fn inject_every_type(emu: &Emulator) -> Vec<(Committed, Kind)> {
     ]
 }
 
-async fn every_type(transport: Transport, crlf: bool) {
+async fn every_type(transport: Transport, crlf: bool, pretty: bool) {
     let emu = Emulator::start(Config {
         crlf,
+        pretty,
         ..quiet(vec![])
     })
     .await
@@ -171,7 +172,13 @@ async fn every_type(transport: Transport, crlf: bool) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     emu.inject_presence("acme/main", "12");
     let expected = inject_every_type(&emu);
-    let (evs, _) = events(&mut stream, expected.len() + 1).await;
+    let (evs, items) = events(&mut stream, expected.len() + 1).await;
+    assert!(
+        !items
+            .iter()
+            .any(|i| matches!(i, SourceItem::Malformed { .. })),
+        "every frame is a message: {items:?}"
+    );
     let presence = &evs[0];
     assert_eq!(presence.kind, Kind::Presence);
     assert_eq!(presence.author.id.as_deref(), Some("12"));
@@ -197,17 +204,34 @@ async fn every_type(transport: Transport, crlf: bool) {
 
 #[tokio::test]
 async fn sse_maps_every_event_type() {
-    every_type(Transport::EventStream, false).await;
+    every_type(Transport::EventStream, false, false).await;
+}
+
+#[tokio::test]
+async fn sse_maps_every_event_type_pretty_printed() {
+    // One `data:` line per line of the object, joined again with `\n`.
+    every_type(Transport::EventStream, false, true).await;
+}
+
+#[tokio::test]
+async fn json_stream_maps_every_event_type_pretty_printed() {
+    // Raw newlines between the members: only `\r` ends a message.
+    every_type(Transport::Json, false, true).await;
+}
+
+#[tokio::test]
+async fn json_stream_maps_every_event_type_pretty_printed_crlf() {
+    every_type(Transport::Json, true, true).await;
 }
 
 #[tokio::test]
 async fn json_stream_maps_every_event_type_cr() {
-    every_type(Transport::Json, false).await;
+    every_type(Transport::Json, false, false).await;
 }
 
 #[tokio::test]
 async fn json_stream_maps_every_event_type_crlf() {
-    every_type(Transport::Json, true).await;
+    every_type(Transport::Json, true, false).await;
 }
 
 #[tokio::test]
@@ -641,5 +665,162 @@ async fn refused_connection_is_a_network_error_then_recovers() {
     let m = emu.inject_message("acme/main", "after refusal");
     let (evs, _) = events(&mut stream, 1).await;
     assert_eq!(evs[0].id, m.event_id);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn sse_presence_is_not_replayed_after_last_event_id() {
+    let emu = Emulator::start(quiet(vec![])).await.unwrap();
+    let client = client(&emu, Transport::EventStream, &["acme/main"]);
+    let mut stream = client.connect(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = emu.inject_message("acme/main", "before the drop");
+    emu.inject_presence("acme/main", "12");
+    let (evs, _) = events(&mut stream, 2).await;
+    assert_eq!(evs[0].id, a.event_id);
+    assert_eq!(evs[1].kind, Kind::Presence, "live presence is streamed");
+    let cursor = stream.cursor().clone();
+    assert_eq!(
+        cursor.last_event_id,
+        Some(a.seq.to_string()),
+        "presence has no id"
+    );
+    drop(stream);
+    // While disconnected: presence (not stored) between stored messages.
+    emu.inject_presence("acme/main", "13");
+    let b = emu.inject_message("acme/main", "missed one");
+    emu.inject_presence("acme/main", "14");
+    let c = emu.inject_message("acme/main", "missed two");
+    let mut stream = client.connect(Some(cursor)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    emu.inject_presence("acme/main", "15");
+    let (evs, _) = events(&mut stream, 3).await;
+    let got: Vec<(Kind, String, Option<String>)> = evs
+        .iter()
+        .map(|e| (e.kind, e.id.clone(), e.author.id.clone()))
+        .collect();
+    assert_eq!(got[0].1, b.event_id, "{got:?}");
+    assert_eq!(got[1].1, c.event_id, "{got:?}");
+    assert_eq!(
+        (got[2].0, got[2].2.as_deref()),
+        (Kind::Presence, Some("15")),
+        "only the live presence, none replayed: {got:?}"
+    );
+    assert_eq!(
+        emu.last_event_ids(),
+        vec![None, Some(a.seq.to_string())],
+        "resumed with Last-Event-ID"
+    );
+    emu.stop().await;
+}
+
+/// Reads events until one with each id of `until` arrived (bounded); returns them all.
+async fn events_until(stream: &mut FlowdockStream, until: &[String]) -> Vec<Event> {
+    let mut evs: Vec<Event> = Vec::new();
+    let r = tokio::time::timeout(WAIT, async {
+        while !until.iter().all(|id| evs.iter().any(|e| &e.id == id)) {
+            match stream.next_item().await.expect("stream item") {
+                SourceItem::Event { event, .. } => evs.push(event),
+                SourceItem::Malformed { error } => panic!("malformed: {error}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "timed out after {} events", evs.len());
+    evs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_transports_agree_on_every_message_including_thread_events() {
+    // Generated traffic (every event type, thread events among them) and both transports
+    // reading the same emulator at once: each message id maps to the same event.
+    let emu = Emulator::start(Config {
+        rate: 150.0,
+        seed: 13,
+        history: 0,
+        keepalive: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let flows = ["acme/main", "acme/ops"];
+    let json = client(&emu, Transport::Json, &flows);
+    let sse = client(&emu, Transport::EventStream, &flows);
+    let (json_stream, sse_stream) = tokio::join!(json.connect(None), sse.connect(None));
+    let (mut json_stream, mut sse_stream) = (json_stream.unwrap(), sse_stream.unwrap());
+    // The traffic runs for a while (both responses buffer it), then each flow gets an end
+    // marker, and each side reads up to both markers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ends: Vec<String> = flows
+        .iter()
+        .map(|flow| {
+            emu.inject_thread_event(flow, "discussion", "end of test")
+                .event_id
+        })
+        .collect();
+    let json_evs = events_until(&mut json_stream, &ends).await;
+    let sse_evs = events_until(&mut sse_stream, &ends).await;
+    let by_id = |evs: &[Event]| -> std::collections::HashMap<String, Event> {
+        evs.iter()
+            .filter(|e| e.kind != Kind::Presence)
+            .map(|e| (e.id.clone(), e.clone()))
+            .collect()
+    };
+    let (json_by_id, sse_by_id) = (by_id(&json_evs), by_id(&sse_evs));
+    // Both connected before the traffic they compare; the first moments may differ by when
+    // each connection was registered, so compare from the first id both have, per flow.
+    let committed = emu.committed();
+    let mut compared = 0;
+    let mut threads = 0;
+    for flow in flows {
+        let ids: Vec<&Committed> = committed.iter().filter(|c| c.flow == flow).collect();
+        let first = ids
+            .iter()
+            .position(|c| {
+                json_by_id.contains_key(&c.event_id) && sse_by_id.contains_key(&c.event_id)
+            })
+            .expect("a message both saw");
+        let last = ids
+            .iter()
+            .position(|c| ends.contains(&c.event_id))
+            .expect("the end marker");
+        for c in &ids[first..=last] {
+            let (Some(j), Some(s)) = (json_by_id.get(&c.event_id), sse_by_id.get(&c.event_id))
+            else {
+                panic!(
+                    "{} ({}) missing on {}",
+                    c.event_id,
+                    c.event,
+                    if json_by_id.contains_key(&c.event_id) {
+                        "sse"
+                    } else {
+                        "json"
+                    }
+                )
+            };
+            assert_eq!(
+                j, s,
+                "{} ({}): the transports disagree",
+                c.event_id, c.event
+            );
+            if c.event == "discussion" || c.event == "activity" {
+                threads += 1;
+                let raw = j.raw.as_ref().expect("raw");
+                assert_eq!(raw["author"]["name"], "CI Bot", "{raw}");
+                assert!(
+                    raw["title"].as_str().is_some_and(|t| !t.is_empty()),
+                    "{raw}"
+                );
+                assert!(!j.text.is_empty(), "{j:?}");
+                if c.event == "discussion" {
+                    assert_eq!(raw["body"].as_str(), Some(c.text.as_str()), "{raw}");
+                }
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 100, "compared {compared} messages");
+    assert!(threads >= 5, "compared {threads} thread events");
     emu.stop().await;
 }
