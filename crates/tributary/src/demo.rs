@@ -592,13 +592,16 @@ fn summary(result: &RunResult, tally: &Tally, streamin_received: usize) -> Vec<S
     }
     for (name, d, gaps) in short {
         let missing = d.committed - d.delivered;
-        let first = d.missing.join(", ");
+        let mut first = d.missing.join(", ");
+        if missing > d.missing.len() {
+            first.push_str(", ...");
+        }
         lines.push(if gaps > 0 {
             format!(
-                "{name}: {missing} committed not delivered ({first}, ...); {gaps} gap events announced where messages may be missing"
+                "{name}: {missing} committed not delivered ({first}); {gaps} gap events announced where messages may be missing"
             )
         } else {
-            format!("{name}: {missing} committed not delivered ({first}, ...) and no gap event: LOST")
+            format!("{name}: {missing} committed not delivered ({first}) and no gap event: LOST")
         });
     }
     if let Some(d) = tally.drained {
