@@ -453,9 +453,10 @@ impl Client {
         }
     }
 
-    /// Opens the live stream: joins first when configured, then `GET live.json` (joining and
-    /// asking again when it is refused with 403), then backfills from `recent.json` what was
-    /// posted after `resume`, yielded before the first live message.
+    /// Opens the live stream: takes the start position (below), joins when configured, then
+    /// `GET live.json` (joining and asking again when it is refused with 403), then backfills
+    /// from `recent.json` what was posted after `resume`, yielded before the first live
+    /// message.
     ///
     /// Without `resume` (and with a REST API) the start is the room's latest message id,
     /// asked for before subscribing. The first such call fixes it (see [`Client::baseline`]):
@@ -468,12 +469,10 @@ impl Client {
     /// server's position is taken (also yielded as a [`SourceItem::Cursor`]) instead of
     /// dropping every new message as already delivered.
     pub async fn connect(&self, resume: Option<CampfireCursor>) -> Result<LiveStream, Error> {
-        if self.config.join {
-            self.join().await?;
-        }
-        // A first connection starts from the room's latest id, learned before subscribing and
-        // backfilled after, so nothing posted in between is lost and a drop before the first
-        // message can still be backfilled.
+        // A first connection starts from the room's latest id, learned before joining and
+        // subscribing and backfilled after, so nothing posted in between is lost (the join's
+        // own EnterMessage included) and a drop before the first message, or a failed join,
+        // can still be backfilled.
         let mut start = None;
         let resume = match resume {
             Some(c) => Some(c),
@@ -492,6 +491,9 @@ impl Client {
             }
             None => None,
         };
+        if self.config.join {
+            self.join().await?;
+        }
         let response = self.open_live(self.config.join).await?;
         let mut session = Session::new(
             self.config.source.clone(),

@@ -488,7 +488,9 @@ async fn stalls_are_detected_and_keepalives_prevent_false_alarms() {
 }
 
 #[tokio::test]
-async fn join_before_streaming() {
+async fn join_before_streaming_after_the_start_position() {
+    // The start position is the room's latest id before joining: the join's own
+    // EnterMessage is after the start, so it is delivered like anything else posted since.
     let emu = Emulator::start(Config {
         require_join: true,
         ..quiet(vec![])
@@ -501,9 +503,48 @@ async fn join_before_streaming() {
     });
     let mut s = joining.connect(None).await.unwrap();
     assert!(emu.has_joined(DEFAULT_TOKEN, ROOM));
-    let id = emu.inject_text(ROOM, "hi");
-    let seen = read(&mut s, 1).await;
-    assert_eq!(native_ids(&seen), vec![id]);
+    let id = emu.inject_text(ROOM, "after joining");
+    let seen = read(&mut s, 2).await;
+    let enter = emu.committed()[0].clone();
+    assert_eq!(enter.kind, "EnterMessage");
+    assert_eq!(native_ids(&seen), vec![enter.id, id]);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_join_does_not_move_the_start_position() {
+    // The first connect's join fails (a 500 on the REST call after the start position was
+    // learned); what is posted before the next connect joins is backfilled, not lost.
+    let emu = Emulator::start(Config {
+        require_join: true,
+        rest_faults: Arc::new(FaultPlan::script([
+            vec![],
+            vec![Fault::Status {
+                code: 500,
+                retry_after: None,
+            }],
+        ])),
+        ..quiet(vec![])
+    })
+    .await
+    .unwrap();
+    let joining = client_with(&emu, |c| c.join = true);
+    let before = emu.inject_text(ROOM, "before the start");
+    let e = joining.connect(None).await.unwrap_err();
+    assert!(
+        matches!(e, campfire::Error::Status { status: 500, .. }),
+        "{e}"
+    );
+    let missed = emu.inject_text(ROOM, "while the join failed");
+    let mut s = joining.connect(None).await.unwrap();
+    let seen = read(&mut s, 2).await;
+    let enter = emu
+        .committed()
+        .into_iter()
+        .find(|m| m.kind == "EnterMessage")
+        .expect("the second join entered the room");
+    assert_eq!(native_ids(&seen), vec![missed, enter.id]);
+    assert!(!native_ids(&seen).contains(&before));
     emu.stop().await;
 }
 

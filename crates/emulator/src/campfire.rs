@@ -445,6 +445,13 @@ impl Emulator {
         self.shared.ends.send_modify(|n| *n += 1);
     }
 
+    /// Stops the traffic generator for good; the server keeps serving what it committed.
+    pub fn stop_traffic(&mut self) {
+        if let Some(g) = self.generator.take() {
+            g.abort();
+        }
+    }
+
     /// Stops the server, ending every open stream.
     pub async fn stop(mut self) {
         if let Some(g) = self.generator.take() {

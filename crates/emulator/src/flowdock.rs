@@ -205,6 +205,7 @@ struct Shared {
 pub struct Emulator {
     handle: ServerHandle,
     shared: Arc<Shared>,
+    generator: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Emulator {
@@ -251,10 +252,12 @@ impl Emulator {
             .layer(axum::middleware::from_fn(cors))
             .with_state(shared.clone());
         let handle = serve_router(listener, router, shutdown_tx)?;
-        if shared.cfg.rate > 0.0 {
-            tokio::spawn(generate(shared.clone()));
-        }
-        Ok(Emulator { handle, shared })
+        let generator = (shared.cfg.rate > 0.0).then(|| tokio::spawn(generate(shared.clone())));
+        Ok(Emulator {
+            handle,
+            shared,
+            generator,
+        })
     }
 
     /// The base URL (streaming and REST).
@@ -364,8 +367,16 @@ impl Emulator {
             .collect()
     }
 
+    /// Stops the traffic generator for good; the server keeps serving what it committed.
+    pub fn stop_traffic(&mut self) {
+        if let Some(g) = self.generator.take() {
+            g.abort();
+        }
+    }
+
     /// Stops the server and ends open streams.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.stop_traffic();
         self.handle.stop().await;
     }
 }

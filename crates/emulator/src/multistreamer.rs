@@ -536,6 +536,7 @@ impl Shared {
 pub struct Emulator {
     handle: ServerHandle,
     shared: Arc<Shared>,
+    generator: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Emulator {
@@ -566,10 +567,13 @@ impl Emulator {
         let (shutdown, _) = watch::channel(false);
         let task = tokio::spawn(serve(listener, Arc::clone(&shared), shutdown.subscribe()));
         let handle = ServerHandle::new(addr, shutdown, task);
-        if shared.config.rate > 0.0 || shared.config.status_every.is_some() {
-            tokio::spawn(generate(Arc::clone(&shared), handle.shutdown_signal()));
-        }
-        Ok(Emulator { handle, shared })
+        let generator = (shared.config.rate > 0.0 || shared.config.status_every.is_some())
+            .then(|| tokio::spawn(generate(Arc::clone(&shared), handle.shutdown_signal())));
+        Ok(Emulator {
+            handle,
+            shared,
+            generator,
+        })
     }
 
     /// The base URL (`ws://127.0.0.1:PORT`); clients connect to `{url}/ws/{stream}?token=`.
@@ -717,8 +721,16 @@ impl Emulator {
         self.shared.generate(&mut state)
     }
 
+    /// Stops the traffic generator (chat and status changes) for good; connections stay open.
+    pub fn stop_traffic(&mut self) {
+        if let Some(g) = self.generator.take() {
+            g.abort();
+        }
+    }
+
     /// Stops the server and ends every open connection.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.stop_traffic();
         self.handle.stop().await;
     }
 }

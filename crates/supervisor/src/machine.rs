@@ -70,7 +70,8 @@
 //!   was reset reissues ids already delivered).
 //! * **Gaps**: for [`Resume::NoReplay`] sources every successful reconnect (and the first
 //!   connect after a restart with a saved delivery time) emits a [`Kind::Gap`] event spanning
-//!   from the last moment the source was known to deliver to the reconnect.
+//!   from the last moment the source was known to deliver to the reconnect; a first connect
+//!   after failed attempts, one from the source's start.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -374,6 +375,9 @@ pub struct SourceMachine {
     last_alive_wall: Option<Timestamp>,
     gap_reason: Option<String>,
     restart_gap_from: Option<Timestamp>,
+    /// When the source started (its first attempt): for [`Resume::NoReplay`] sources, what a
+    /// failed first attempt may have missed is a gap from here.
+    started_wall: Option<Timestamp>,
     ever_connected: bool,
     /// Duplicates dropped in a row since the connection came up, before anything new.
     replayed_in_a_row: u64,
@@ -408,6 +412,7 @@ impl SourceMachine {
             last_alive_wall: None,
             gap_reason: None,
             restart_gap_from: None,
+            started_wall: None,
             ever_connected: false,
             replayed_in_a_row: 0,
             replay_settled: false,
@@ -488,6 +493,7 @@ impl SourceMachine {
     pub fn start(&mut self, now: Instant, wall: Timestamp) {
         if matches!(self.phase, Phase::Idle) {
             self.stats.disconnected_since = Some(wall);
+            self.started_wall = Some(wall);
             self.begin_attempt(now, wall);
         }
     }
@@ -560,9 +566,25 @@ impl SourceMachine {
                         format!("reconnected after: {}", self.gap_reason_text()),
                     )
                 })
+            } else if let Some(from) = self.restart_gap_from {
+                Some((from, "the previous run ended".to_owned()))
+            } else if self.stats.attempts > 1 {
+                // The first attempts failed (a swallowed or stalled answer, a refusal): what
+                // was said since the source started cannot be replayed.
+                self.started_wall.map(|from| {
+                    (
+                        from,
+                        format!(
+                            "the first connection attempts failed: {}",
+                            self.stats
+                                .last_error
+                                .clone()
+                                .unwrap_or_else(|| "unknown reason".to_owned())
+                        ),
+                    )
+                })
             } else {
-                self.restart_gap_from
-                    .map(|from| (from, "the previous run ended".to_owned()))
+                None
             };
             if let Some((from, why)) = span {
                 self.emit_gap(from, wall, &why);

@@ -542,6 +542,32 @@ fn no_replay_sources_emit_a_gap_on_every_reconnect() {
 }
 
 #[test]
+fn no_replay_first_connect_after_failed_attempts_emits_a_gap_from_the_start() {
+    // A first answer swallowed or stalled, then a refusal: what was said since the source
+    // started cannot be replayed, so the first working connection announces it.
+    let mut sim = Sim::new(policy(Resume::NoReplay));
+    sim.start();
+    let started = sim.wall();
+    sim.advance(secs(2));
+    sim.fail(DisconnectReason::Stalled { idle: secs(2) });
+    sim.reconnect();
+    sim.fail(network());
+    sim.reconnect();
+    let actions = sim.connected();
+    let g = gaps(&actions);
+    assert_eq!(g.len(), 1, "{actions:?}");
+    let span = g[0].gap.clone().unwrap();
+    assert_eq!(span.from, started);
+    assert_eq!(span.to, sim.wall());
+    assert!(
+        g[0].text.contains("first connection attempts failed"),
+        "{}",
+        g[0].text
+    );
+    assert_eq!(sim.m.stats().gaps, 1);
+}
+
+#[test]
 fn replaying_sources_emit_no_gap() {
     let mut sim = Sim::new(policy(Resume::Replays));
     sim.start();

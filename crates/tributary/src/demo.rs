@@ -1,12 +1,15 @@
 //! `tributary demo`: the whole product against local emulators of all five services.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_model::{Event, Kind};
 use emulator::{Fault, FaultPlan};
+use tokio::sync::{mpsc, watch};
 
 use crate::config;
 use crate::emulate::{AnyEmulator, EmulatedService};
@@ -54,6 +57,14 @@ const PLAN: &[(EmulatedService, &str)] = &[
     (EmulatedService::Ustream, "ustream"),
     (EmulatedService::Streamin, "streamin"),
 ];
+
+/// How long the demo waits after its duration, with the emulators' traffic stopped, for every
+/// source to deliver what its emulator committed.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// Every this many generated Ustream items, a `host` item moves the client to the emulator's
+/// other listener.
+const USTREAM_HOST_EVERY: u32 = 6;
 
 /// The relay the demo runs: alerts from chat into the StreamIn emulator.
 const RELAY: &str = "\n[[relay]]\nfrom = [\"campfire\", \"flowdock-sse\", \"multistreamer\"]\nto = \"streamin\"\nmatch = \"(?i)deploy|outage|ship it\"\ntemplate = \"**{author}** in {room} ({source}): {text}\"\n";
@@ -117,6 +128,11 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             FaultPlan::none()
         };
         match AnyEmulator::start(*service, listen, seed, args.rate, Arc::new(faults)).await {
+            Ok(AnyEmulator::Ustream(e)) => {
+                // The document's `host` switches, besides its suffix forms (always generated).
+                e.set_host_every(USTREAM_HOST_EVERY);
+                emulators.push(AnyEmulator::Ustream(e));
+            }
             Ok(e) => emulators.push(e),
             Err(e) => {
                 eprintln!("tributary: cannot start the {service:?} emulator on loopback: {e}");
@@ -147,14 +163,19 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         },
     };
     cfg.state_file = state.path();
+    // The run ends when `control` says so: after the duration and the drain.
+    let (end_tx, end_rx) = watch::channel(false);
+    let (tap_tx, mut tap_rx) = mpsc::unbounded_channel();
     let opts = RunOptions {
         health_grace: crate::metrics::DEFAULT_HEALTH_GRACE,
         format,
-        duration: Some(args.duration),
+        duration: None,
         raw: args.raw,
         lifecycle: args.lifecycle || args.faults,
         state_file: Some(state.path()),
         metrics: args.metrics,
+        end: Some(end_rx),
+        tap: Some(tap_tx),
     };
     let summary_to_stdout = format == Format::Pretty;
     let intro = format!(
@@ -168,7 +189,24 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
     );
     say(summary_to_stdout, &intro);
-    let result = run::run_config(&cfg, &opts, &mut stop).await;
+    let mut tally = Tally::new(
+        &emulators,
+        cfg.sources.iter().map(|s| s.name.clone()).collect(),
+    );
+    let result = {
+        let run = run::run_config(&cfg, &opts, &mut stop);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            () = control(&mut emulators, &mut tally, &mut tap_rx, args.duration, &end_tx) => run.await,
+        }
+    };
+    drop(opts);
+    while let Ok(e) = tap_rx.try_recv() {
+        tally.record(&e);
+    }
+    // Interrupted before the end of the duration: count what was committed until now.
+    tally.close(&emulators);
     drop(state);
     let streamin_received = emulators.iter().find_map(|e| match e {
         AnyEmulator::Streamin(s) => Some(s.committed().len()),
@@ -179,7 +217,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     }
     match result {
         Ok(result) => {
-            for line in summary(&result, streamin_received.unwrap_or(0)) {
+            for line in summary(&result, &tally, streamin_received.unwrap_or(0)) {
                 say(summary_to_stdout, &line);
             }
             run::exit_for(&result)
@@ -188,6 +226,210 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             eprintln!("tributary: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the demo's clock: records what the sources deliver; at the end of `duration` stops
+/// the emulators' traffic and notes what each committed, then waits (at most [`DRAIN_MAX`])
+/// until every source has delivered that, and ends the run.
+async fn control(
+    emulators: &mut [AnyEmulator],
+    tally: &mut Tally,
+    tap: &mut mpsc::UnboundedReceiver<Event>,
+    duration: Duration,
+    end: &watch::Sender<bool>,
+) {
+    let deadline = tokio::time::Instant::now() + duration;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            Some(e) = tap.recv() => tally.record(&e),
+        }
+    }
+    for e in emulators.iter_mut() {
+        stop_traffic(e);
+    }
+    tally.close(emulators);
+    let drain_started = tokio::time::Instant::now();
+    let drain_end = drain_started + DRAIN_MAX;
+    while !tally.settled() {
+        tokio::select! {
+            () = tokio::time::sleep_until(drain_end) => break,
+            Some(e) = tap.recv() => tally.record(&e),
+        }
+    }
+    tally.drained = Some(drain_started.elapsed());
+    let _ = end.send(true);
+}
+
+/// Stops an emulator's generated traffic, where it can be stopped (the Ustream emulator's
+/// cannot; what it commits after the duration is not counted).
+fn stop_traffic(emulator: &mut AnyEmulator) {
+    match emulator {
+        AnyEmulator::Campfire(e) => e.stop_traffic(),
+        AnyEmulator::Flowdock(e) => e.stop_traffic(),
+        AnyEmulator::Multistreamer(e) => e.stop_traffic(),
+        AnyEmulator::Ustream(_) | AnyEmulator::Streamin(_) => {}
+    }
+}
+
+/// The ids a client gives the messages an emulator committed and must deliver (stored ones,
+/// visible ones), in commit order; None for StreamIn, which only receives.
+fn committed_ids(emulator: &AnyEmulator) -> Option<Vec<String>> {
+    Some(match emulator {
+        AnyEmulator::Campfire(e) => e
+            .committed()
+            .iter()
+            .map(|c| format!("campfire:{}:{}", c.room, c.id))
+            .collect(),
+        // The demo's sources read flows, not private messages.
+        AnyEmulator::Flowdock(e) => e
+            .committed()
+            .into_iter()
+            .filter(|c| c.flow != "private")
+            .map(|c| c.event_id)
+            .collect(),
+        AnyEmulator::Multistreamer(e) => {
+            let stream = e.stream();
+            e.committed_chat()
+                .iter()
+                .filter_map(
+                    |c| match multistreamer::ServerMessage::from_value(&c.json) {
+                        Ok(multistreamer::ServerMessage::Text(m)) => {
+                            Some(multistreamer::map::chat_id(stream, false, &m, 0))
+                        }
+                        Ok(multistreamer::ServerMessage::Emote(m)) => {
+                            Some(multistreamer::map::chat_id(stream, true, &m, 0))
+                        }
+                        _ => None,
+                    },
+                )
+                .collect()
+        }
+        AnyEmulator::Ustream(e) => {
+            let channel = e.channel();
+            e.visible_messages()
+                .iter()
+                .map(|c| format!("ustream:{channel}:{}", c.uid))
+                .collect()
+        }
+        AnyEmulator::Streamin(_) => return None,
+    })
+}
+
+/// The index in [`PLAN`] of the emulator a demo source reads (`flowdock-sse` reads
+/// `flowdock`).
+fn plan_index(source: &str) -> Option<usize> {
+    PLAN.iter().position(|(_, name)| {
+        source == *name
+            || source
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('-'))
+    })
+}
+
+/// What each source delivered against what its emulator committed during the demo.
+struct Tally {
+    /// Per emulator: how many of its committed ids were there before the sources started.
+    before: Vec<usize>,
+    /// Per emulator: the ids it committed during the demo (known once the duration ended).
+    expected: Vec<Option<Vec<String>>>,
+    /// The demo's sources.
+    sources: Vec<String>,
+    /// Per source: the ids of the events it delivered (not gap and connection events).
+    delivered: HashMap<String, HashSet<String>>,
+    /// How long the drain took, once done.
+    drained: Option<Duration>,
+}
+
+/// One source's delivery against its emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Delivery {
+    /// Committed messages delivered.
+    delivered: usize,
+    /// Messages its emulator committed during the demo.
+    committed: usize,
+    /// Other events delivered: presence, notices, earlier history.
+    other: usize,
+    /// The first few committed messages not delivered.
+    missing: Vec<String>,
+}
+
+impl Tally {
+    /// Notes what every emulator committed before the sources start.
+    fn new(emulators: &[AnyEmulator], sources: Vec<String>) -> Tally {
+        Tally {
+            sources,
+            before: emulators
+                .iter()
+                .map(|e| committed_ids(e).map_or(0, |ids| ids.len()))
+                .collect(),
+            expected: vec![None; emulators.len()],
+            delivered: HashMap::new(),
+            drained: None,
+        }
+    }
+
+    /// Counts one delivered event.
+    fn record(&mut self, e: &Event) {
+        if matches!(e.kind, Kind::Connection | Kind::Gap) {
+            return;
+        }
+        self.delivered
+            .entry(e.source.clone())
+            .or_default()
+            .insert(e.id.clone());
+    }
+
+    /// Notes what every emulator committed since the sources started (once).
+    fn close(&mut self, emulators: &[AnyEmulator]) {
+        for (i, e) in emulators.iter().enumerate() {
+            if self.expected[i].is_none() {
+                self.expected[i] = committed_ids(e)
+                    .map(|ids| ids.into_iter().skip(self.before[i]).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// Whether every source has delivered what its emulator committed. Multistreamer cannot
+    /// replay (what a broken connection missed is announced by a gap, never delivered): it is
+    /// done once the last committed message arrived.
+    fn settled(&self) -> bool {
+        let empty = HashSet::new();
+        self.sources.iter().all(|source| {
+            let Some(i) = plan_index(source) else {
+                return true;
+            };
+            let Some(Some(ids)) = self.expected.get(i) else {
+                return true;
+            };
+            let got = self.delivered.get(source).unwrap_or(&empty);
+            if PLAN[i].0 == EmulatedService::Multistreamer {
+                ids.last().is_none_or(|id| got.contains(id))
+            } else {
+                ids.iter().all(|id| got.contains(id))
+            }
+        })
+    }
+
+    /// How `source` did, when it reads an emulator that commits messages.
+    fn delivery(&self, source: &str) -> Option<Delivery> {
+        let ids = self.expected.get(plan_index(source)?)?.as_ref()?;
+        let empty = HashSet::new();
+        let got = self.delivered.get(source).unwrap_or(&empty);
+        let delivered = ids.iter().filter(|id| got.contains(*id)).count();
+        let wanted: HashSet<&String> = ids.iter().collect();
+        Some(Delivery {
+            delivered,
+            committed: ids.len(),
+            other: got.iter().filter(|id| !wanted.contains(id)).count(),
+            missing: ids
+                .iter()
+                .filter(|id| !got.contains(*id))
+                .take(3)
+                .cloned()
+                .collect(),
+        })
     }
 }
 
@@ -294,8 +536,9 @@ fn demo_config(emulators: &[AnyEmulator], faults: bool) -> String {
     text
 }
 
-/// The closing summary: one line per source and relay.
-fn summary(result: &RunResult, streamin_received: usize) -> Vec<String> {
+/// The closing summary: one line per source and relay; per source, how many of the messages
+/// its emulator committed during the demo it delivered, so a loss is visible.
+fn summary(result: &RunResult, tally: &Tally, streamin_received: usize) -> Vec<String> {
     let mut lines = vec![
         String::new(),
         format!(
@@ -308,22 +551,71 @@ fn summary(result: &RunResult, streamin_received: usize) -> Vec<String> {
             }
         ),
         format!(
-            "{:<16} {:<14} {:>9} {:>10} {:>5} {:>10} {:>9}",
-            "source", "service", "delivered", "reconnects", "gaps", "duplicates", "malformed"
+            "{:<16} {:<14} {:>24} {:>6} {:>10} {:>5} {:>10} {:>9}",
+            "source",
+            "service",
+            "delivered",
+            "other",
+            "reconnects",
+            "gaps",
+            "duplicates",
+            "malformed"
         ),
     ];
+    let mut short = Vec::new();
     for s in &result.report.sources {
         let st = &s.stats;
+        let (delivered, other) = match tally.delivery(&s.name) {
+            Some(d) => {
+                let cells = (
+                    format!("{} of {} committed", d.delivered, d.committed),
+                    d.other.to_string(),
+                );
+                if d.delivered < d.committed {
+                    short.push((s.name.clone(), d, st.gaps));
+                }
+                cells
+            }
+            None => (st.delivered.to_string(), "-".to_owned()),
+        };
         lines.push(format!(
-            "{:<16} {:<14} {:>9} {:>10} {:>5} {:>10} {:>9}",
+            "{:<16} {:<14} {:>24} {:>6} {:>10} {:>5} {:>10} {:>9}",
             s.name,
             s.service.as_str(),
-            st.delivered,
+            delivered,
+            other,
             st.reconnects,
             st.gaps,
             st.duplicates,
             st.malformed
         ));
+    }
+    for (name, d, gaps) in short {
+        let missing = d.committed - d.delivered;
+        let mut first = d.missing.join(", ");
+        if missing > d.missing.len() {
+            first.push_str(", ...");
+        }
+        lines.push(if gaps > 0 {
+            format!(
+                "{name}: {missing} committed not delivered ({first}); {gaps} gap events announced where messages may be missing"
+            )
+        } else {
+            format!("{name}: {missing} committed not delivered ({first}) and no gap event: LOST")
+        });
+    }
+    if let Some(d) = tally.drained {
+        lines.push(if tally.settled() {
+            format!(
+                "traffic stopped at the end of the duration; every source caught up within {:.1} s",
+                d.as_secs_f64()
+            )
+        } else {
+            format!(
+                "traffic stopped at the end of the duration; not every source caught up within {} s",
+                DRAIN_MAX.as_secs()
+            )
+        });
     }
     for r in &result.relays {
         lines.push(format!(

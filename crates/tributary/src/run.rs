@@ -70,6 +70,11 @@ pub struct RunOptions {
     pub metrics: Option<SocketAddr>,
     /// How long `/healthz` tolerates a source being disconnected.
     pub health_grace: Duration,
+    /// Ends the run (as [`Ending::Duration`]) when it turns true: a caller's own end, such as
+    /// `demo`'s drain after its duration.
+    pub end: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Gets a copy of every event printed, in order.
+    pub tap: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
 }
 
 /// Why a run ended.
@@ -142,6 +147,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         state_file: Some(state_file),
         metrics: args.metrics,
         health_grace: args.health_grace,
+        end: None,
+        tap: None,
     };
     match run_config(&cfg, &opts, &mut stop).await {
         Ok(result) => exit_for(&result),
@@ -224,10 +231,12 @@ pub async fn run_config(
     let mut printer = Printer::new(std::io::BufWriter::new(out), opts.format, opts.raw);
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut end = opts.end.clone();
     let ending = loop {
         tokio::select! {
             _ = stop.recv() => break Ending::Signal,
             _ = sleep_until(deadline) => break Ending::Duration,
+            _ = ended(&mut end) => break Ending::Duration,
             next = stream.recv() => match next {
                 Some(event) => {
                     if !wanted(&event, opts.lifecycle) {
@@ -240,6 +249,9 @@ pub async fn run_config(
                     stream.ack();
                     if let Some(r) = &relays {
                         r.offer(&event);
+                    }
+                    if let Some(t) = &opts.tap {
+                        let _ = t.send(event);
                     }
                 }
                 None => break Ending::AllSourcesEnded,
@@ -271,6 +283,18 @@ pub async fn run_config(
 
 fn wanted(event: &Event, lifecycle: bool) -> bool {
     lifecycle || event.kind != Kind::Connection
+}
+
+/// Returns when `end` turns true; never without one (or once its sender is gone).
+async fn ended(end: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match end {
+        Some(rx) => {
+            if rx.wait_for(|e| *e).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
