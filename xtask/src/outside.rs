@@ -100,8 +100,10 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// `cargo xtask outside`.
-pub(crate) fn run_all() -> Result<(), String> {
+/// `cargo xtask outside`; `build` builds `tributary` first (`ci` passes false: its test build
+/// has just built the binary, with the workspace's features, and a `-p tributary` build would
+/// rebuild part of the tree with other features).
+pub(crate) fn run_all(build: bool) -> Result<(), String> {
     if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
         eprintln!("xtask: SKIPPING the outside checks ({SKIP_ENV}=1)");
         return Ok(());
@@ -126,7 +128,9 @@ pub(crate) fn run_all() -> Result<(), String> {
         }
     }
     let root = workspace_root();
-    run("cargo", &["build", "-p", "tributary", "--locked"])?;
+    if build {
+        run("cargo", &["build", "-p", "tributary", "--locked"])?;
+    }
     run(
         "npm",
         &["ci", "--prefix", "outside", "--no-audit", "--no-fund"],
@@ -152,6 +156,12 @@ pub(crate) fn run_all() -> Result<(), String> {
     let work = target.join("outside-checks");
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let tributary = target.join("debug").join("tributary");
+    if !tributary.is_file() {
+        return Err(format!(
+            "outside checks: {} is missing; build it with `cargo build -p tributary`",
+            tributary.display()
+        ));
+    }
     let mut failed = Vec::new();
     for (i, check) in CHECKS.iter().enumerate() {
         let started = Instant::now();

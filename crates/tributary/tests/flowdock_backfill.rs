@@ -21,15 +21,10 @@ use serde_json::Value;
 
 mod common;
 
-struct Output {
-    /// Every NDJSON line of the source `fd`, in output order.
-    events: Vec<Value>,
-    stderr: String,
-    code: Option<i32>,
-}
+use common::RunOutput as Output;
 
 /// Runs `tributary run` (warnings logged) with `config` for `duration`, plus `extra` flags,
-/// while `during` runs in this process.
+/// while `during` runs in this process; keeps the events of the source `fd`.
 async fn run_tributary(
     dir: &Path,
     config: &str,
@@ -37,18 +32,10 @@ async fn run_tributary(
     extra: &[&str],
     during: impl std::future::Future<Output = ()>,
 ) -> Output {
-    let (cfg, state) = common::write_config(dir, config);
-    let mut cmd = common::run_command(&cfg, &state, duration);
-    cmd.args(extra).env("RUST_LOG", "warn");
-    let (out, ()) = tokio::join!(common::output_of(cmd), during);
-    Output {
-        events: common::ndjson(&out.stdout)
-            .into_iter()
-            .filter(|e| e["source"] == "fd")
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    }
+    let env = [("RUST_LOG", "warn")];
+    let mut out = common::run_during(dir, config, duration, extra, &env, during).await;
+    out.events.retain(|e| e["source"] == "fd");
+    out
 }
 
 fn source_toml(url: &str, flows: &[&str], transport: &str, stall: &str) -> String {
@@ -99,22 +86,8 @@ fn check_exactly_once(out: &Output, sent: &[Committed], flows: &[&str]) {
         .filter(|e| e["kind"] != "presence")
         .map(|e| e["id"].as_str().expect("id"))
         .collect();
-    let mut seen = HashSet::new();
-    for id in &ids {
-        assert!(seen.insert(*id), "{id} delivered twice");
-    }
-    let missing: Vec<&str> = sent
-        .iter()
-        .map(|c| c.event_id.as_str())
-        .filter(|id| !seen.contains(id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} committed messages lost: {missing:?}\nstderr:\n{}",
-        missing.len(),
-        sent.len(),
-        out.stderr
-    );
+    let committed: Vec<&str> = sent.iter().map(|c| c.event_id.as_str()).collect();
+    common::assert_each_once(&ids, &committed, &out.stderr);
     assert_eq!(ids.len(), sent.len(), "nothing but the committed messages");
     for flow in flows {
         let want: Vec<&str> = sent

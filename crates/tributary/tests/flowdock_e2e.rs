@@ -14,11 +14,7 @@ mod common;
 
 const FLOWS: [&str; 2] = ["acme/main", "acme/ops"];
 
-struct Output {
-    events: Vec<Value>,
-    stderr: String,
-    code: Option<i32>,
-}
+use common::RunOutput as Output;
 
 /// Runs `tributary run` with `config` for `duration` while `during` runs in this process.
 async fn run_tributary(
@@ -28,15 +24,7 @@ async fn run_tributary(
     extra: &[&str],
     during: impl std::future::Future<Output = ()>,
 ) -> Output {
-    let (cfg, state) = common::write_config(dir, config);
-    let mut cmd = common::run_command(&cfg, &state, duration);
-    cmd.args(extra);
-    let (out, ()) = tokio::join!(common::output_of(cmd), during);
-    Output {
-        events: common::ndjson(&out.stdout),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    }
+    common::run_during(dir, config, duration, extra, &[], during).await
 }
 
 fn source_toml(name: &str, token: &str, url: &str, transport: &str) -> String {

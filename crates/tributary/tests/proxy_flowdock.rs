@@ -5,7 +5,6 @@
 //! stream), so every message committed after the source started is delivered exactly once,
 //! in order per flow, with no gap.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,21 +75,8 @@ fn check_exactly_once(out: &std::process::Output, sent: &[Committed]) {
         .filter(|e| e["kind"] != "connection" && e["kind"] != "gap")
         .map(|e| e["id"].as_str().expect("id"))
         .collect();
-    let mut seen = HashSet::new();
-    for id in &ids {
-        assert!(seen.insert(*id), "{id} delivered twice");
-    }
-    let missing: Vec<&str> = sent
-        .iter()
-        .map(|c| c.event_id.as_str())
-        .filter(|id| !seen.contains(id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} committed messages lost: {missing:?}\nstderr:\n{stderr}",
-        missing.len(),
-        sent.len()
-    );
+    let committed: Vec<&str> = sent.iter().map(|c| c.event_id.as_str()).collect();
+    common::assert_each_once(&ids, &committed, &stderr);
     for flow in FLOWS {
         let want: Vec<&str> = sent
             .iter()

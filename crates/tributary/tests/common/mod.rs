@@ -48,6 +48,57 @@ pub async fn run_tributary(config: &Path, state: &Path, duration: &str) -> Outpu
     output_of(cmd).await
 }
 
+/// What one `tributary run` printed and how it ended.
+pub struct RunOutput {
+    /// Every NDJSON line of stdout, in output order.
+    pub events: Vec<Value>,
+    /// Everything it logged.
+    pub stderr: String,
+    /// Its exit code (None when killed by a signal).
+    pub code: Option<i32>,
+}
+
+/// Runs `tributary run` with `config` (written into `dir`) for `duration`, plus `extra` flags
+/// and `env`, while `during` runs in this process.
+pub async fn run_during(
+    dir: &Path,
+    config: &str,
+    duration: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    during: impl std::future::Future<Output = ()>,
+) -> RunOutput {
+    let (cfg, state) = write_config(dir, config);
+    let mut cmd = run_command(&cfg, &state, duration);
+    cmd.args(extra).envs(env.iter().copied());
+    let (out, ()) = tokio::join!(output_of(cmd), during);
+    RunOutput {
+        events: ndjson(&out.stdout),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+/// Asserts that `delivered` holds every id of `committed` exactly once; `stderr` goes into the
+/// failure message.
+pub fn assert_each_once(delivered: &[&str], committed: &[&str], stderr: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for id in delivered {
+        assert!(seen.insert(*id), "{id} delivered twice");
+    }
+    let missing: Vec<&str> = committed
+        .iter()
+        .copied()
+        .filter(|id| !seen.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} committed messages lost: {missing:?}\nstderr:\n{stderr}",
+        missing.len(),
+        committed.len()
+    );
+}
+
 /// Every line of NDJSON output, parsed; panics on a line that is not JSON.
 pub fn ndjson(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)
