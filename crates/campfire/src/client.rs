@@ -615,15 +615,11 @@ fn user_agent() -> &'static str {
     concat!("tributary-campfire/", env!("CARGO_PKG_VERSION"))
 }
 
-/// Reads a `Retry-After` header: delay-seconds or an HTTP date.
+/// Reads a `Retry-After` header against the current time; the parsing is
+/// [`chat_model::parse_retry_after`] (delay-seconds or an HTTP-date).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    chat_model::parse_retry_after(value, std::time::SystemTime::now())
 }
 
 /// One open live stream of a room, yielding [`SourceItem`]s until it ends.

@@ -8,6 +8,7 @@
 
 mod cursor;
 mod event;
+mod http;
 mod item;
 mod reason;
 mod secret;
@@ -16,6 +17,7 @@ pub use cursor::{Cursor, CursorError};
 pub use event::{
     Author, ConnectionInfo, ConnectionState, Event, GapSpan, Kind, SCHEMA_VERSION, Service,
 };
+pub use http::{StatusClass, parse_retry_after};
 pub use item::SourceItem;
 pub use reason::{DisconnectReason, Disposition};
 pub use secret::{Secret, redact_url};

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use crate::http::StatusClass;
+
 /// Why a connection to a source ended, as the protocol understood it.
 ///
 /// Protocol crates translate their transport's failures into these (Campfire's 400 on an idle
@@ -128,23 +130,33 @@ impl DisconnectReason {
     /// Maps an HTTP status code that ended (or refused) a stream to a reason.
     ///
     /// `what` names the room, flow or channel for the message; `retry_after` is the parsed
-    /// `Retry-After` header. Protocol crates handle their own special cases (Campfire's 400)
-    /// before falling back to this.
+    /// `Retry-After` header ([`crate::parse_retry_after`]). The classes come from
+    /// [`StatusClass`], which says why 410 is retried. A 503 with `Retry-After` is a rate
+    /// limit. Protocol crates handle their own special cases (Campfire's 400) before falling
+    /// back to this.
     pub fn from_http_status(status: u16, what: &str, retry_after: Option<Duration>) -> Self {
-        match status {
-            401 => DisconnectReason::Unauthorized(format!("HTTP 401 for {what}: check the token")),
-            403 => DisconnectReason::Forbidden(format!(
+        match StatusClass::of(status) {
+            StatusClass::Unauthorized => {
+                DisconnectReason::Unauthorized(format!("HTTP 401 for {what}: check the token"))
+            }
+            StatusClass::Forbidden => DisconnectReason::Forbidden(format!(
                 "HTTP 403 for {what}: the token may not read it"
             )),
-            404 => DisconnectReason::NotFound(format!("HTTP 404 for {what}: it does not exist")),
-            429 => DisconnectReason::RateLimited { retry_after },
-            503 if retry_after.is_some() => DisconnectReason::RateLimited { retry_after },
-            500..=599 => DisconnectReason::Server {
+            StatusClass::NotFound => {
+                DisconnectReason::NotFound(format!("HTTP 404 for {what}: it does not exist"))
+            }
+            StatusClass::RateLimited => DisconnectReason::RateLimited { retry_after },
+            StatusClass::Server if status == 503 && retry_after.is_some() => {
+                DisconnectReason::RateLimited { retry_after }
+            }
+            StatusClass::Server => DisconnectReason::Server {
                 status,
                 retry_after,
                 message: format!("for {what}"),
             },
-            _ => DisconnectReason::Protocol(format!("unexpected HTTP {status} for {what}")),
+            StatusClass::Success | StatusClass::Unexpected => {
+                DisconnectReason::Protocol(format!("unexpected HTTP {status} for {what}"))
+            }
         }
     }
 }
@@ -179,6 +191,10 @@ mod tests {
         assert_eq!(
             DisconnectReason::IdleClose("400".into()).disposition(),
             Disposition::Prompt
+        );
+        assert_eq!(
+            DisconnectReason::from_http_status(410, "flow a/b", None).disposition(),
+            Disposition::Backoff
         );
         assert!(
             DisconnectReason::from_http_status(404, "flow a/b", None)

@@ -4,10 +4,11 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use chat_model::{DisconnectReason, Secret, SourceItem, redact_url};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::http::{check_response, encode_query, encode_segment, error_chain};
 use crate::mapping::normalize_flow;
 use crate::session::{FlowdockCursor, StreamDecoder, Transport};
 use crate::users::Names;
@@ -116,23 +117,6 @@ pub struct Client {
     start: std::sync::Arc<std::sync::Mutex<Option<FlowdockCursor>>>,
     /// User names, cached across connections.
     names: Names,
-}
-
-/// Percent-encodes a query value, keeping the characters flow names use (`/`, `:`, `,`).
-fn encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/:,".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-pub(crate) fn encode_segment(s: &str) -> String {
-    encode_query(s).replace('/', "%2F").replace(',', "%2C")
 }
 
 impl Client {
@@ -552,66 +536,6 @@ impl Client {
             detail: e.to_string(),
         })
     }
-}
-
-/// Checks the status and content type of a response.
-pub(crate) fn check_response(
-    resp: &reqwest::Response,
-    what: &str,
-    expected: &'static str,
-) -> Result<(), Error> {
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(Error::Http {
-            status: status.as_u16(),
-            what: what.to_owned(),
-            retry_after: retry_after(resp.headers()),
-        });
-    }
-    let got = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let mime = got
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime != expected {
-        return Err(Error::ContentType {
-            what: what.to_owned(),
-            got: if got.is_empty() { "(none)".into() } else { got },
-            expected,
-        });
-    }
-    Ok(())
-}
-
-/// Parses `Retry-After` given in seconds.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-/// An error and its causes on one line (reqwest hides the interesting part in `source`).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    redact_url(&s)
 }
 
 /// One live Flowdock stream: yields [`SourceItem`]s until it ends with a

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod error;
+mod http;
 pub mod mapping;
 pub mod session;
 pub mod users;

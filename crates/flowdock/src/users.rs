@@ -388,8 +388,8 @@ impl Names {
             let url = format!(
                 "{}/flows/{}/{}/users",
                 self.api.as_str().trim_end_matches('/'),
-                crate::client::encode_segment(org),
-                crate::client::encode_segment(name)
+                crate::http::encode_segment(org),
+                crate::http::encode_segment(name)
             );
             let what = format!("the users of flow {flow}");
             let guard = Unfinished(Some(&self.cache));
@@ -491,7 +491,7 @@ impl Names {
         let url = format!(
             "{}/users/{}",
             self.api.as_str().trim_end_matches('/'),
-            crate::client::encode_segment(id)
+            crate::http::encode_segment(id)
         );
         let what = format!("user {id}");
         match self.get_json(&url, &what).await {
@@ -514,7 +514,7 @@ impl Names {
         let what = format!("{what} at {}", redact_url(url));
         let network = |e: reqwest::Error| Error::Network {
             what: what.clone(),
-            detail: crate::client::error_chain(&e),
+            detail: crate::http::error_chain(&e),
         };
         let resp = self
             .http
@@ -525,7 +525,7 @@ impl Names {
             .send()
             .await
             .map_err(network)?;
-        crate::client::check_response(&resp, &what, "application/json")?;
+        crate::http::check_response(&resp, &what, "application/json")?;
         let body = resp.bytes().await.map_err(network)?;
         serde_json::from_slice(&body).map_err(|e| Error::NotJson {
             what,

@@ -257,8 +257,7 @@ fn handshake_error(e: tungstenite::Error, target: &str, token: &Secret) -> Error
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| chat_model::parse_retry_after(v, std::time::SystemTime::now()));
             Error::Http {
                 target: target.to_owned(),
                 status: response.status().as_u16(),

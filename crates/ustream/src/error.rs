@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chat_model::DisconnectReason;
+use chat_model::{DisconnectReason, StatusClass};
 
 /// Why a poll (or setting up the poller) failed. URLs in messages carry no secrets (the
 /// Social Stream needs none) but are still passed through [`chat_model::redact_url`].
@@ -76,7 +76,9 @@ pub enum Error {
 
 impl Error {
     /// Whether trying again later can help (network trouble, 5xx, 429, `success: false`,
-    /// an unreadable response); 401/403/404 and configuration errors cannot.
+    /// an unreadable response); 401/403/404 and configuration errors cannot. HTTP codes are
+    /// read by [`StatusClass`], the same reading the supervisor's [`DisconnectReason`] gets, so
+    /// 410 is retried (see [`StatusClass`] for why).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Network { .. }
@@ -84,7 +86,7 @@ impl Error {
             | Error::Failed { .. }
             | Error::Protocol { .. }
             | Error::TooLarge { .. } => true,
-            Error::Http { status, .. } => !matches!(status, 401 | 403 | 404 | 410),
+            Error::Http { status, .. } => !StatusClass::of(*status).is_fatal(),
             Error::Config(_) => false,
         }
     }
@@ -137,6 +139,11 @@ mod tests {
         };
         assert!(http(500).is_retryable());
         assert!(!http(404).is_retryable());
+        // The poller and the supervisor read every status alike (410 included).
+        for status in [400, 401, 403, 404, 408, 410, 429, 500, 503] {
+            let r: DisconnectReason = http(status).into();
+            assert_eq!(http(status).is_retryable(), !r.is_fatal(), "HTTP {status}");
+        }
         let r: DisconnectReason = http(404).into();
         assert_eq!(r.disposition(), Disposition::Fatal);
         assert!(r.to_string().contains("ustream channel 1"));

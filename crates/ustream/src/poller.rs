@@ -418,8 +418,7 @@ impl Poller {
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .and_then(|v| chat_model::parse_retry_after(v, std::time::SystemTime::now()));
                 return Err(Error::Http {
                     channel: channel.clone(),
                     url: shown.clone(),
