@@ -86,10 +86,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::RecentIds;
+pub use crate::source::PROMPT_MAX_DELAY;
 use crate::source::{Policy, Resume};
-
-/// The longest delay before a prompt reconnect (a clean end of stream or an idle close).
-pub const PROMPT_MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// A connection that ends (promptly) sooner than this after it came up counts as closed at
 /// once; two such in a row are treated as a failure and back off.

@@ -39,6 +39,9 @@ impl Default for Backoff {
     }
 }
 
+/// The longest delay before a prompt reconnect (a clean end of stream or an idle close).
+pub const PROMPT_MAX_DELAY: Duration = Duration::from_millis(500);
+
 /// How long a prompt reconnect (a clean end of stream, an idle close) waits: a delay drawn
 /// uniformly from `[min, max]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,7 +56,7 @@ impl Default for PromptDelay {
     fn default() -> Self {
         PromptDelay {
             min: Duration::ZERO,
-            max: crate::machine::PROMPT_MAX_DELAY,
+            max: PROMPT_MAX_DELAY,
         }
     }
 }
