@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_model::{DisconnectReason, Secret, SourceItem, redact_url};
+use chat_model::{DisconnectReason, Secret, SourceItem, lock_ignoring_poison, redact_url};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
 use stream_frame::Limits;
 use url::Url;
@@ -395,7 +395,7 @@ impl Client {
 
     /// The start position fixed by the first connect without a resume position, if any.
     pub fn baseline(&self) -> Option<CampfireCursor> {
-        *lock(&self.baseline)
+        *lock_ignoring_poison(&self.baseline)
     }
 
     /// Sends `GET live.json` and checks the answer's status and content type.
@@ -482,7 +482,7 @@ impl Client {
                     Some(b) => b,
                     None => {
                         let latest = self.latest().await?;
-                        *lock(&self.baseline) = Some(latest);
+                        *lock_ignoring_poison(&self.baseline) = Some(latest);
                         latest
                     }
                 };
@@ -554,7 +554,7 @@ impl Client {
     /// The name of user `id` from `GET /users/{id}.json` (`{"user": {"name": ...}}`), cached;
     /// `None` when it cannot be had (the failure is logged once and not retried).
     pub async fn user_name(&self, id: u64) -> Option<String> {
-        if let Some(known) = lock(&self.names).get(&id) {
+        if let Some(known) = lock_ignoring_poison(&self.names).get(&id) {
             return known.clone();
         }
         let name = match self.fetch_user_name(id).await {
@@ -564,7 +564,7 @@ impl Client {
                 None
             }
         };
-        lock(&self.names).insert(id, name.clone());
+        lock_ignoring_poison(&self.names).insert(id, name.clone());
         name
     }
 
@@ -597,10 +597,6 @@ impl Client {
         let user = v.get("user").unwrap_or(&v);
         Ok(user.get("name").and_then(|n| n.as_str()).map(str::to_owned))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn id_of(v: &serde_json::Value) -> Option<u64> {

@@ -12,6 +12,7 @@ mod http;
 mod item;
 mod reason;
 mod secret;
+mod sync;
 
 pub use cursor::{Cursor, CursorError};
 pub use event::{
@@ -21,6 +22,7 @@ pub use http::{StatusClass, parse_retry_after};
 pub use item::SourceItem;
 pub use reason::{DisconnectReason, Disposition};
 pub use secret::{Secret, redact_url};
+pub use sync::lock_ignoring_poison;
 
 /// UTC timestamps as used throughout the model.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

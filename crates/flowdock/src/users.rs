@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use chat_model::{Event, Secret, SourceItem, redact_url};
+use chat_model::{Event, Secret, SourceItem, lock_ignoring_poison, redact_url};
 use reqwest::header::ACCEPT;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -329,13 +329,9 @@ impl Unfinished<'_> {
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if let Some(cache) = self.0 {
-            lock(cache).lookup_failed(Instant::now());
+            lock_ignoring_poison(cache).lookup_failed(Instant::now());
         }
     }
-}
-
-fn lock(m: &Mutex<UserCache>) -> MutexGuard<'_, UserCache> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What one lookup found.
@@ -368,7 +364,7 @@ impl Names {
 
     /// The cache (shared by every connection of the client).
     pub fn cache(&self) -> MutexGuard<'_, UserCache> {
-        lock(&self.cache)
+        lock_ignoring_poison(&self.cache)
     }
 
     /// Fetches the user lists of `flows` (`org/flow`) into the cache; failures are logged

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chat_model::Secret;
+use chat_model::{Secret, lock_ignoring_poison};
 use chrono::NaiveDate;
 
 use crate::error::KeyStoreError;
@@ -27,10 +27,6 @@ pub struct MemoryKeyStore {
     last: Mutex<Option<NaiveDate>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl MemoryKeyStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -40,28 +36,28 @@ impl MemoryKeyStore {
     /// A store that remembers a refresh on `day`.
     pub fn refreshed_on(day: NaiveDate) -> Self {
         let s = MemoryKeyStore::default();
-        *lock(&s.last) = Some(day);
+        *lock_ignoring_poison(&s.last) = Some(day);
         s
     }
 
     /// The last key stored.
     pub fn key(&self) -> Option<Secret> {
-        lock(&self.key).clone()
+        lock_ignoring_poison(&self.key).clone()
     }
 }
 
 impl KeyStore for MemoryKeyStore {
     fn store_key(&self, key: &Secret) -> Result<(), KeyStoreError> {
-        *lock(&self.key) = Some(key.clone());
+        *lock_ignoring_poison(&self.key) = Some(key.clone());
         Ok(())
     }
 
     fn last_refresh(&self) -> Result<Option<NaiveDate>, KeyStoreError> {
-        Ok(*lock(&self.last))
+        Ok(*lock_ignoring_poison(&self.last))
     }
 
     fn record_refresh(&self, day: NaiveDate) -> Result<(), KeyStoreError> {
-        *lock(&self.last) = Some(day);
+        *lock_ignoring_poison(&self.last) = Some(day);
         Ok(())
     }
 }

@@ -12,6 +12,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chat_model::lock_ignoring_poison;
+
 use crate::wire::NetworkAccount;
 
 /// How many recent messages are remembered per user.
@@ -56,7 +58,7 @@ impl MessageMemory {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock_ignoring_poison(&self.inner)
     }
 
     /// Remembers that the message `uid` (at `at`) of a user known by `accounts` was delivered.
