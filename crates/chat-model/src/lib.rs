@@ -1,6 +1,7 @@
 //! The one vocabulary every Tributary crate speaks: the normalized chat [`Event`], its
 //! [`Kind`], [`Author`] and [`Service`], plus the notions the supervisor and the protocol
-//! crates share — a resume [`Cursor`], a [`DisconnectReason`] and a redacting [`Secret`].
+//! crates share — a resume [`Cursor`], a [`DisconnectReason`] and a redacting [`Secret`] —
+//! and the one reading of HTTP answers ([`StatusClass`], [`parse_retry_after`]).
 //!
 //! This crate does no IO. Its JSON form is Tributary's output schema, version 1
 //! (`docs/event-schema.md`): one [`Event`] per line.
