@@ -126,9 +126,7 @@ impl FaultPlan {
 }
 
 /// Locks a mutex, recovering the data if a panicking holder poisoned it.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use chat_model::lock_ignoring_poison as lock;
 
 #[cfg(test)]
 mod tests {

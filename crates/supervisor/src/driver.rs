@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_model::{Cursor, Event, Service, Timestamp};
@@ -197,10 +197,8 @@ struct Shared {
     save_soon: Notify,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind; keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+// A panic while holding one of these locks leaves plain data behind; keep going.
+use chat_model::lock_ignoring_poison as lock;
 
 impl Shared {
     /// Applies a commit the consumer has reached (it was counted in `in_flight`).
