@@ -3,12 +3,12 @@
 //! `tributary run` keeps every configured chat source connected — Campfire, Flowdock,
 //! Multistreamer, Ustream — and prints one ordered, deduplicated stream of normalized events.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod check;
+mod cli;
 mod config;
 mod config_types;
 mod decode;
@@ -134,12 +134,4 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-}
-
-/// The config file used when `--config` is not given.
-pub const DEFAULT_CONFIG: &str = "tributary.toml";
-
-/// Where `--config` points by default.
-pub fn default_config_path() -> PathBuf {
-    PathBuf::from(DEFAULT_CONFIG)
 }

@@ -1,19 +1,17 @@
 //! `tributary send`: write one message through a multistreamer source or a StreamIn target.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli::{ConfigArg, parse_duration};
 use crate::config::{self, Config, SourceKind, StreaminTargetConfig, TargetKind};
-use crate::run::parse_duration;
 use crate::sources;
 
 /// Arguments of `tributary send`.
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
-    /// The config file.
-    #[arg(long, short, value_name = "FILE", default_value = crate::DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// The multistreamer source or streamin target to send through.
     #[arg(long, value_name = "NAME")]
     pub to: String,
@@ -48,7 +46,7 @@ pub struct SendArgs {
 
 /// `tributary send`.
 pub async fn run(args: SendArgs) -> ExitCode {
-    let cfg = match config::load(&args.config) {
+    let cfg = match config::load(args.config.path()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tributary: {e}");
@@ -179,9 +177,8 @@ fn writable_names(cfg: &Config) -> String {
 /// Arguments of `tributary refresh-key`.
 #[derive(clap::Args, Debug)]
 pub struct RefreshKeyArgs {
-    /// The config file.
-    #[arg(long, short, value_name = "FILE", default_value = crate::DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// The streamin target whose API key to refresh.
     #[arg(long, value_name = "NAME")]
     pub to: String,
@@ -190,7 +187,7 @@ pub struct RefreshKeyArgs {
 /// `tributary refresh-key`: asks StreamIn for a new API key and stores it in the target's key
 /// file (rewritten atomically); at most once a day.
 pub async fn refresh_key(args: RefreshKeyArgs) -> ExitCode {
-    let cfg = match config::load(&args.config) {
+    let cfg = match config::load(args.config.path()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tributary: {e}");
