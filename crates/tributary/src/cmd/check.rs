@@ -9,7 +9,7 @@ use supervisor::{Connection, Source};
 
 use crate::cli::{ConfigArg, parse_duration};
 use crate::config::{self, SourceConfig, SourceKind, TargetKind};
-use crate::send::streamin_client;
+use crate::sinks::streamin_client;
 use crate::sources;
 
 /// Arguments of `tributary check`.

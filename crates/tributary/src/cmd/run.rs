@@ -16,7 +16,7 @@ use crate::metrics::{self, RelayStats, StatsProvider};
 use crate::output::{Format, Printer};
 use crate::relay::{RelayStatsHandle, Relays};
 use crate::signals::StopSignals;
-use crate::{sources, writers};
+use crate::{sinks, sources};
 
 /// Arguments of `tributary run`.
 #[derive(clap::Args, Debug)]
@@ -193,7 +193,7 @@ pub async fn run_config(
         eprintln!("tributary: warning: {w}");
     }
     sources::add_all(&mut sup, &cfg.sources)?;
-    let sinks = writers::build_sinks(cfg)?;
+    let sinks = sinks::build_sinks(cfg)?;
     let (mut stream, handle) = sup.start();
     let relays = if cfg.relays.is_empty() {
         None
