@@ -3,25 +3,20 @@
 //! `tributary run` keeps every configured chat source connected — Campfire, Flowdock,
 //! Multistreamer, Ustream — and prints one ordered, deduplicated stream of normalized events.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod check;
+mod cli;
+mod cmd;
 mod config;
 mod config_types;
-mod decode;
-mod demo;
-mod emulate;
 mod metrics;
 mod output;
 mod relay;
-mod run;
-mod send;
 mod signals;
+mod sinks;
 mod sources;
-mod writers;
 
 /// The end of `--help`: examples, files, environment and exit statuses.
 const LONG_HELP: &str = "EXAMPLES:
@@ -73,20 +68,20 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Stream every configured source to stdout.
-    Run(run::RunArgs),
+    Run(cmd::run::RunArgs),
     /// Decode a captured stream (SSE, delimited JSON, concatenated JSON) into one JSON object
     /// per frame.
-    Decode(decode::DecodeArgs),
+    Decode(cmd::decode::DecodeArgs),
     /// Run the whole product against local emulators of all five services.
-    Demo(demo::DemoArgs),
+    Demo(cmd::demo::DemoArgs),
     /// Send one message through a multistreamer source or a streamin target.
-    Send(send::SendArgs),
+    Send(cmd::send::SendArgs),
     /// Ask StreamIn for a new API key and store it in the target's key file (once a day).
-    RefreshKey(send::RefreshKeyArgs),
+    RefreshKey(cmd::refresh_key::RefreshKeyArgs),
     /// Validate the config, resolve secrets, ping StreamIn targets and try every source.
-    Check(check::CheckArgs),
+    Check(cmd::check::CheckArgs),
     /// Run one service's local emulator and print a config table that reads it.
-    Emulate(emulate::EmulateArgs),
+    Emulate(cmd::emulate::EmulateArgs),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -99,13 +94,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Run(args) => runtime().block_on(run::run(args)),
-        Command::Decode(args) => decode::run(&args),
-        Command::Demo(args) => runtime().block_on(demo::run(args)),
-        Command::Send(args) => runtime().block_on(send::run(args)),
-        Command::RefreshKey(args) => runtime().block_on(send::refresh_key(args)),
-        Command::Check(args) => runtime().block_on(check::run(args)),
-        Command::Emulate(args) => runtime().block_on(emulate::run(args)),
+        Command::Run(args) => runtime().block_on(cmd::run::run(args)),
+        Command::Decode(args) => cmd::decode::run(&args),
+        Command::Demo(args) => runtime().block_on(cmd::demo::run(args)),
+        Command::Send(args) => runtime().block_on(cmd::send::run(args)),
+        Command::RefreshKey(args) => runtime().block_on(cmd::refresh_key::run(args)),
+        Command::Check(args) => runtime().block_on(cmd::check::run(args)),
+        Command::Emulate(args) => runtime().block_on(cmd::emulate::run(args)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -134,12 +129,4 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-}
-
-/// The config file used when `--config` is not given.
-pub const DEFAULT_CONFIG: &str = "tributary.toml";
-
-/// Where `--config` points by default.
-pub fn default_config_path() -> PathBuf {
-    PathBuf::from(DEFAULT_CONFIG)
 }

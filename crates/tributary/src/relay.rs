@@ -13,16 +13,8 @@ use chat_model::{Event, Kind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::RelayConfig;
+use crate::config::{RelayConfig, compile_pattern};
 use crate::metrics::RelayStats;
-
-/// Compiles a relay's `match` pattern, bounded in size.
-pub fn compile_pattern(p: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(p)
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| e.to_string())
-}
 
 /// The template used when a relay has none.
 pub const DEFAULT_TEMPLATE: &str = "{author} in {room}: {text}";

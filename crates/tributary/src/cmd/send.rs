@@ -1,19 +1,18 @@
 //! `tributary send`: write one message through a multistreamer source or a StreamIn target.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{self, Config, SourceKind, StreaminTargetConfig, TargetKind};
-use crate::run::parse_duration;
+use crate::cli::{ConfigArg, parse_duration};
+use crate::config::{self, Config, SourceKind, TargetKind};
+use crate::sinks::streamin_client;
 use crate::sources;
 
 /// Arguments of `tributary send`.
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
-    /// The config file.
-    #[arg(long, short, value_name = "FILE", default_value = crate::DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// The multistreamer source or streamin target to send through.
     #[arg(long, value_name = "NAME")]
     pub to: String,
@@ -48,7 +47,7 @@ pub struct SendArgs {
 
 /// `tributary send`.
 pub async fn run(args: SendArgs) -> ExitCode {
-    let cfg = match config::load(&args.config) {
+    let cfg = match config::load(args.config.path()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tributary: {e}");
@@ -151,16 +150,6 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
     )))
 }
 
-/// A StreamIn client for a target.
-pub fn streamin_client(t: &StreaminTargetConfig) -> Result<streamin::Client, streamin::Error> {
-    streamin::Client::new(
-        t.url
-            .clone()
-            .unwrap_or_else(|| streamin::DEFAULT_BASE_URL.to_owned()),
-        t.api_key.clone(),
-    )
-}
-
 fn writable_names(cfg: &Config) -> String {
     let names: Vec<&str> = cfg
         .sources
@@ -173,63 +162,5 @@ fn writable_names(cfg: &Config) -> String {
         "none configured".to_owned()
     } else {
         names.join(", ")
-    }
-}
-
-/// Arguments of `tributary refresh-key`.
-#[derive(clap::Args, Debug)]
-pub struct RefreshKeyArgs {
-    /// The config file.
-    #[arg(long, short, value_name = "FILE", default_value = crate::DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    /// The streamin target whose API key to refresh.
-    #[arg(long, value_name = "NAME")]
-    pub to: String,
-}
-
-/// `tributary refresh-key`: asks StreamIn for a new API key and stores it in the target's key
-/// file (rewritten atomically); at most once a day.
-pub async fn refresh_key(args: RefreshKeyArgs) -> ExitCode {
-    let cfg = match config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tributary: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let Some(t) = cfg.targets.iter().find(|t| t.name == args.to) else {
-        eprintln!("tributary: no streamin target is named `{}`", args.to);
-        return ExitCode::from(2);
-    };
-    let TargetKind::Streamin(st) = &t.kind;
-    let Some(path) = &st.api_key_file else {
-        eprintln!(
-            "tributary: target `{}` reads its api_key from the environment or the config text; \
-             refreshing needs api_key = {{ file = \"path\" }} so the new key can be stored",
-            t.name
-        );
-        return ExitCode::from(2);
-    };
-    let mut client = match streamin_client(st) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tributary: target `{}`: {e}", t.name);
-            return ExitCode::from(2);
-        }
-    };
-    let store = streamin::FileKeyStore::new(path.clone());
-    match client.refresh_api_key(&store).await {
-        Ok(_) => {
-            println!(
-                "refreshed the API key of `{}`; the new key is in {}",
-                t.name,
-                path.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tributary: target `{}`: {e}", t.name);
-            ExitCode::FAILURE
-        }
     }
 }

@@ -1,12 +1,12 @@
-//! The writable endpoints relays send to: StreamIn targets and multistreamer sources.
+//! The writable endpoints relays send to — StreamIn targets and multistreamer sources — and
+//! the StreamIn client `run`, `send` and `check` build.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, SourceKind, TargetKind};
+use crate::config::{Config, SourceKind, StreaminTargetConfig, TargetKind};
 use crate::relay::{SendFailure, SendFuture, Sink};
-use crate::send::streamin_client;
 use crate::sources;
 
 /// How long one multistreamer send may wait for the server's echo.
@@ -87,4 +87,14 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn Sink>>, Strin
         }
     }
     Ok(sinks)
+}
+
+/// A StreamIn client for a target.
+pub fn streamin_client(t: &StreaminTargetConfig) -> Result<streamin::Client, streamin::Error> {
+    streamin::Client::new(
+        t.url
+            .clone()
+            .unwrap_or_else(|| streamin::DEFAULT_BASE_URL.to_owned()),
+        t.api_key.clone(),
+    )
 }

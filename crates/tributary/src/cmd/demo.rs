@@ -11,10 +11,11 @@ use chat_model::{Event, Kind};
 use emulator::{Fault, FaultPlan};
 use tokio::sync::{mpsc, watch};
 
+use crate::cli::parse_duration;
+use crate::cmd::emulate::{AnyEmulator, EmulatedService};
+use crate::cmd::run::{self, Ending, RunOptions, RunResult};
 use crate::config;
-use crate::emulate::{AnyEmulator, EmulatedService};
 use crate::output::Format;
-use crate::run::{self, Ending, RunOptions, RunResult, parse_duration};
 
 /// Arguments of `tributary demo`.
 #[derive(clap::Args, Debug)]

@@ -1,24 +1,22 @@
 //! `tributary check`: validate the config, resolve every secret, ping every StreamIn target
 //! and try every source once.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chat_model::SourceItem;
 use supervisor::{Connection, Source};
 
+use crate::cli::{ConfigArg, parse_duration};
 use crate::config::{self, SourceConfig, SourceKind, TargetKind};
-use crate::run::parse_duration;
-use crate::send::streamin_client;
+use crate::sinks::streamin_client;
 use crate::sources;
 
 /// Arguments of `tributary check`.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// The config file.
-    #[arg(long, short, value_name = "FILE", default_value = crate::DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// How long each source may take to connect and show a first sign of life.
     #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -26,7 +24,7 @@ pub struct CheckArgs {
 
 /// `tributary check`.
 pub async fn run(args: CheckArgs) -> ExitCode {
-    let cfg = match config::load(&args.config) {
+    let cfg = match config::load(args.config.path()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tributary: {e}");
@@ -35,7 +33,7 @@ pub async fn run(args: CheckArgs) -> ExitCode {
     };
     println!(
         "config {}: ok ({} sources, {} targets, {} relays; secrets resolved)",
-        args.config.display(),
+        args.config.path().display(),
         cfg.sources.len(),
         cfg.targets.len(),
         cfg.relays.len()

@@ -10,19 +10,19 @@ use std::time::Duration;
 use chat_model::{Event, Kind};
 use supervisor::{Options, Supervisor};
 
+use crate::cli::{self, ConfigArg, parse_duration};
 use crate::config::{self, Config};
 use crate::metrics::{self, RelayStats, StatsProvider};
 use crate::output::{Format, Printer};
 use crate::relay::{RelayStatsHandle, Relays};
 use crate::signals::StopSignals;
-use crate::{sources, writers};
+use crate::{sinks, sources};
 
 /// Arguments of `tributary run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The config file.
-    #[arg(long, short, value_name = "FILE", default_value = crate::DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// Output format [default: json when stdout is not a terminal, pretty when it is].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -46,11 +46,6 @@ pub struct RunArgs {
     /// than this.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s")]
     pub health_grace: Duration,
-}
-
-/// Parses a humantime duration for clap.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); e.g. 10s, 5m"))
 }
 
 /// How a run prints and stops.
@@ -118,14 +113,14 @@ impl StatsProvider for Provider {
 pub async fn run(args: RunArgs) -> ExitCode {
     // Listen from the very start, so a signal during startup is not lost either.
     let mut stop = StopSignals::new();
-    let cfg = match config::load(&args.config) {
+    let cfg = match config::load(args.config.path()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tributary: {e}");
-            if !args.config.exists() && args.config == crate::default_config_path() {
+            if args.config.is_missing_default() {
                 eprintln!(
                     "tributary: write a {} here or pass --config FILE (see docs/user-guide.md)",
-                    crate::DEFAULT_CONFIG
+                    cli::DEFAULT_CONFIG
                 );
             }
             return ExitCode::from(2);
@@ -134,7 +129,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if cfg.sources.is_empty() {
         eprintln!(
             "tributary: {}: no [[source]] is configured; nothing to run",
-            args.config.display()
+            args.config.path().display()
         );
         return ExitCode::from(2);
     }
@@ -198,7 +193,7 @@ pub async fn run_config(
         eprintln!("tributary: warning: {w}");
     }
     sources::add_all(&mut sup, &cfg.sources)?;
-    let sinks = writers::build_sinks(cfg)?;
+    let sinks = sinks::build_sinks(cfg)?;
     let (mut stream, handle) = sup.start();
     let relays = if cfg.relays.is_empty() {
         None
