@@ -113,11 +113,13 @@ async fn msg_without_account_is_sent_from_irc_account_0() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(stdout.contains("private message to somebody"), "{stdout}");
     assert!(stdout.contains("account 0 → 0"), "{stdout}");
-    let last = emu.received().last().cloned().unwrap();
-    assert_eq!(
-        last,
-        serde_json::json!({"type": "text", "account_id": 0, "cur_stream_account_id": 0,
-                           "text": "/msg somebody hey this is a private message"})
+    // `send` may exit before the emulator has read the frame off the socket.
+    let want = serde_json::json!({"type": "text", "account_id": 0, "cur_stream_account_id": 0,
+                                  "text": "/msg somebody hey this is a private message"});
+    assert!(
+        common::eventually(|| emu.received().last() == Some(&want)).await,
+        "the emulator received {:?}",
+        emu.received()
     );
     emu.stop().await;
 }
