@@ -9,9 +9,9 @@ mod outside;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                         what CI runs: fmt --check, clippy -D warnings, the whole test
-                             suite (nextest when installed), the fuzz-corpus replay and
-                             the outside checks
+  ci                         what CI runs: fmt --check, clippy -D warnings, rustdoc
+                             -D warnings, the whole test suite (nextest when installed),
+                             the fuzz-corpus replay and the outside checks
   outside                    real outside clients against the emulators (npm eventsource on
                              Flowdock SSE, the npm flowdock client on the JSON stream, Python
                              websockets on Multistreamer), each compared with the emulator's
@@ -72,10 +72,21 @@ fn fuzz_cmd(args: &[String]) -> Result<(), String> {
 
 /// Runs a command from the workspace root, failing with its name if it fails.
 pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    run_with_env(program, args, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub(crate) fn run_with_env(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(), String> {
     let root = workspace_root();
-    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let shown: String = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
+    eprintln!("xtask: $ {shown}{program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(&root)
         .status()
         .map_err(|e| format!("could not start `{program}`: {e}"))?;
@@ -113,6 +124,12 @@ fn ci() -> Result<(), String> {
             "-D",
             "warnings",
         ],
+    )?;
+    // The API docs build without a broken link or a bare URL.
+    run_with_env(
+        "cargo",
+        &["doc", "--workspace", "--no-deps", "--locked"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     if has_nextest() {
         run(

@@ -40,7 +40,7 @@ pub struct SendArgs {
     #[arg(long)]
     pub confirm: bool,
     /// The message. `/msg user text` sends a private message on multistreamer; markdown
-    /// (**bold**, *italic*, [text](url)) is converted for StreamIn.
+    /// (**bold**, *italic*, links written `[text](url)`) is converted for StreamIn.
     #[arg(value_name = "TEXT")]
     pub text: String,
 }
