@@ -6,7 +6,7 @@
 //! within the limit.
 
 use crate::{
-    Delimiter, Frame, Item, JsonLinesDecoder, JsonSeqDecoder, Limits, SseDecoder, SseItem,
+    Decode, Delimiter, Frame, Item, JsonLinesDecoder, JsonSeqDecoder, Limits, SseDecoder, SseItem,
 };
 
 /// Number of leading control bytes taken from a fuzz input.
@@ -46,49 +46,31 @@ pub fn chunks<'a>(body: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
     out
 }
 
-/// Decodes `chunks` as SSE, checking the buffering bound after every chunk.
-pub fn decode_sse(chunks: &[&[u8]], limits: Limits) -> Vec<Item<SseItem>> {
-    let mut d = SseDecoder::new(limits);
+/// Decodes `chunks` with `decoder`, checking the buffering bound after every chunk.
+pub fn decode_all<D: Decode>(mut decoder: D, chunks: &[&[u8]]) -> Vec<Item<D::Output>> {
+    let limit = decoder.limits().max_frame.max(1);
     let mut out = Vec::new();
     for c in chunks {
-        d.feed(c, &mut out);
-        assert!(
-            d.buffered_len() <= limits.max_frame.max(1),
-            "SSE buffered past the limit"
-        );
+        decoder.feed_chunk((*c).into(), &mut out);
+        assert!(decoder.buffered_len() <= limit, "buffered past the limit");
     }
-    d.finish(&mut out);
+    decoder.finish_stream(&mut out);
     out
+}
+
+/// Decodes `chunks` as SSE, checking the buffering bound after every chunk.
+pub fn decode_sse(chunks: &[&[u8]], limits: Limits) -> Vec<Item<SseItem>> {
+    decode_all(SseDecoder::new(limits), chunks)
 }
 
 /// Decodes `chunks` as delimited JSON, checking the buffering bound after every chunk.
 pub fn decode_lines(chunks: &[&[u8]], delim: Delimiter, limits: Limits) -> Vec<Item<Frame>> {
-    let mut d = JsonLinesDecoder::new(delim, limits);
-    let mut out = Vec::new();
-    for c in chunks {
-        d.feed(c, &mut out);
-        assert!(
-            d.buffered_len() <= limits.max_frame.max(1),
-            "buffered past the limit"
-        );
-    }
-    d.finish(&mut out);
-    out
+    decode_all(JsonLinesDecoder::new(delim, limits), chunks)
 }
 
 /// Decodes `chunks` as concatenated JSON, checking the buffering bound after every chunk.
 pub fn decode_seq(chunks: &[&[u8]], limits: Limits) -> Vec<Item<Frame>> {
-    let mut d = JsonSeqDecoder::new(limits);
-    let mut out = Vec::new();
-    for c in chunks {
-        d.feed(c, &mut out);
-        assert!(
-            d.buffered_len() <= limits.max_frame.max(1),
-            "buffered past the limit"
-        );
-    }
-    d.finish(&mut out);
-    out
+    decode_all(JsonSeqDecoder::new(limits), chunks)
 }
 
 /// SSE: whole == chunked == byte by byte, plus invariants.

@@ -173,6 +173,72 @@ pub struct Frame {
     pub bytes: bytes::Bytes,
 }
 
+/// What every decoder does: take chunks, finish a stream, report what it holds.
+///
+/// Code that drives any of the decoders (a protocol session, the `decode` command, the fuzz
+/// checks) is written once against this trait instead of once per decoder.
+///
+/// ```
+/// use stream_frame::{Decode, Delimiter, Item, JsonLinesDecoder, Limits};
+///
+/// fn frames<D: Decode>(mut decoder: D, chunks: &[&[u8]]) -> Vec<Item<D::Output>> {
+///     let mut out = Vec::new();
+///     for chunk in chunks {
+///         decoder.feed_chunk((*chunk).into(), &mut out);
+///         assert!(decoder.buffered_len() <= decoder.limits().max_frame);
+///     }
+///     decoder.finish_stream(&mut out);
+///     out
+/// }
+///
+/// let items = frames(JsonLinesDecoder::new(Delimiter::Cr, Limits::default()), &[b"{\"a\"", b":1}\r"]);
+/// assert!(matches!(&items[..], [Item::Frame(f)] if &f.bytes[..] == b"{\"a\":1}"));
+/// ```
+pub trait Decode {
+    /// What a complete frame decodes to.
+    type Output;
+
+    /// Decodes the next chunk, appending what it completed to `out`.
+    fn feed_chunk(&mut self, chunk: Chunk<'_>, out: &mut Vec<Item<Self::Output>>);
+
+    /// Ends the stream (see each decoder's `finish`); the decoder is then ready for a new one.
+    fn finish_stream(&mut self, out: &mut Vec<Item<Self::Output>>);
+
+    /// Bytes held for an incomplete frame (never more than the limit).
+    fn buffered_len(&self) -> usize;
+
+    /// The limits in force.
+    fn limits(&self) -> Limits;
+}
+
+macro_rules! impl_decode {
+    ($decoder:ty, $output:ty) => {
+        impl Decode for $decoder {
+            type Output = $output;
+
+            fn feed_chunk(&mut self, chunk: Chunk<'_>, out: &mut Vec<Item<$output>>) {
+                self.feed(chunk, out);
+            }
+
+            fn finish_stream(&mut self, out: &mut Vec<Item<$output>>) {
+                self.finish(out);
+            }
+
+            fn buffered_len(&self) -> usize {
+                <$decoder>::buffered_len(self)
+            }
+
+            fn limits(&self) -> Limits {
+                <$decoder>::limits(self)
+            }
+        }
+    };
+}
+
+impl_decode!(JsonLinesDecoder, Frame);
+impl_decode!(JsonSeqDecoder, Frame);
+impl_decode!(SseDecoder, SseItem);
+
 /// JSON insignificant whitespace (RFC 8259): space, tab, LF, CR.
 #[inline]
 pub(crate) fn is_ws(b: u8) -> bool {

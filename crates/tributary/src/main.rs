@@ -17,6 +17,7 @@ mod relay;
 mod signals;
 mod sinks;
 mod sources;
+mod tls;
 
 /// The end of `--help`: examples, files, environment and exit statuses.
 const LONG_HELP: &str = "EXAMPLES:

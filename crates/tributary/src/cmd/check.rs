@@ -5,12 +5,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chat_model::SourceItem;
+use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
 use supervisor::{Connection, Source};
 
 use crate::cli::{ConfigArg, parse_duration};
 use crate::config::{self, SourceConfig, SourceKind, TargetKind};
 use crate::sinks::streamin_client;
 use crate::sources;
+use crate::tls::Tls;
 
 /// Arguments of `tributary check`.
 #[derive(clap::Args, Debug)]
@@ -61,7 +64,12 @@ pub async fn run(args: CheckArgs) -> ExitCode {
         }
     }
     // Sources are tried concurrently so a slow one does not hold up the rest.
-    let checks = cfg.sources.iter().map(|s| check_source(s, args.timeout));
+    let mut tls = Tls::default();
+    let checks: Vec<_> = cfg
+        .sources
+        .iter()
+        .map(|s| check_source(s, args.timeout, &mut tls))
+        .collect();
     let results = futures_util::future::join_all(checks).await;
     for (s, r) in cfg.sources.iter().zip(results) {
         match r {
@@ -88,23 +96,25 @@ fn service_name(s: &SourceConfig) -> &'static str {
     }
 }
 
-/// Connects once and waits for the first item: an event, a keep-alive or a cursor.
-async fn check_source(s: &SourceConfig, timeout: Duration) -> Result<String, String> {
+/// Builds the source (with the shared TLS set-up), then connects once and waits for the first
+/// item: an event, a keep-alive or a cursor.
+fn check_source(
+    s: &SourceConfig,
+    timeout: Duration,
+    tls: &mut Tls,
+) -> LocalBoxFuture<'static, Result<String, String>> {
     let name = s.name.as_str();
-    match &s.kind {
-        SourceKind::Campfire(c) => {
-            probe(sources::campfire::build(name, &s.common, c)?, timeout).await
-        }
-        SourceKind::Flowdock(c) => {
-            probe(sources::flowdock::build(name, &s.common, c)?, timeout).await
-        }
-        SourceKind::Multistreamer(c) => {
-            probe(sources::multistreamer::build(name, &s.common, c)?, timeout).await
-        }
-        SourceKind::Ustream(c) => {
-            probe(sources::ustream::build(name, &s.common, c)?, timeout).await
-        }
-    }
+    let built = match &s.kind {
+        SourceKind::Campfire(c) => sources::campfire::build(name, &s.common, c, tls)
+            .map(|src| probe(src, timeout).boxed_local()),
+        SourceKind::Flowdock(c) => sources::flowdock::build(name, &s.common, c, tls)
+            .map(|src| probe(src, timeout).boxed_local()),
+        SourceKind::Multistreamer(c) => sources::multistreamer::build(name, &s.common, c, tls)
+            .map(|src| probe(src, timeout).boxed_local()),
+        SourceKind::Ustream(c) => sources::ustream::build(name, &s.common, c, tls)
+            .map(|src| probe(src, timeout).boxed_local()),
+    };
+    built.unwrap_or_else(|e| std::future::ready(Err(e)).boxed_local())
 }
 
 async fn probe<S: Source>(mut source: S, timeout: Duration) -> Result<String, String> {

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use stream_frame::{
-    Delimiter, Frame, Item, JsonLinesDecoder, JsonSeqDecoder, Limits, SseDecoder, SseItem,
+    Decode, Delimiter, Frame, Item, JsonLinesDecoder, JsonSeqDecoder, Limits, SseDecoder, SseItem,
 };
 
 /// Size of each read from the input: the stream is decoded as it arrives, never held whole.
@@ -116,73 +116,48 @@ fn decode_stream(
         skipped: false,
         scratch: Vec::new(),
     };
-    let mut decoder = match args.format {
-        Format::Sse => Decoder::Sse(Box::new(SseDecoder::new(limits)), Vec::new()),
-        Format::JsonLines => {
-            Decoder::Lines(JsonLinesDecoder::new(Delimiter::Any, limits), Vec::new())
-        }
-        Format::JsonSeq => Decoder::Seq(JsonSeqDecoder::new(limits), Vec::new()),
-    };
+    match args.format {
+        Format::Sse => pump(SseDecoder::new(limits), &mut input, &mut sink, |s, i| {
+            s.sse(i)
+        })?,
+        Format::JsonLines => pump(
+            JsonLinesDecoder::new(Delimiter::Any, limits),
+            &mut input,
+            &mut sink,
+            |s, i| s.json(i),
+        )?,
+        Format::JsonSeq => pump(
+            JsonSeqDecoder::new(limits),
+            &mut input,
+            &mut sink,
+            |s, i| s.json(i),
+        )?,
+    }
+    sink.out.flush().map_err(|e| sink.write_failure(e))?;
+    Ok(sink.outcome())
+}
+
+/// Feeds all of `input` through `decoder`, handing what it completed to `emit` after each read.
+fn pump<'s, D: Decode, O: Write, E: Write>(
+    mut decoder: D,
+    input: &mut impl Read,
+    sink: &mut Sink<'s, O, E>,
+    mut emit: impl FnMut(&mut Sink<'s, O, E>, &mut Vec<Item<D::Output>>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
     let mut buf = vec![0u8; CHUNK];
+    let mut items = Vec::new();
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Failure::Io(format!("cannot read {name}: {e}"))),
+            Err(e) => return Err(Failure::Io(format!("cannot read {}: {e}", sink.name))),
         };
-        decoder.feed(&buf[..n], &mut sink)?;
+        decoder.feed_chunk(buf[..n].into(), &mut items);
+        emit(sink, &mut items)?;
     }
-    decoder.finish(&mut sink)?;
-    sink.out.flush().map_err(|e| sink.write_failure(e))?;
-    Ok(sink.outcome())
-}
-
-/// One of the three decoders with its item buffer.
-enum Decoder {
-    Sse(Box<SseDecoder>, Vec<Item<SseItem>>),
-    Lines(JsonLinesDecoder, Vec<Item<Frame>>),
-    Seq(JsonSeqDecoder, Vec<Item<Frame>>),
-}
-
-impl Decoder {
-    fn feed(
-        &mut self,
-        chunk: &[u8],
-        sink: &mut Sink<'_, impl Write, impl Write>,
-    ) -> Result<(), Failure> {
-        match self {
-            Decoder::Sse(d, items) => {
-                d.feed(chunk, items);
-                sink.sse(items)
-            }
-            Decoder::Lines(d, items) => {
-                d.feed(chunk, items);
-                sink.json(items)
-            }
-            Decoder::Seq(d, items) => {
-                d.feed(chunk, items);
-                sink.json(items)
-            }
-        }
-    }
-
-    fn finish(&mut self, sink: &mut Sink<'_, impl Write, impl Write>) -> Result<(), Failure> {
-        match self {
-            Decoder::Sse(d, items) => {
-                d.finish(items);
-                sink.sse(items)
-            }
-            Decoder::Lines(d, items) => {
-                d.finish(items);
-                sink.json(items)
-            }
-            Decoder::Seq(d, items) => {
-                d.finish(items);
-                sink.json(items)
-            }
-        }
-    }
+    decoder.finish_stream(&mut items);
+    emit(sink, &mut items)
 }
 
 /// Where decoded items go: frames to `out`, problems to `err`.

@@ -192,7 +192,7 @@ pub async fn run_config(
         tracing::warn!("{w}");
         eprintln!("tributary: warning: {w}");
     }
-    sources::add_all(&mut sup, &cfg.sources)?;
+    sources::add_all(&mut sup, &cfg.sources, &mut crate::tls::Tls::default())?;
     let sinks = sinks::build_sinks(cfg)?;
     let (mut stream, handle) = sup.start();
     let relays = if cfg.relays.is_empty() {

@@ -15,6 +15,7 @@ use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
 use supervisor::{Connection, Policy, PromptDelay, Resume, Source};
 
 use crate::config_types::{CampfireConfig, Common};
+use crate::tls::Tls;
 
 /// Campfire's stall timeout: several keep-alive periods (~3 s each) with a wide margin.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -45,7 +46,12 @@ pub struct CampfireConnection {
 }
 
 /// Builds the source from its config table; the error names what is wrong.
-pub fn build(name: &str, common: &Common, cfg: &CampfireConfig) -> Result<CampfireSource, String> {
+pub fn build(
+    name: &str,
+    common: &Common,
+    cfg: &CampfireConfig,
+    _tls: &mut Tls,
+) -> Result<CampfireSource, String> {
     let mut c = ClientConfig::new(cfg.token.clone(), cfg.room);
     c.source = name.to_owned();
     c.url = common

@@ -14,6 +14,7 @@ use flowdock::{Active, Client, ClientConfig, FlowdockCursor, FlowdockStream, Tra
 use supervisor::{Connection, Policy, Resume, Source};
 
 use crate::config_types::{Common, FlowdockConfig, FlowdockTransport};
+use crate::tls::Tls;
 
 /// Flowdock's stall timeout: over three ~20 s keep-alive periods.
 pub const STALL_TIMEOUT: Duration = flowdock::DEFAULT_STALL_TIMEOUT;
@@ -38,7 +39,12 @@ pub struct FlowdockConnection {
 }
 
 /// Builds the source from its config table; the error names what is wrong.
-pub fn build(name: &str, common: &Common, cfg: &FlowdockConfig) -> Result<FlowdockSource, String> {
+pub fn build(
+    name: &str,
+    common: &Common,
+    cfg: &FlowdockConfig,
+    _tls: &mut Tls,
+) -> Result<FlowdockSource, String> {
     let mut c = ClientConfig::new(name, cfg.token.clone(), cfg.flows.clone());
     if let Some(url) = &common.url {
         c.url = url.clone();

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use supervisor::{Backoff, Overrides, Policy, Resume, Supervisor};
 
 use crate::config_types::{Common, SourceConfig, SourceKind};
+use crate::tls::Tls;
 
 /// The supervisor overrides a source's common keys ask for.
 pub fn overrides(common: &Common) -> Overrides {
@@ -26,15 +27,21 @@ pub fn overrides(common: &Common) -> Overrides {
 }
 
 /// Builds every configured source and adds it to the supervisor.
-pub fn add_all(sup: &mut Supervisor, configs: &[SourceConfig]) -> Result<(), String> {
+pub fn add_all(
+    sup: &mut Supervisor,
+    configs: &[SourceConfig],
+    tls: &mut Tls,
+) -> Result<(), String> {
     for cfg in configs {
         let name = cfg.name.as_str();
         let o = overrides(&cfg.common);
         let added = match &cfg.kind {
-            SourceKind::Campfire(c) => sup.add(campfire::build(name, &cfg.common, c)?, o),
-            SourceKind::Flowdock(c) => sup.add(flowdock::build(name, &cfg.common, c)?, o),
-            SourceKind::Multistreamer(c) => sup.add(multistreamer::build(name, &cfg.common, c)?, o),
-            SourceKind::Ustream(c) => sup.add(ustream::build(name, &cfg.common, c)?, o),
+            SourceKind::Campfire(c) => sup.add(campfire::build(name, &cfg.common, c, tls)?, o),
+            SourceKind::Flowdock(c) => sup.add(flowdock::build(name, &cfg.common, c, tls)?, o),
+            SourceKind::Multistreamer(c) => {
+                sup.add(multistreamer::build(name, &cfg.common, c, tls)?, o)
+            }
+            SourceKind::Ustream(c) => sup.add(ustream::build(name, &cfg.common, c, tls)?, o),
         };
         added.map_err(|e| format!("source `{name}`: {e}"))?;
     }

@@ -20,6 +20,7 @@ use multistreamer::{ConnectOptions, Status};
 use supervisor::{Connection, Policy, Resume, Source};
 
 use crate::config_types::{Common, MultistreamerConfig};
+use crate::tls::Tls;
 
 /// The supervisor's default stall timeout: above the server's 30 s ping and the client's own
 /// ping (15 s) plus pong deadline (10 s).
@@ -83,6 +84,7 @@ pub fn build(
     name: &str,
     common: &Common,
     cfg: &MultistreamerConfig,
+    _tls: &mut Tls,
 ) -> Result<MultistreamerSource, String> {
     Ok(MultistreamerSource {
         name: name.to_owned(),

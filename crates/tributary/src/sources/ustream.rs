@@ -14,6 +14,7 @@ use supervisor::{Connection, Policy, Resume, Source};
 use ustream::{DEFAULT_BASE_URL, HttpClient, MessageMemory, Poller, PollerConfig, UstreamCursor};
 
 use crate::config_types::{Common, UstreamConfig};
+use crate::tls::Tls;
 
 /// The first reconnect delay after the poller gave up on its own retries.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(2);
@@ -39,7 +40,12 @@ pub struct UstreamConnection {
 }
 
 /// Builds the source from its config table; the error names what is wrong.
-pub fn build(name: &str, common: &Common, cfg: &UstreamConfig) -> Result<UstreamSource, String> {
+pub fn build(
+    name: &str,
+    common: &Common,
+    cfg: &UstreamConfig,
+    _tls: &mut Tls,
+) -> Result<UstreamSource, String> {
     let url = common
         .url
         .clone()
