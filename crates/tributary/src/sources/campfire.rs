@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn policy_defaults_follow_the_documents() {
-        let real = build("ops", &Common::default(), &cfg("t")).unwrap();
+        let real = build("ops", &Common::default(), &cfg("t"), &mut Tls::default()).unwrap();
         let p = real.policy();
         assert_eq!(p.stall_timeout, STALL_TIMEOUT);
         assert!(p.stall_timeout >= Duration::from_secs(3 * 5));
@@ -162,7 +162,7 @@ mod tests {
 
         let mut with_api = cfg("t");
         with_api.api_url = Some("https://acme.campfirenow.com".into());
-        let p = build("ops", &Common::default(), &with_api)
+        let p = build("ops", &Common::default(), &with_api, &mut Tls::default())
             .unwrap()
             .policy();
         assert_eq!(p.resume, Resume::Replays);
@@ -171,14 +171,16 @@ mod tests {
             url: Some("http://127.0.0.1:9".into()),
             ..Common::default()
         };
-        let p = build("ops", &common, &cfg("t")).unwrap().policy();
+        let p = build("ops", &common, &cfg("t"), &mut Tls::default())
+            .unwrap()
+            .policy();
         assert_eq!(p.resume, Resume::Replays);
     }
 
     #[test]
     fn prompt_reconnects_wait_a_few_seconds() {
         use supervisor::{Action, MachineConfig, SourceMachine};
-        let p = build("ops", &Common::default(), &cfg("t"))
+        let p = build("ops", &Common::default(), &cfg("t"), &mut Tls::default())
             .unwrap()
             .policy();
         assert_eq!(p.prompt_delay.min, Duration::from_secs(2));
@@ -235,25 +237,25 @@ mod tests {
             url: Some("http://127.0.0.1:9/".into()),
             ..Common::default()
         };
-        let a = build("ops", &common, &cfg("t")).unwrap();
+        let a = build("ops", &common, &cfg("t"), &mut Tls::default()).unwrap();
         assert_eq!(
             a.identity(),
             format!("campfire http://127.0.0.1:9 room {DEFAULT_ROOM}")
         );
         let mut other_room = cfg("t");
         other_room.room = 7;
-        let b = build("ops", &common, &other_room).unwrap();
+        let b = build("ops", &common, &other_room, &mut Tls::default()).unwrap();
         assert_ne!(a.identity(), b.identity());
         let other_host = Common {
             url: Some("http://127.0.0.1:10".into()),
             ..Common::default()
         };
-        let c = build("ops", &other_host, &cfg("t")).unwrap();
+        let c = build("ops", &other_host, &cfg("t"), &mut Tls::default()).unwrap();
         assert_ne!(a.identity(), c.identity());
         // The token is no part of it.
-        let d = build("ops", &common, &cfg("another-token")).unwrap();
+        let d = build("ops", &common, &cfg("another-token"), &mut Tls::default()).unwrap();
         assert_eq!(a.identity(), d.identity());
-        let real = build("ops", &Common::default(), &cfg("t")).unwrap();
+        let real = build("ops", &Common::default(), &cfg("t"), &mut Tls::default()).unwrap();
         assert_eq!(
             real.identity(),
             format!("campfire https://streaming.campfirenow.com room {DEFAULT_ROOM}")
@@ -266,14 +268,16 @@ mod tests {
             url: Some("ftp://h".into()),
             ..Common::default()
         };
-        let e = build("ops", &common, &cfg("t")).unwrap_err();
+        let e = build("ops", &common, &cfg("t"), &mut Tls::default()).unwrap_err();
         assert!(e.contains("source `ops`") && e.contains("scheme"), "{e}");
 
-        crate::sources::assert_ca_file_errors(|common| build("ops", common, &cfg("t")));
+        crate::sources::assert_ca_file_errors(|common| {
+            build("ops", common, &cfg("t"), &mut Tls::default())
+        });
 
         let mut joining = cfg("t");
         joining.join = true;
-        let e = build("ops", &Common::default(), &joining).unwrap_err();
+        let e = build("ops", &Common::default(), &joining, &mut Tls::default()).unwrap_err();
         assert!(e.contains("api_url"), "{e}");
     }
 
@@ -290,7 +294,7 @@ mod tests {
             url: Some(emu.url()),
             ..Common::default()
         };
-        let mut source = build("ops", &common, &cfg(DEFAULT_TOKEN)).unwrap();
+        let mut source = build("ops", &common, &cfg(DEFAULT_TOKEN), &mut Tls::default()).unwrap();
         let first = emu.inject_text(DEFAULT_ROOM, "before");
         let missed = emu.inject_text(DEFAULT_ROOM, "missed");
         let resume = CampfireCursor {
@@ -317,7 +321,7 @@ mod tests {
         let odd = Cursor::from_json(serde_json::json!({"last_event_id": "x"}));
         assert!(source.connect(Some(odd)).await.is_ok());
 
-        let mut bad = build("ops", &common, &cfg("nope")).unwrap();
+        let mut bad = build("ops", &common, &cfg("nope"), &mut Tls::default()).unwrap();
         let e = bad.connect(None).await.unwrap_err();
         assert!(e.is_fatal());
         assert!(

@@ -161,7 +161,13 @@ mod tests {
 
     #[test]
     fn policy_defaults_follow_the_documents() {
-        let s = build("fd", &Common::default(), &cfg("t", FlowdockTransport::Sse)).unwrap();
+        let s = build(
+            "fd",
+            &Common::default(),
+            &cfg("t", FlowdockTransport::Sse),
+            &mut Tls::default(),
+        )
+        .unwrap();
         let p = s.policy();
         assert_eq!(p.stall_timeout, STALL_TIMEOUT);
         assert!(p.stall_timeout >= 3 * flowdock::KEEPALIVE_PERIOD);
@@ -171,11 +177,19 @@ mod tests {
         assert_eq!(p.resume, Resume::Replays);
         assert_eq!(s.service(), Service::Flowdock);
         assert_eq!(s.name(), "fd");
-        let json = build("fd", &Common::default(), &cfg("t", FlowdockTransport::Json)).unwrap();
+        let json = build(
+            "fd",
+            &Common::default(),
+            &cfg("t", FlowdockTransport::Json),
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_eq!(json.policy().resume, Resume::Replays);
         let mut private = cfg("t", FlowdockTransport::Json);
         private.private = true;
-        let p = build("fd", &Common::default(), &private).unwrap().policy();
+        let p = build("fd", &Common::default(), &private, &mut Tls::default())
+            .unwrap()
+            .policy();
         assert_eq!(p.resume, Resume::NoReplay);
     }
 
@@ -185,22 +199,42 @@ mod tests {
             url: Some("http://127.0.0.1:9".into()),
             ..Common::default()
         };
-        let sse = build("fd", &common, &cfg("secret-token", FlowdockTransport::Sse)).unwrap();
+        let sse = build(
+            "fd",
+            &common,
+            &cfg("secret-token", FlowdockTransport::Sse),
+            &mut Tls::default(),
+        )
+        .unwrap();
         let id = sse.identity();
         assert_eq!(
             id,
             "flowdock sse http://127.0.0.1:9/flows?filter=acme/main,acme/ops api http://127.0.0.1:9/ flows acme/main,acme/ops private false"
         );
         assert!(!id.contains("secret-token"));
-        let json = build("fd", &common, &cfg("t", FlowdockTransport::Json)).unwrap();
+        let json = build(
+            "fd",
+            &common,
+            &cfg("t", FlowdockTransport::Json),
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_ne!(json.identity(), id, "transport");
         let mut one = cfg("t", FlowdockTransport::Sse);
         one.flows.pop();
-        assert_ne!(build("fd", &common, &one).unwrap().identity(), id, "flows");
+        assert_ne!(
+            build("fd", &common, &one, &mut Tls::default())
+                .unwrap()
+                .identity(),
+            id,
+            "flows"
+        );
         let mut private = cfg("t", FlowdockTransport::Sse);
         private.private = true;
         assert_ne!(
-            build("fd", &common, &private).unwrap().identity(),
+            build("fd", &common, &private, &mut Tls::default())
+                .unwrap()
+                .identity(),
             id,
             "private"
         );
@@ -208,10 +242,22 @@ mod tests {
             url: Some("http://127.0.0.1:10".into()),
             ..Common::default()
         };
-        let moved = build("fd", &other, &cfg("t", FlowdockTransport::Sse)).unwrap();
+        let moved = build(
+            "fd",
+            &other,
+            &cfg("t", FlowdockTransport::Sse),
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_ne!(moved.identity(), id, "url");
         // The token is not part of what is read.
-        let same = build("fd", &common, &cfg("other-token", FlowdockTransport::Sse)).unwrap();
+        let same = build(
+            "fd",
+            &common,
+            &cfg("other-token", FlowdockTransport::Sse),
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_eq!(same.identity(), id);
     }
 
@@ -219,20 +265,31 @@ mod tests {
     fn config_errors_are_clear() {
         let mut none = cfg("t", FlowdockTransport::Sse);
         none.flows.clear();
-        let e = build("fd", &Common::default(), &none).unwrap_err();
+        let e = build("fd", &Common::default(), &none, &mut Tls::default()).unwrap_err();
         assert!(e.contains("source `fd`") && e.contains("no flows"), "{e}");
         let mut active = cfg("t", FlowdockTransport::Sse);
         active.active = Some("yes".into());
-        let e = build("fd", &Common::default(), &active).unwrap_err();
+        let e = build("fd", &Common::default(), &active, &mut Tls::default()).unwrap_err();
         assert!(e.contains("active") && e.contains("idle"), "{e}");
         let common = Common {
             url: Some("ftp://h".into()),
             ..Common::default()
         };
-        let e = build("fd", &common, &cfg("t", FlowdockTransport::Sse)).unwrap_err();
+        let e = build(
+            "fd",
+            &common,
+            &cfg("t", FlowdockTransport::Sse),
+            &mut Tls::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("scheme"), "{e}");
         crate::sources::assert_ca_file_errors(|common| {
-            build("fd", common, &cfg("t", FlowdockTransport::Sse))
+            build(
+                "fd",
+                common,
+                &cfg("t", FlowdockTransport::Sse),
+                &mut Tls::default(),
+            )
         });
     }
 
@@ -251,7 +308,13 @@ mod tests {
             ..Common::default()
         };
         let token = Config::default().token;
-        let mut source = build("fd", &common, &cfg(&token, FlowdockTransport::Sse)).unwrap();
+        let mut source = build(
+            "fd",
+            &common,
+            &cfg(&token, FlowdockTransport::Sse),
+            &mut Tls::default(),
+        )
+        .unwrap();
         let first = emu.inject_message("acme/main", "before");
         let missed = emu.inject_message("acme/ops", "missed");
         let resume = FlowdockCursor {
@@ -285,7 +348,13 @@ mod tests {
         let odd = Cursor::from_json(serde_json::json!("x"));
         assert!(source.connect(Some(odd)).await.is_ok());
 
-        let mut bad = build("fd", &common, &cfg("nope", FlowdockTransport::Json)).unwrap();
+        let mut bad = build(
+            "fd",
+            &common,
+            &cfg("nope", FlowdockTransport::Json),
+            &mut Tls::default(),
+        )
+        .unwrap();
         let e = bad.connect(None).await.unwrap_err();
         assert!(e.is_fatal());
         assert!(e.to_string().contains("acme/main"), "{e}");

@@ -210,6 +210,7 @@ mod tests {
             "live",
             &Common::default(),
             &cfg("wss://ms.example.com", "t"),
+            &mut Tls::default(),
         )
         .unwrap();
         let p = s.policy();
@@ -234,7 +235,13 @@ mod tests {
 
     #[test]
     fn the_ping_schedule_follows_the_effective_stall_timeout() {
-        let default = build("live", &Common::default(), &cfg("wss://h", "t")).unwrap();
+        let default = build(
+            "live",
+            &Common::default(),
+            &cfg("wss://h", "t"),
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_eq!(
             (default.options.ping_interval, default.options.pong_timeout),
             (
@@ -248,7 +255,7 @@ mod tests {
                 stall_timeout: Some(stall),
                 ..Common::default()
             };
-            let s = build("live", &common, &cfg("wss://h", "t")).unwrap();
+            let s = build("live", &common, &cfg("wss://h", "t"), &mut Tls::default()).unwrap();
             // What the supervisor will enforce on this source.
             let enforced = s
                 .policy()
@@ -268,6 +275,7 @@ mod tests {
             "live",
             &Common::default(),
             &cfg("https://ms.example.com/x/", "sekrit"),
+            &mut Tls::default(),
         )
         .unwrap();
         assert_eq!(
@@ -278,6 +286,7 @@ mod tests {
             "live",
             &Common::default(),
             &cfg("wss://ms.example.com/x", "t2"),
+            &mut Tls::default(),
         )
         .unwrap();
         assert_eq!(
@@ -287,12 +296,19 @@ mod tests {
         );
         let mut other_stream = cfg("wss://ms.example.com/x", "sekrit");
         other_stream.stream = 22;
-        let b = build("live", &Common::default(), &other_stream).unwrap();
+        let b = build(
+            "live",
+            &Common::default(),
+            &other_stream,
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_ne!(a.identity(), b.identity());
         let c = build(
             "live",
             &Common::default(),
             &cfg("wss://other.example.com/x", "sekrit"),
+            &mut Tls::default(),
         )
         .unwrap();
         assert_ne!(a.identity(), c.identity());
@@ -301,7 +317,13 @@ mod tests {
 
     #[test]
     fn config_errors_are_clear_and_redacted() {
-        let e = build("live", &Common::default(), &cfg("ftp://h", "sekrit-token")).unwrap_err();
+        let e = build(
+            "live",
+            &Common::default(),
+            &cfg("ftp://h", "sekrit-token"),
+            &mut Tls::default(),
+        )
+        .unwrap_err();
         assert!(
             e.contains("source `live`") && e.contains("not ws or wss"),
             "{e}"
@@ -311,7 +333,7 @@ mod tests {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..Common::default()
         };
-        let e = build("live", &common, &cfg("wss://h", "t")).unwrap_err();
+        let e = build("live", &common, &cfg("wss://h", "t"), &mut Tls::default()).unwrap_err();
         assert!(
             e.contains("source `live`") && e.contains("/nonexistent/ca.pem"),
             "{e}"
@@ -321,7 +343,13 @@ mod tests {
     #[tokio::test]
     async fn connects_and_carries_the_status_across_reconnects() {
         let emu = quiet_emulator().await;
-        let mut source = build("live", &Common::default(), &cfg(&emu.url(), emu.token())).unwrap();
+        let mut source = build(
+            "live",
+            &Common::default(),
+            &cfg(&emu.url(), emu.token()),
+            &mut Tls::default(),
+        )
+        .unwrap();
         let mut conn = source.connect(None).await.unwrap();
         let e = next_event(&mut conn).await;
         assert_eq!(e.kind, Kind::Status);
@@ -340,7 +368,13 @@ mod tests {
     #[tokio::test]
     async fn a_bad_token_is_fatal() {
         let emu = quiet_emulator().await;
-        let mut source = build("live", &Common::default(), &cfg(&emu.url(), "nope-nope")).unwrap();
+        let mut source = build(
+            "live",
+            &Common::default(),
+            &cfg(&emu.url(), "nope-nope"),
+            &mut Tls::default(),
+        )
+        .unwrap();
         let e = source.connect(None).await.unwrap_err();
         assert_eq!(e.disposition(), Disposition::Fatal);
         assert!(e.to_string().contains("stream 21"), "{e}");

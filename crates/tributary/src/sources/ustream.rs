@@ -139,6 +139,7 @@ mod tests {
             "us",
             &common("http://127.0.0.1:1"),
             &UstreamConfig { channel: 42 },
+            &mut Tls::default(),
         )
         .unwrap();
         assert_eq!(s.name(), "us");
@@ -148,19 +149,31 @@ mod tests {
         assert!(p.stall_timeout > Duration::from_secs(20));
         assert_eq!(s.poller_config().channel, "42");
         assert_eq!(s.poller_config().source, "us");
-        let d = build("d", &Common::default(), &UstreamConfig { channel: 1 }).unwrap();
+        let d = build(
+            "d",
+            &Common::default(),
+            &UstreamConfig { channel: 1 },
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_eq!(d.poller_config().base_url, DEFAULT_BASE_URL);
     }
 
     #[test]
     fn bad_settings_are_clear_errors() {
-        let e = build("us", &common("ftp://x"), &UstreamConfig { channel: 1 }).unwrap_err();
+        let e = build(
+            "us",
+            &common("ftp://x"),
+            &UstreamConfig { channel: 1 },
+            &mut Tls::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("source `us`") && e.contains("http"), "{e}");
         let c = Common {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..common("https://x")
         };
-        let e = build("us", &c, &UstreamConfig { channel: 1 }).unwrap_err();
+        let e = build("us", &c, &UstreamConfig { channel: 1 }, &mut Tls::default()).unwrap_err();
         assert!(e.contains("ca_file /nonexistent/ca.pem"), "{e}");
         let dir = std::env::temp_dir().join(format!("tributary-ustream-ca-{}", std::process::id()));
         std::fs::write(&dir, "not a certificate").unwrap();
@@ -168,7 +181,7 @@ mod tests {
             ca_file: Some(dir.clone()),
             ..common("https://x")
         };
-        let e = build("us", &c, &UstreamConfig { channel: 1 }).unwrap_err();
+        let e = build("us", &c, &UstreamConfig { channel: 1 }, &mut Tls::default()).unwrap_err();
         let _ = std::fs::remove_file(&dir);
         assert!(e.contains("ca_file"), "{e}");
     }
@@ -179,6 +192,7 @@ mod tests {
             "us",
             &common("http://127.0.0.1:9/"),
             &UstreamConfig { channel: 7 },
+            &mut Tls::default(),
         )
         .unwrap();
         assert_eq!(a.identity(), "ustream http://127.0.0.1:9 channel 7");
@@ -186,6 +200,7 @@ mod tests {
             "us",
             &common("http://127.0.0.1:9"),
             &UstreamConfig { channel: 8 },
+            &mut Tls::default(),
         )
         .unwrap();
         assert_ne!(a.identity(), b.identity());
@@ -193,6 +208,7 @@ mod tests {
             "us",
             &common("http://127.0.0.1:10"),
             &UstreamConfig { channel: 7 },
+            &mut Tls::default(),
         )
         .unwrap();
         assert_ne!(a.identity(), c.identity());
@@ -201,10 +217,17 @@ mod tests {
             "other",
             &common("http://127.0.0.1:9"),
             &UstreamConfig { channel: 7 },
+            &mut Tls::default(),
         )
         .unwrap();
         assert_eq!(a.identity(), d.identity());
-        let real = build("us", &Common::default(), &UstreamConfig { channel: 7 }).unwrap();
+        let real = build(
+            "us",
+            &Common::default(),
+            &UstreamConfig { channel: 7 },
+            &mut Tls::default(),
+        )
+        .unwrap();
         assert_eq!(
             real.identity(),
             format!("ustream {DEFAULT_BASE_URL} channel 7")
@@ -269,6 +292,7 @@ mod tests {
             &UstreamConfig {
                 channel: emu.channel(),
             },
+            &mut Tls::default(),
         )
         .unwrap();
         let ken = emu.inject_message("twitter", "Ken", "before the reconnect");
@@ -328,6 +352,7 @@ mod tests {
             "us",
             &common("http://127.0.0.1:1"),
             &UstreamConfig { channel: 7 },
+            &mut Tls::default(),
         )
         .unwrap();
         let c = Cursor::from_json(serde_json::json!("not ours"));
