@@ -58,8 +58,6 @@ pub struct ClientConfig {
     /// Fill in author names from the REST API (`GET /users/{id}.json`, cached per client);
     /// the stream itself only carries user ids.
     pub resolve_names: bool,
-    /// Extra trusted CA certificates, PEM encoded (self-hosted servers, tests).
-    pub root_certificates_pem: Vec<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -80,7 +78,6 @@ impl ClientConfig {
             limits: Limits::default(),
             keep_raw: true,
             resolve_names: true,
-            root_certificates_pem: Vec::new(),
         }
     }
 }
@@ -134,8 +131,19 @@ fn join(base: &Url, what: &'static str, path: &str) -> Result<Url, Error> {
 }
 
 impl Client {
-    /// Checks the settings and builds the HTTP client (rustls).
+    /// Checks the settings and builds its own HTTP client (rustls, the public web roots).
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(Error::Client)?;
+        Client::with_http_client(config, http)
+    }
+
+    /// Checks the settings and uses `http` (shared, or trusting extra roots) for every request.
+    pub fn with_http_client(config: ClientConfig, http: reqwest::Client) -> Result<Client, Error> {
         let stream_base = base_url("streaming", &config.url)?;
         let api_base = match &config.api_url {
             Some(api) => Some(base_url("api", api)?),
@@ -164,23 +172,6 @@ impl Client {
                 "no Campfire api_url: reconnects cannot backfill missed messages"
             );
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
-        for pem in &config.root_certificates_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Certificate(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(Error::Certificate(
-                    "no PEM certificate found in the file".to_owned(),
-                ));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
         Ok(Client {
             config,
             http,
@@ -218,7 +209,7 @@ impl Client {
         } else {
             "request failed"
         };
-        let message = format!("{kind}: {}", error_chain(&e));
+        let message = format!("{kind}: {}", error_chain(e));
         Error::Network {
             room: self.config.room,
             endpoint,
@@ -687,7 +678,7 @@ impl LiveStream {
                     self.ended = Some(DisconnectReason::Network(format!(
                         "Campfire room {}: stream broken: {}",
                         self.room,
-                        error_chain(&e)
+                        error_chain(e)
                     )));
                 }
             }
@@ -701,29 +692,9 @@ impl LiveStream {
     }
 }
 
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut message = e.without_url_ref();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
-}
-
-trait WithoutUrlRef {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrlRef for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let text = self.to_string();
-        match self.url() {
-            Some(url) => text.replace(&format!(" ({url})"), ""),
-            None => text,
-        }
-    }
+/// The error and its causes on one line, without the URL reqwest adds to its message.
+fn error_chain(e: reqwest::Error) -> String {
+    chat_model::error_chain(&e.without_url())
 }
 
 #[cfg(test)]
@@ -783,14 +754,6 @@ mod tests {
             client.recent_url.unwrap().as_str(),
             "https://acme.campfirenow.com/room/1/recent.json"
         );
-    }
-
-    #[test]
-    fn bad_certificates_are_refused() {
-        let mut c = ClientConfig::new("tok", 1);
-        c.root_certificates_pem = vec![b"not a certificate".to_vec()];
-        let e = Client::new(c).unwrap_err();
-        assert!(matches!(e, Error::Certificate(_)), "{e}");
     }
 
     #[test]

@@ -44,12 +44,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// An extra CA certificate could not be read.
-    #[error("invalid CA certificate: {0}")]
-    Certificate(String),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
-    Client(String),
+    Client(#[source] reqwest::Error),
     /// The server answered with an HTTP error status.
     #[error(
         "{endpoint} for Campfire room {room} answered HTTP {status}{}",
@@ -131,7 +128,7 @@ impl Error {
     /// How a supervisor should see this error (see [`DisconnectReason`]).
     pub fn to_reason(&self) -> DisconnectReason {
         match self {
-            Error::InvalidUrl { .. } | Error::Certificate(_) | Error::Client(_) => {
+            Error::InvalidUrl { .. } | Error::Client(_) => {
                 DisconnectReason::Config(self.to_string())
             }
             Error::Status {

@@ -3,18 +3,22 @@
 //! crates share — a resume [`Cursor`], a [`DisconnectReason`] and a redacting [`Secret`] —
 //! and the one reading of HTTP answers ([`StatusClass`], [`parse_retry_after`]).
 //!
-//! This crate does no IO. Its JSON form is Tributary's output schema, version 1
-//! (`docs/event-schema.md`): one [`Event`] per line.
+//! This crate does no network IO; its one file operation is the atomic writer
+//! [`fs::write_atomically`] that saved cursors and rotated keys share. Its JSON form is
+//! Tributary's output schema, version 1 (`docs/event-schema.md`): one [`Event`] per line.
 #![forbid(unsafe_code)]
 
+mod chain;
 mod cursor;
 mod event;
+pub mod fs;
 mod http;
 mod item;
 mod reason;
 mod secret;
 mod sync;
 
+pub use chain::error_chain;
 pub use cursor::{Cursor, CursorError};
 pub use event::{
     Author, ConnectionInfo, ConnectionState, Event, GapSpan, Kind, SCHEMA_VERSION, Service,

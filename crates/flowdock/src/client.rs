@@ -8,11 +8,12 @@ use reqwest::header::ACCEPT;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::http::{check_response, encode_query, encode_segment, error_chain};
+use crate::http::{check_response, encode_query, encode_segment};
 use crate::mapping::normalize_flow;
 use crate::session::{FlowdockCursor, StreamDecoder, Transport};
 use crate::users::Names;
 use crate::wire::WireMessage;
+use chat_model::error_chain;
 
 /// The real streaming host.
 pub const DEFAULT_STREAM_URL: &str = "https://stream.flowdock.com";
@@ -72,8 +73,6 @@ pub struct ClientConfig {
     pub transport: Transport,
     /// Largest frame accepted, in bytes.
     pub max_frame: usize,
-    /// Extra trusted root certificates (PEM), for self-hosted servers and tests.
-    pub root_certificates_pem: Vec<Vec<u8>>,
     /// Messages per REST backfill request (1-100).
     pub backfill_limit: u32,
     /// Resolve authors' names over the REST users API (default true).
@@ -96,7 +95,6 @@ impl ClientConfig {
             active: None,
             transport: Transport::EventStream,
             max_frame: 1024 * 1024,
-            root_certificates_pem: Vec::new(),
             backfill_limit: MAX_BACKFILL_LIMIT,
             resolve_names: true,
             user_lookup_timeout: Duration::from_secs(5),
@@ -120,27 +118,40 @@ pub struct Client {
 }
 
 impl Client {
-    /// Checks the settings and builds the HTTP client (rustls; extra roots added).
+    /// Checks the settings and builds its own HTTP client (rustls, the public web roots).
     pub fn new(cfg: ClientConfig) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .map_err(Error::Client)?;
+        Client::with_http_client(cfg, http)
+    }
+
+    /// Checks the settings and uses `http` (shared, or trusting extra roots) for every request.
+    pub fn with_http_client(cfg: ClientConfig, http: reqwest::Client) -> Result<Client, Error> {
         if cfg.flows.is_empty() && !cfg.private {
-            return Err(Error::Config(
-                "no flows to stream: set at least one flow (org/flow) or private = true".into(),
-            ));
+            return Err(Error::NoFlows);
         }
         if let Some(bad) = cfg.flows.iter().find(|f| f.trim().is_empty()) {
-            return Err(Error::Config(format!("empty flow name {bad:?}")));
+            return Err(Error::BadFlow {
+                flow: bad.clone(),
+                problem: "is empty",
+            });
         }
         if cfg.token.is_empty() {
-            return Err(Error::Config("the access token is empty".into()));
+            return Err(Error::EmptyToken);
         }
-        let parse = |what: &str, s: &str| {
-            let u = url::Url::parse(s.trim_end_matches('/'))
-                .map_err(|e| Error::Config(format!("bad {what} {:?}: {e}", redact_url(s))))?;
+        let parse = |what: &'static str, s: &str| {
+            let invalid = |reason: String| Error::InvalidUrl {
+                what,
+                url: redact_url(s),
+                reason,
+            };
+            let u = url::Url::parse(s.trim_end_matches('/')).map_err(|e| invalid(e.to_string()))?;
             if !matches!(u.scheme(), "http" | "https") {
-                return Err(Error::Config(format!(
-                    "bad {what} {:?}: the scheme must be http or https",
-                    redact_url(s)
-                )));
+                return Err(invalid("the scheme must be http or https".to_owned()));
             }
             Ok(u)
         };
@@ -152,25 +163,6 @@ impl Client {
             }
             None => base.clone(),
         };
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_keepalive(Duration::from_secs(30));
-        for pem in &cfg.root_certificates_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Config(format!("bad root certificate (PEM): {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Config(
-                    "bad root certificate (PEM): no certificate found in it".into(),
-                ));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         let names = Names::new(
             http.clone(),
             api.clone(),
@@ -499,9 +491,10 @@ impl Client {
         since_id: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Value>, Error> {
-        let (org, name) = flow
-            .split_once('/')
-            .ok_or_else(|| Error::Config(format!("flow {flow:?} is not written org/flow")))?;
+        let (org, name) = flow.split_once('/').ok_or_else(|| Error::BadFlow {
+            flow: flow.to_owned(),
+            problem: "is not written org/flow",
+        })?;
         let mut url = format!(
             "{}/flows/{}/{}/messages?limit={}",
             self.api.as_str().trim_end_matches('/'),
@@ -641,13 +634,18 @@ mod tests {
     #[test]
     fn config_errors() {
         let cfg = ClientConfig::new("s", Secret::new("t"), vec![]);
-        assert!(matches!(Client::new(cfg), Err(Error::Config(m)) if m.contains("no flows")));
+        assert!(matches!(Client::new(cfg), Err(Error::NoFlows)));
+        let cfg = ClientConfig::new("s", Secret::new("t"), vec![" ".into()]);
+        assert!(matches!(Client::new(cfg), Err(Error::BadFlow { flow, .. }) if flow == " "));
+        let cfg = ClientConfig::new("s", Secret::new(""), vec!["a/b".into()]);
+        assert!(matches!(Client::new(cfg), Err(Error::EmptyToken)));
         let mut cfg = ClientConfig::new("s", Secret::new("t"), vec!["a/b".into()]);
         cfg.url = "ftp://x".into();
-        assert!(matches!(Client::new(cfg), Err(Error::Config(m)) if m.contains("scheme")));
-        let mut cfg = ClientConfig::new("s", Secret::new("t"), vec!["a/b".into()]);
-        cfg.root_certificates_pem = vec![b"not a pem".to_vec()];
-        assert!(matches!(Client::new(cfg), Err(Error::Config(m)) if m.contains("certificate")));
+        let e = Client::new(cfg).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidUrl { what: "url", reason, .. } if reason.contains("scheme")),
+            "{e}"
+        );
     }
 
     #[test]

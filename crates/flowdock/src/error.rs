@@ -8,10 +8,35 @@ use chat_model::DisconnectReason;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The client settings can never work (no flows and no private stream, a bad URL, a bad
-    /// CA file).
-    #[error("flowdock configuration: {0}")]
-    Config(String),
+    /// Neither a flow nor the private stream was asked for.
+    #[error(
+        "flowdock configuration: no flows to stream: set at least one flow (org/flow) or private = true"
+    )]
+    NoFlows,
+    /// A flow name is empty or not written `org/flow` where that form is needed.
+    #[error("flowdock configuration: flow {flow:?} {problem}")]
+    BadFlow {
+        /// The flow as configured.
+        flow: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The access token is empty.
+    #[error("flowdock configuration: the access token is empty")]
+    EmptyToken,
+    /// A configured URL cannot be used.
+    #[error("flowdock configuration: bad {what} {url:?}: {reason}")]
+    InvalidUrl {
+        /// Which setting (`url` or `api_url`).
+        what: &'static str,
+        /// The URL, redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("flowdock configuration: cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
     /// The server answered with an HTTP error status.
     #[error("flowdock answered HTTP {status} for {what}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
     Http {
@@ -56,7 +81,11 @@ impl Error {
     /// The reason a supervisor should see for this error.
     pub fn to_disconnect_reason(&self) -> DisconnectReason {
         match self {
-            Error::Config(msg) => DisconnectReason::Config(msg.clone()),
+            Error::NoFlows
+            | Error::BadFlow { .. }
+            | Error::EmptyToken
+            | Error::InvalidUrl { .. }
+            | Error::Client(_) => DisconnectReason::Config(self.to_string()),
             Error::Http {
                 status,
                 what,

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use chat_model::redact_url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use crate::error::Error;
@@ -67,18 +66,6 @@ pub(crate) fn check_response(
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     chat_model::parse_retry_after(value, SystemTime::now())
-}
-
-/// An error and its causes on one line (reqwest hides the interesting part in `source`).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    redact_url(&s)
 }
 
 #[cfg(test)]

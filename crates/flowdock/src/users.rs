@@ -510,7 +510,7 @@ impl Names {
         let what = format!("{what} at {}", redact_url(url));
         let network = |e: reqwest::Error| Error::Network {
             what: what.clone(),
-            detail: crate::http::error_chain(&e),
+            detail: chat_model::error_chain(&e),
         };
         let resp = self
             .http

@@ -83,12 +83,6 @@ impl ConnectOptions {
         self.pong_timeout = pong;
     }
 
-    /// Trusts the certificates of a PEM file in addition to the public web roots.
-    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Self, Error> {
-        self.tls = Some(crate::tls::client_config(Some(path))?);
-        Ok(self)
-    }
-
     /// The full WebSocket URL, token included: for the wire only, never to print.
     pub fn endpoint(&self) -> Result<url::Url, Error> {
         let invalid = |reason: String| Error::InvalidUrl {
@@ -196,7 +190,7 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
     let connector = if url.scheme() == "wss" {
         Connector::Rustls(match &opts.tls {
             Some(c) => c.clone(),
-            None => crate::tls::client_config(None)?,
+            None => crate::tls::client_config(&[]).map_err(|e| Error::Tls(e.to_string()))?,
         })
     } else {
         Connector::Plain

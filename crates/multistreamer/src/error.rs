@@ -18,7 +18,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The TLS configuration could not be built (e.g. a bad CA file).
+    /// The TLS configuration could not be built.
     #[error("TLS setup failed: {0}")]
     Tls(String),
     /// The TCP, TLS or WebSocket handshake failed.

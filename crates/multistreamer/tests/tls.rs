@@ -1,5 +1,5 @@
 //! `wss://` end to end: a loopback TLS WebSocket server (rustls + tungstenite, on a thread)
-//! with a test CA; the client trusts it only through `ConnectOptions::with_ca_file`.
+//! with a test CA; the client trusts it only through `ConnectOptions::tls` built by `tls::client_config`.
 //!
 //! The certificates in `tests/data` were made once with openssl for 127.0.0.1 and localhost
 //! (valid until 2126); the key is a throwaway used only here.
@@ -81,9 +81,12 @@ async fn wss_with_a_private_ca() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = serve_once(listener);
-    let opts = ConnectOptions::new(format!("wss://{addr}"), 21, Secret::new("tls-token"))
-        .with_ca_file(&data("test-ca.pem"))
+    let mut opts = ConnectOptions::new(format!("wss://{addr}"), 21, Secret::new("tls-token"));
+    let ca: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(data("test-ca.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
+    opts.tls = Some(multistreamer::tls::client_config(&ca).unwrap());
     let mut conn = connect(&opts).await.unwrap();
     let mut kinds = Vec::new();
     let end = tokio::time::timeout(Duration::from_secs(15), async {

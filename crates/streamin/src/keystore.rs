@@ -1,7 +1,6 @@
 //! Where a refreshed API key goes, and the date of the last refresh (StreamIn allows one
 //! refresh per day).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -105,46 +104,14 @@ impl FileKeyStore {
     }
 }
 
-/// Replaces `path` with `contents` atomically: a temporary file in the same directory
-/// (mode 0600), written and fsynced, renamed over `path`, then the directory fsynced.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "key".to_owned());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(&dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    #[cfg(unix)]
-    {
-        std::fs::File::open(&dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 impl KeyStore for FileKeyStore {
     fn store_key(&self, key: &Secret) -> Result<(), KeyStoreError> {
-        write_atomically(&self.path, format!("{}\n", key.expose()).as_bytes()).map_err(|source| {
-            KeyStoreError {
+        chat_model::fs::write_atomically(&self.path, format!("{}\n", key.expose()).as_bytes())
+            .map_err(|source| KeyStoreError {
                 action: "write the API key file",
                 path: self.path.display().to_string(),
                 source,
-            }
-        })
+            })
     }
 
     fn last_refresh(&self) -> Result<Option<NaiveDate>, KeyStoreError> {
@@ -160,7 +127,7 @@ impl KeyStore for FileKeyStore {
     }
 
     fn record_refresh(&self, day: NaiveDate) -> Result<(), KeyStoreError> {
-        write_atomically(
+        chat_model::fs::write_atomically(
             &self.state,
             format!("{}\n", day.format("%Y-%m-%d")).as_bytes(),
         )

@@ -20,5 +20,5 @@ pub use client::{
     NewMessage, PreparedMessage, fit_markdown, truncate_content, validate_api_key,
 };
 pub use error::{ApiStatus, Error, Invalid, KeyStoreError};
-pub use keystore::{FileKeyStore, KeyStore, MemoryKeyStore, write_atomically};
+pub use keystore::{FileKeyStore, KeyStore, MemoryKeyStore};
 pub use markup::{markdown_to_wiki, wiki_to_markdown};

@@ -30,7 +30,7 @@
 //! `<name>.corrupt-<unix seconds>` and reported, never silently dropped.
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use chat_model::{Cursor, Timestamp};
@@ -170,9 +170,11 @@ impl StateFile {
                 source: std::io::Error::other(e),
             })?;
         text.push(b'\n');
-        write_atomically(&self.path, &text).map_err(|source| SupervisorError::StateWrite {
-            path: self.path.clone(),
-            source,
+        chat_model::fs::write_atomically(&self.path, &text).map_err(|source| {
+            SupervisorError::StateWrite {
+                path: self.path.clone(),
+                source,
+            }
         })
     }
 }
@@ -193,30 +195,6 @@ fn set_aside_path(path: &Path) -> PathBuf {
         n += 1;
     }
     aside
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)?;
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".tributary-state-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o600));
-    }
-    let mut tmp = builder.tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    // Make the rename itself durable; not every platform can open a directory.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ impl Memory {
         let Ok(bytes) = serde_json::to_vec(&self.persisted) else {
             return;
         };
-        if let Err(e) = streamin::write_atomically(path, &bytes) {
+        if let Err(e) = chat_model::fs::write_atomically(path, &bytes) {
             tracing::warn!("cannot save relay state to {}: {e}", path.display());
         }
     }

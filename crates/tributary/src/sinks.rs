@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::{Config, SourceKind, StreaminTargetConfig, TargetKind};
 use crate::relay::{SendFailure, SendFuture, Sink};
 use crate::sources;
+use crate::tls::Tls;
 
 /// How long one multistreamer send may wait for the server's echo.
 const MULTISTREAMER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -69,7 +70,7 @@ impl Sink for MultistreamerSink {
 }
 
 /// A sink for every name a relay sends to.
-pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn Sink>>, String> {
+pub fn build_sinks(cfg: &Config, tls: &mut Tls) -> Result<HashMap<String, Arc<dyn Sink>>, String> {
     let mut sinks: HashMap<String, Arc<dyn Sink>> = HashMap::new();
     for relay in &cfg.relays {
         if sinks.contains_key(&relay.to) {
@@ -81,7 +82,7 @@ pub fn build_sinks(cfg: &Config) -> Result<HashMap<String, Arc<dyn Sink>>, Strin
             sinks.insert(t.name.clone(), Arc::new(StreaminSink { client }));
         } else if let Some(s) = cfg.sources.iter().find(|s| s.name == relay.to) {
             if let SourceKind::Multistreamer(ms) = &s.kind {
-                let options = sources::multistreamer::connect_options(&s.name, &s.common, ms)?;
+                let options = sources::multistreamer::connect_options(&s.name, &s.common, ms, tls)?;
                 sinks.insert(s.name.clone(), Arc::new(MultistreamerSink { options }));
             }
         }

@@ -105,8 +105,7 @@ impl Tls {
     }
 
     /// The shared rustls configuration (for `wss://`) trusting the public web roots plus
-    /// `ca_file`'s certificates, with the `ring` provider set explicitly (never the
-    /// process-wide default, so providers other crates enable cannot clash).
+    /// `ca_file`'s certificates (built by [`multistreamer::tls::client_config`]).
     pub fn rustls_config(
         &mut self,
         ca_file: Option<&Path>,
@@ -115,23 +114,15 @@ impl Tls {
         if let Some(config) = self.rustls.get(&key) {
             return Ok(config.clone());
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            for der in self.roots(path)?.iter() {
-                roots.add(der.clone()).map_err(|e| TlsError::Unusable {
+        let config = match ca_file {
+            Some(path) => multistreamer::tls::client_config(&self.roots(path)?).map_err(|e| {
+                TlsError::Unusable {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
-                })?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Rustls)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let config = Arc::new(config);
+                }
+            })?,
+            None => multistreamer::tls::client_config(&[]).map_err(TlsError::Rustls)?,
+        };
         self.rustls.insert(key, config.clone());
         Ok(config)
     }

@@ -98,8 +98,6 @@ pub struct PollerConfig {
     pub max_response_bytes: usize,
     /// The refresh interval assumed before the server names one, seconds.
     pub initial_interval: u64,
-    /// Extra trusted CA certificates (PEM) for self-hosted servers and tests.
-    pub root_certificates_pem: Vec<Vec<u8>>,
 }
 
 impl PollerConfig {
@@ -115,26 +113,14 @@ impl PollerConfig {
             max_window: crate::schedule::DEFAULT_MAX_WINDOW,
             max_response_bytes: 8 * 1024 * 1024,
             initial_interval: 10,
-            root_certificates_pem: Vec::new(),
         }
     }
 
-    /// Builds the HTTP client these settings ask for (trusting the extra CAs).
+    /// Builds a default HTTP client (rustls, the public web roots).
     pub fn http_client(&self) -> Result<reqwest::Client, Error> {
-        let mut b = reqwest::Client::builder();
-        for pem in &self.root_certificates_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Config(format!("bad CA certificate (PEM): {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Config(
-                    "the CA file holds no PEM certificate".to_owned(),
-                ));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        b.build()
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
     }
 

@@ -192,8 +192,9 @@ pub async fn run_config(
         tracing::warn!("{w}");
         eprintln!("tributary: warning: {w}");
     }
-    sources::add_all(&mut sup, &cfg.sources, &mut crate::tls::Tls::default())?;
-    let sinks = sinks::build_sinks(cfg)?;
+    let mut tls = crate::tls::Tls::default();
+    sources::add_all(&mut sup, &cfg.sources, &mut tls)?;
+    let sinks = sinks::build_sinks(cfg, &mut tls)?;
     let (mut stream, handle) = sup.start();
     let relays = if cfg.relays.is_empty() {
         None

@@ -7,6 +7,7 @@ use crate::cli::{ConfigArg, parse_duration};
 use crate::config::{self, Config, SourceKind, TargetKind};
 use crate::sinks::streamin_client;
 use crate::sources;
+use crate::tls::Tls;
 
 /// Arguments of `tributary send`.
 #[derive(clap::Args, Debug)]
@@ -97,8 +98,13 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> Result<String, SendFailed> {
                 "--external-id applies to streamin targets only".into(),
             ));
         }
-        let opts = sources::multistreamer::connect_options(&src.name, &src.common, ms)
-            .map_err(SendFailed::Usage)?;
+        let opts = sources::multistreamer::connect_options(
+            &src.name,
+            &src.common,
+            ms,
+            &mut Tls::default(),
+        )
+        .map_err(SendFailed::Usage)?;
         let req = multistreamer::SendRequest {
             account: args.account,
             to_account: args.to_account,

@@ -50,7 +50,7 @@ pub fn build(
     name: &str,
     common: &Common,
     cfg: &CampfireConfig,
-    _tls: &mut Tls,
+    tls: &mut Tls,
 ) -> Result<CampfireSource, String> {
     let mut c = ClientConfig::new(cfg.token.clone(), cfg.room);
     c.source = name.to_owned();
@@ -63,15 +63,8 @@ pub fn build(
     // Liveness is the supervisor's watchdog (stall_timeout), not the client's.
     c.idle_timeout = None;
     c.keep_raw = true;
-    c.root_certificates_pem
-        .extend(super::read_ca_file(name, common)?);
-    let client = Client::new(c).map_err(|e| {
-        let hint = match &e {
-            campfire::Error::Certificate(_) => super::ca_file_hint(common),
-            _ => String::new(),
-        };
-        format!("source `{name}`: {e}{hint}")
-    })?;
+    let http = super::http_client(name, common, tls)?;
+    let client = Client::with_http_client(c, http).map_err(|e| format!("source `{name}`: {e}"))?;
     Ok(CampfireSource {
         name: name.to_owned(),
         client,

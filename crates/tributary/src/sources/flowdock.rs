@@ -43,7 +43,7 @@ pub fn build(
     name: &str,
     common: &Common,
     cfg: &FlowdockConfig,
-    _tls: &mut Tls,
+    tls: &mut Tls,
 ) -> Result<FlowdockSource, String> {
     let mut c = ClientConfig::new(name, cfg.token.clone(), cfg.flows.clone());
     if let Some(url) = &common.url {
@@ -61,17 +61,8 @@ pub fn build(
             format!("source `{name}`: active = {a:?} is not valid; use \"true\" or \"idle\"")
         })?),
     };
-    c.root_certificates_pem
-        .extend(super::read_ca_file(name, common)?);
-    let client = Client::new(c).map_err(|e| {
-        let hint = match (&e, &common.ca_file) {
-            (flowdock::Error::Config(m), Some(p)) if m.contains("certificate") => {
-                format!(" (ca_file {})", p.display())
-            }
-            _ => String::new(),
-        };
-        format!("source `{name}`: {e}{hint}")
-    })?;
+    let http = super::http_client(name, common, tls)?;
+    let client = Client::with_http_client(c, http).map_err(|e| format!("source `{name}`: {e}"))?;
     Ok(FlowdockSource {
         name: name.to_owned(),
         client,

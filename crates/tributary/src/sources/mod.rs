@@ -88,26 +88,10 @@ pub fn typed_resume<T: DeserializeOwned>(
     }
 }
 
-/// The PEM of the source's `ca_file`, if it names one; the error names the source and file.
-pub fn read_ca_file(name: &str, common: &Common) -> Result<Option<Vec<u8>>, String> {
-    let Some(path) = &common.ca_file else {
-        return Ok(None);
-    };
-    std::fs::read(path).map(Some).map_err(|e| {
-        format!(
-            "source `{name}`: cannot read ca_file {}: {e}",
-            path.display()
-        )
-    })
-}
-
-/// ` (ca_file PATH)` when the source names a `ca_file`, to point a certificate error at it.
-pub fn ca_file_hint(common: &Common) -> String {
-    common
-        .ca_file
-        .as_ref()
-        .map(|p| format!(" (ca_file {})", p.display()))
-        .unwrap_or_default()
+/// The shared HTTP client trusting the source's `ca_file`; the error names the source and file.
+pub fn http_client(name: &str, common: &Common, tls: &mut Tls) -> Result<reqwest::Client, String> {
+    tls.http_client(common.ca_file.as_deref())
+        .map_err(|e| format!("source `{name}`: {e}"))
 }
 
 /// Checks that `build` refuses a missing and a junk `ca_file` with errors naming the file
@@ -178,21 +162,5 @@ mod tests {
             e.contains("t.toml:5:") && e.contains("max_server_delay"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn ca_file_is_read_or_named_in_the_error() {
-        assert_eq!(read_ca_file("s", &Common::default()), Ok(None));
-        assert_eq!(ca_file_hint(&Common::default()), "");
-        let common = Common {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..Common::default()
-        };
-        let e = read_ca_file("s", &common).unwrap_err();
-        assert!(
-            e.contains("source `s`") && e.contains("/nonexistent/ca.pem"),
-            "{e}"
-        );
-        assert_eq!(ca_file_hint(&common), " (ca_file /nonexistent/ca.pem)");
     }
 }

@@ -56,6 +56,7 @@ pub fn connect_options(
     name: &str,
     common: &Common,
     cfg: &MultistreamerConfig,
+    tls: &mut Tls,
 ) -> Result<ConnectOptions, String> {
     let mut options = ConnectOptions::new(cfg.url.clone(), cfg.stream, cfg.token.clone());
     options.source = name.to_owned();
@@ -66,9 +67,10 @@ pub fn connect_options(
         .endpoint()
         .map_err(|e| format!("source `{name}`: {e}"))?;
     if let Some(path) = &common.ca_file {
-        options = options
-            .with_ca_file(path)
-            .map_err(|e| format!("source `{name}`: {e} (ca_file)"))?;
+        let config = tls
+            .rustls_config(Some(path))
+            .map_err(|e| format!("source `{name}`: {e}"))?;
+        options.tls = Some(config);
     }
     Ok(options)
 }
@@ -84,11 +86,11 @@ pub fn build(
     name: &str,
     common: &Common,
     cfg: &MultistreamerConfig,
-    _tls: &mut Tls,
+    tls: &mut Tls,
 ) -> Result<MultistreamerSource, String> {
     Ok(MultistreamerSource {
         name: name.to_owned(),
-        options: connect_options(name, common, cfg)?,
+        options: connect_options(name, common, cfg, tls)?,
         last_status: Arc::default(),
     })
 }

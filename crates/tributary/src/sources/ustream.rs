@@ -44,7 +44,7 @@ pub fn build(
     name: &str,
     common: &Common,
     cfg: &UstreamConfig,
-    _tls: &mut Tls,
+    tls: &mut Tls,
 ) -> Result<UstreamSource, String> {
     let url = common
         .url
@@ -52,12 +52,7 @@ pub fn build(
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
     let mut config = PollerConfig::new(url, cfg.channel.to_string());
     config.source = name.to_owned();
-    config
-        .root_certificates_pem
-        .extend(super::read_ca_file(name, common)?);
-    let http = config
-        .http_client()
-        .map_err(|e| format!("source `{name}`: {e}{}", super::ca_file_hint(common)))?;
+    let http = super::http_client(name, common, tls)?;
     // Check the URL and channel now, so a bad config fails before anything runs.
     Poller::with_client(http.clone(), config.clone(), None)
         .map_err(|e| format!("source `{name}`: {e}"))?;
