@@ -1,12 +1,12 @@
 //! Errors as one printable line.
 
-/// `e` and each of its causes joined by `": "`, with URLs' secrets redacted: the form every
+/// `e` and each of its causes joined by `": "`, each with URLs' secrets redacted: the form every
 /// crate logs and reports (HTTP clients keep the interesting part in `source`).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+    let mut s = crate::redact_url(&e.to_string());
     let mut cur = e.source();
     while let Some(c) = cur {
-        let next = c.to_string();
+        let next = crate::redact_url(&c.to_string());
         // Some errors repeat their source's text in their own; say it once.
         if !s.ends_with(&next) {
             s.push_str(": ");
@@ -14,7 +14,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    crate::redact_url(&s)
+    s
 }
 
 #[cfg(test)]

@@ -9,15 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (mode 0600 on Unix), written and fsynced, renamed over `path`, then the directory fsynced.
 ///
 /// A reader sees either the old file or the whole new one, never a part; after `Ok` the new
-/// contents survive a crash. Missing parent directories are created. On error the temporary
-/// file is removed and `path` is untouched.
+/// contents survive a crash. The directory must exist. On error the temporary file is
+/// removed and `path` is untouched.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -70,6 +69,11 @@ mod tests {
     fn writes_replaces_and_leaves_no_temporary_file() {
         let dir = scratch("replace");
         let path = dir.join("nested/state.json");
+        assert!(
+            write_atomically(&path, b"one").is_err(),
+            "no directory, no file"
+        );
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         write_atomically(&path, b"one").unwrap();
         write_atomically(&path, b"two, longer").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two, longer");

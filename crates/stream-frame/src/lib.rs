@@ -1,47 +1,4 @@
-//! Sans-IO incremental decoders for Server-Sent Events, delimited JSON and concatenated JSON.
-//!
-//! Every decoder takes byte chunks of any size through `feed`, appends what it decoded to a
-//! caller-owned `Vec`, and is told about the end of the stream with `finish`. No decoder does
-//! IO, spawns tasks or reads clocks, so they work the same under tokio, blocking IO or a test.
-//!
-//! * [`SseDecoder`]: `text/event-stream` exactly as the WHATWG HTML standard parses it.
-//! * [`JsonLinesDecoder`]: one JSON text per delimiter-separated frame (Campfire, Flowdock's
-//!   JSON stream), whitespace-only gaps reported as [`Item::KeepAlive`].
-//! * [`JsonSeqDecoder`]: JSON objects and arrays back to back (concatenated JSON).
-//!
-//! Guarantees shared by all three:
-//! * **Chunking never changes the result**: any split of a stream into chunks yields exactly
-//!   the items of the unsplit stream, in the same order.
-//! * **Linear work**: each byte is examined a bounded number of times whatever the chunking;
-//!   partial frames keep a scan position and are never re-scanned from the start.
-//! * **Bounded memory**: a frame larger than [`Limits::max_frame`] is reported as an
-//!   [`Item::Error`] with [`FrameErrorKind::Oversize`] as soon as it is known to be too big and
-//!   skipped up to the next boundary; the decoder never buffers more than the limit
-//!   (see each decoder's `buffered_len`).
-//! * **Offsets**: frames and errors carry the byte offset, counted from the start of the stream
-//!   (the first byte fed after `new` or `finish`), of the first byte they concern.
-//!
-//! The decoders do not parse JSON: consumers parse [`Frame::bytes`] (for example with
-//! `serde_json::from_slice`), which keeps framing at close to `memchr` speed.
-//!
-//! ```
-//! use stream_frame::{Item, Limits, SseDecoder, SseItem};
-//!
-//! let mut decoder = SseDecoder::new(Limits::default());
-//! let mut items = Vec::new();
-//! decoder.feed(b"id: 7\ndata: {\"text\":", &mut items); // chunks split anywhere
-//! decoder.feed(b"\"hi\"}\n\n: keep-alive\n", &mut items);
-//! decoder.finish(&mut items);
-//! match &items[0] {
-//!     Item::Frame(SseItem::Event(ev)) => {
-//!         assert_eq!((ev.event.as_str(), ev.data.as_str(), ev.id.as_str()),
-//!                    ("message", "{\"text\":\"hi\"}", "7"));
-//!     }
-//!     other => panic!("{other:?}"),
-//! }
-//! assert_eq!(items[1], Item::Frame(SseItem::Comment("keep-alive".into())));
-//! assert_eq!(decoder.last_event_id(), "7"); // send as Last-Event-ID when reconnecting
-//! ```
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 mod error;
@@ -244,8 +201,3 @@ impl_decode!(SseDecoder, SseItem);
 pub(crate) fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
-
-/// The README's example, compiled and run as a doctest so it cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;

@@ -1,14 +1,5 @@
-//! StreamIn source API client: ping, refresh_api_key, new_message, limits and wiki markup.
-//!
-//! - [`Client`]: typed async calls; every documented status code is a typed [`Error`]
-//!   ([`ApiStatus`]) with the server's message kept; limits are checked before sending.
-//! - [`markup`]: markdown ↔ StreamIn wiki markup, both ways.
-//! - [`KeyStore`]: where a refreshed key goes ([`MemoryKeyStore`], [`FileKeyStore`] rewritten
-//!   atomically) and the once-a-day refresh memory.
-//!
-//! The API key is a [`chat_model::Secret`]: it never shows in `Debug`, errors or logs.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
-#![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
 mod client;
 mod error;

@@ -170,12 +170,13 @@ impl StateFile {
                 source: std::io::Error::other(e),
             })?;
         text.push(b'\n');
-        chat_model::fs::write_atomically(&self.path, &text).map_err(|source| {
-            SupervisorError::StateWrite {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        dir.map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| chat_model::fs::write_atomically(&self.path, &text))
+            .map_err(|source| SupervisorError::StateWrite {
                 path: self.path.clone(),
                 source,
-            }
-        })
+            })
     }
 }
 

@@ -17,6 +17,7 @@ mod relay;
 mod signals;
 mod sinks;
 mod sources;
+mod template;
 mod tls;
 
 /// The end of `--help`: examples, files, environment and exit statuses.

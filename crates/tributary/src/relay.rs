@@ -9,15 +9,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_model::{Event, Kind};
+use chat_model::{Event, Kind, lock_ignoring_poison};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::{RelayConfig, compile_pattern};
+use crate::config::RelayConfig;
 use crate::metrics::RelayStats;
-
-/// The template used when a relay has none.
-pub const DEFAULT_TEMPLATE: &str = "{author} in {room}: {text}";
+use crate::template::Template;
 
 /// How many relayed ids (and sent texts) are remembered per relay.
 const REMEMBER: usize = 2048;
@@ -57,7 +55,7 @@ struct Route {
     from: HashSet<String>,
     kinds: Vec<Kind>,
     pattern: Option<regex::Regex>,
-    template: String,
+    template: Template,
     to: String,
 }
 
@@ -67,52 +65,6 @@ impl Route {
             && self.kinds.contains(&e.kind)
             && self.pattern.as_ref().is_none_or(|p| p.is_match(&e.text))
     }
-}
-
-/// Fills a relay template from an event.
-pub fn render(template: &str, e: &Event) -> String {
-    let author = e
-        .author
-        .name
-        .as_deref()
-        .or(e.author.id.as_deref())
-        .unwrap_or("someone");
-    // A tag change has no text of its own: relay what it did, never an empty message.
-    let text = if e.kind == Kind::TagChange && e.text.trim().is_empty() {
-        crate::output::tag_change_summary(e)
-    } else {
-        e.text.clone()
-    };
-    let mut out = String::with_capacity(template.len() + text.len());
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        match after.find('}') {
-            Some(end) => {
-                match &after[..end] {
-                    "author" => out.push_str(author),
-                    "room" => out.push_str(&e.room),
-                    "text" => out.push_str(&text),
-                    "source" => out.push_str(&e.source),
-                    "kind" => out.push_str(e.kind.as_str()),
-                    "service" => out.push_str(e.service.as_str()),
-                    other => {
-                        out.push('{');
-                        out.push_str(other);
-                        out.push('}');
-                    }
-                }
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -217,10 +169,6 @@ pub struct Relays {
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn lock(m: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Relays {
     /// Starts relays; `sinks` maps each `to` name to its endpoint; `state` is where relayed
     /// ids are kept (None: in memory only).
@@ -233,7 +181,6 @@ impl Relays {
         let mut routes = Vec::new();
         for c in configs {
             let label = format!("{}→{}", c.from.join(","), c.to);
-            let pattern = c.pattern.as_deref().map(compile_pattern).transpose()?;
             routes.push(Route {
                 label: label.clone(),
                 from: c.from.iter().cloned().collect(),
@@ -241,14 +188,11 @@ impl Relays {
                     .kinds
                     .clone()
                     .unwrap_or_else(|| Kind::ALL.iter().copied().filter(|k| k.is_chat()).collect()),
-                pattern,
-                template: c
-                    .template
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+                pattern: c.pattern.clone(),
+                template: c.template.clone(),
                 to: c.to.clone(),
             });
-            lock(&memory).stat(&label);
+            lock_ignoring_poison(&memory).stat(&label);
         }
         let mut queues = HashMap::new();
         let mut workers = Vec::new();
@@ -283,7 +227,7 @@ impl Relays {
             if !route.matches(e) {
                 continue;
             }
-            let mut mem = lock(&self.memory);
+            let mut mem = lock_ignoring_poison(&self.memory);
             if mem.is_echo(&e.source, &e.text) {
                 tracing::debug!(source = %e.source, "not relaying our own echo");
                 continue;
@@ -294,7 +238,7 @@ impl Relays {
             let job = Job {
                 label: route.label.clone(),
                 id: e.id.clone(),
-                text: render(&route.template, e),
+                text: route.template.render(e),
             };
             let Some(q) = self.queues.get(&route.to) else {
                 continue;
@@ -340,7 +284,7 @@ pub struct RelayStatsHandle(Arc<Mutex<Memory>>);
 impl RelayStatsHandle {
     /// Counters per relay.
     pub fn stats(&self) -> Vec<RelayStats> {
-        let mem = lock(&self.0);
+        let mem = lock_ignoring_poison(&self.0);
         let mut v: Vec<RelayStats> = mem.stats.values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -363,7 +307,7 @@ async fn worker(
         let result = loop {
             attempt += 1;
             // Remember before sending: the echo may arrive before the confirmation.
-            lock(&memory).remember_sent(&target, &text);
+            lock_ignoring_poison(&memory).remember_sent(&target, &text);
             match sink.send(&text, &job.id).await {
                 Ok(confirmed) => break Ok(confirmed),
                 Err(f) if f.retryable && attempt < ATTEMPTS => {
@@ -374,7 +318,7 @@ async fn worker(
                 Err(f) => break Err(f),
             }
         };
-        let mut mem = lock(&memory);
+        let mut mem = lock_ignoring_poison(&memory);
         match result {
             Ok(confirmed) => {
                 tracing::debug!(relay = %job.label, "relayed {}: {confirmed}", job.id);
@@ -444,22 +388,9 @@ mod tests {
             from: vec!["flows".into()],
             to: "notify".into(),
             kinds: None,
-            pattern: pattern.map(str::to_owned),
-            template: None,
+            pattern: pattern.map(|p| regex::Regex::new(p).unwrap()),
+            template: Template::default(),
         }
-    }
-
-    #[test]
-    fn render_fills_every_placeholder() {
-        let e = ev("flows", "1", Kind::Message, "deploy done");
-        assert_eq!(
-            render(DEFAULT_TEMPLATE, &e),
-            "Ada in acme/main: deploy done"
-        );
-        assert_eq!(
-            render("[{source}/{kind}] {text} {x}", &e),
-            "[flows/message] deploy done {x}"
-        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -576,14 +507,14 @@ mod tests {
                 to: "live".into(),
                 kinds: None,
                 pattern: None,
-                template: Some("{text}".into()),
+                template: Template::parse("{text}").unwrap(),
             },
             RelayConfig {
                 from: vec!["live".into()],
                 to: "flows".into(),
                 kinds: None,
                 pattern: None,
-                template: Some("{text}".into()),
+                template: Template::parse("{text}").unwrap(),
             },
         ];
         let relays = Relays::start(&configs, sinks, None).unwrap();

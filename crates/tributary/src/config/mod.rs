@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chat_model::{Kind, Secret};
+
+use crate::template::{Template, UnknownPlaceholder};
 use serde::Deserialize;
 use toml::Spanned;
 
 pub use crate::config_types::*;
-pub use relay::compile_pattern;
 
 mod relay;
 mod source;
@@ -61,10 +62,10 @@ pub struct RelayConfig {
     pub to: String,
     /// Only these kinds (None: chat kinds — message, emote, paste, upload).
     pub kinds: Option<Vec<Kind>>,
-    /// Only events whose text matches this regular expression.
-    pub pattern: Option<String>,
+    /// Only events whose text matches this regular expression (compiled, size-bounded).
+    pub pattern: Option<regex::Regex>,
     /// How the relayed text is built (`{author}`, `{room}`, `{text}`, `{source}`, `{kind}`).
-    pub template: Option<String>,
+    pub template: Template,
 }
 
 /// A configuration that could not be read or is not valid.

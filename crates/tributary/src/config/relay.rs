@@ -86,8 +86,9 @@ impl Cx<'_> {
         };
         let pattern = match &r.pattern {
             None => None,
-            Some(p) => {
-                if let Err(e) = regex_syntax_check(p.get_ref()) {
+            Some(p) => match compile_pattern(p.get_ref()) {
+                Ok(re) => Some(re),
+                Err(e) => {
                     return Err(self.err(
                         p.span(),
                         format!(
@@ -96,18 +97,20 @@ impl Cx<'_> {
                         ),
                     ));
                 }
-                Some(p.get_ref().clone())
-            }
+            },
         };
-        let template = r.template.as_ref().map(|t| t.get_ref().clone());
-        if let (Some(t), Some(span)) = (&template, r.template.as_ref().map(|t| t.span())) {
-            if let Some(bad) = unknown_placeholder(t) {
-                return Err(self.err(
-                    span,
-                    format!("relay `template`: unknown placeholder {{{}}}; valid: {{author}}, {{room}}, {{text}}, {{source}}, {{kind}}, {{service}}", shown(&bad)),
-                ));
-            }
-        }
+        let template = match &r.template {
+            None => Template::default(),
+            Some(t) => Template::parse(t.get_ref()).map_err(|UnknownPlaceholder(bad)| {
+                self.err(
+                    t.span(),
+                    format!(
+                        "relay `template`: {}",
+                        UnknownPlaceholder(shown(&bad).to_string())
+                    ),
+                )
+            })?,
+        };
         Ok(RelayConfig {
             from: from.get_ref().clone(),
             to: to.get_ref().clone(),
@@ -118,31 +121,10 @@ impl Cx<'_> {
     }
 }
 
-/// Placeholders a relay template may use.
-pub const TEMPLATE_KEYS: &[&str] = &["author", "room", "text", "source", "kind", "service"];
-
-fn unknown_placeholder(t: &str) -> Option<String> {
-    let mut rest = t;
-    while let Some(start) = rest.find('{') {
-        let after = &rest[start + 1..];
-        let end = after.find('}')?;
-        let key = &after[..end];
-        if !TEMPLATE_KEYS.contains(&key) {
-            return Some(key.to_owned());
-        }
-        rest = &after[end + 1..];
-    }
-    None
-}
-
 /// Compiles a relay's `match` pattern, bounded in size.
-pub fn compile_pattern(p: &str) -> Result<regex::Regex, String> {
+fn compile_pattern(p: &str) -> Result<regex::Regex, String> {
     regex::RegexBuilder::new(p)
         .size_limit(1 << 20)
         .build()
         .map_err(|e| e.to_string())
-}
-
-fn regex_syntax_check(p: &str) -> Result<(), String> {
-    compile_pattern(p).map(|_| ())
 }
