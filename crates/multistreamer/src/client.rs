@@ -1,6 +1,6 @@
-//! The async client: one WebSocket connection to `{url}/ws/{stream}?token=...`.
+//! The async client: the IO loop of one WebSocket connection to `{url}/ws/{stream}?token=...`
+//! over tokio-tungstenite, driving a [`Session`].
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +13,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::Error;
-use crate::session::{Liveness, LivenessAction, Session};
+use crate::session::{
+    DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, Frame, Session, SessionConfig, Transmit,
+};
 use crate::wire::{ClientMessage, ServerMessage, Status};
-
-/// Default interval of silence after which the client pings.
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
-/// Default time a ping may go unanswered before the connection counts as dead.
-pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{Error, SendConfirmation, SendError, SendRequest};
 /// Default limit for connecting (TCP, TLS and the WebSocket upgrade together).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default largest message accepted from the server.
@@ -113,6 +110,18 @@ impl ConnectOptions {
         Ok(url)
     }
 
+    /// The sans-IO session's settings.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            source: self.source.clone(),
+            stream: self.stream,
+            target: self.target(),
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            viewcount_interval: self.viewcount_interval,
+        }
+    }
+
     /// "multistreamer stream N at URL" with the token redacted, for messages.
     pub fn target(&self) -> String {
         let shown = match self.endpoint() {
@@ -153,7 +162,8 @@ impl Handle {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// One open WebSocket connection to a stream, yielding [`SourceItem`]s.
+/// One open WebSocket connection to a stream, yielding [`SourceItem`]s: the IO loop around a
+/// [`Session`].
 ///
 /// It answers server pings (by reading), pings after [`ConnectOptions::ping_interval`] of
 /// silence and fails with [`Error::Stalled`] when no frame follows within
@@ -161,24 +171,15 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct Connection {
     ws: Ws,
     session: Session,
-    liveness: Liveness,
-    queue: VecDeque<SourceItem>,
     commands: mpsc::Receiver<ClientMessage>,
     handle: Handle,
-    target: String,
     secret: Secret,
-    failed: Option<Error>,
-    viewcount_interval: Option<Duration>,
-    next_viewcount: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("target", &self.target)
-            .field("status", &self.session.status())
-            .field("queued", &self.queue.len())
-            .field("failed", &self.failed)
+            .field("session", &self.session)
             .finish_non_exhaustive()
     }
 }
@@ -216,23 +217,22 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
         Ok(Ok((ws, _response))) => ws,
     };
     let (tx, rx) = mpsc::channel(32);
-    let now = Instant::now();
+    let mut session = Session::new(opts.session_config(), opts.known_status.clone());
+    session.handle_open(now());
     let mut conn = Connection {
         ws,
-        session: Session::new(opts.source.clone(), opts.stream, opts.known_status.clone()),
-        liveness: Liveness::new(opts.ping_interval, opts.pong_timeout, now.into_std()),
-        queue: VecDeque::new(),
+        session,
         commands: rx,
         handle: Handle { tx },
-        target,
         secret: opts.token.clone(),
-        failed: None,
-        viewcount_interval: opts.viewcount_interval,
-        next_viewcount: opts.viewcount_interval.map(|_| now),
     };
-    conn.send(&ClientMessage::Status).await?;
-    tracing::debug!(target = %conn.target, "connected");
+    conn.flush().await?;
+    tracing::debug!(target = %conn.target(), "connected");
     Ok(conn)
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 fn scrub(message: String, token: &Secret) -> String {
@@ -280,7 +280,10 @@ impl Connection {
     /// or a malformed-frame notice. An error ends the connection; later calls repeat it.
     pub async fn next_item(&mut self) -> Result<SourceItem, Error> {
         loop {
-            if let Some(item) = self.queue.pop_front() {
+            if let Some(item) = self.session.poll_item() {
+                if let SourceItem::Malformed { error } = &item {
+                    tracing::debug!(target = %self.target(), "{error}");
+                }
                 return Ok(item);
             }
             self.pump().await?;
@@ -309,7 +312,7 @@ impl Connection {
 
     /// The stream and its redacted URL, for messages.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.session.config().target
     }
 
     /// The stream id.
@@ -319,16 +322,8 @@ impl Connection {
 
     /// Sends one message now.
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), Error> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let r = self.ws.send(Message::Text(msg.to_json().into())).await;
-        if let Err(e) = r {
-            let err = self.read_error(e);
-            self.failed = Some(err.clone());
-            return Err(err);
-        }
-        Ok(())
+        self.session.queue(msg.clone());
+        self.flush().await
     }
 
     /// Asks for the viewer count; the answers arrive as [`chat_model::Kind::Viewers`] events.
@@ -351,7 +346,7 @@ impl Connection {
             match tokio::time::timeout_at(deadline, self.pump()).await {
                 Err(_) => {
                     return Err(crate::SendError::NoStatus {
-                        target: self.target.clone(),
+                        target: self.target().to_owned(),
                         timeout,
                     });
                 }
@@ -362,112 +357,89 @@ impl Connection {
         }
     }
 
+    /// Sends one chat message and waits for its outcome, all within `timeout`, as
+    /// [`Session::send_chat`] describes. Events read meanwhile stay queued for
+    /// [`Connection::next_item`].
+    pub async fn send_chat(
+        &mut self,
+        req: &SendRequest,
+        timeout: Duration,
+    ) -> Result<SendConfirmation, SendError> {
+        let id = self.session.send_chat(req.clone(), timeout, now());
+        loop {
+            if let Some(outcome) = self.session.poll_send(id) {
+                return outcome;
+            }
+            if let Err(e) = self.pump().await {
+                return self.session.poll_send(id).unwrap_or(Err(e.into()));
+            }
+        }
+    }
+
     /// Closes the connection politely (bounded to one second).
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
     }
 
-    pub(crate) fn last_queued(&self) -> Option<&SourceItem> {
-        self.queue.back()
+    /// Writes everything the session has to send.
+    async fn flush(&mut self) -> Result<(), Error> {
+        while let Some(t) = self.session.poll_transmit() {
+            let msg = match t {
+                Transmit::Message(m) => Message::Text(m.to_json().into()),
+                Transmit::Ping => Message::Ping(Vec::new().into()),
+            };
+            if let Err(e) = self.ws.send(msg).await {
+                let e = self.io_error(e);
+                self.session.handle_failure(e);
+            }
+        }
+        self.session.error().map_or(Ok(()), |e| Err(e.clone()))
     }
 
-    /// One step: a frame, a queued command, a ping or a periodic request.
-    pub(crate) async fn pump(&mut self) -> Result<Option<ServerMessage>, Error> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let r = self.step().await;
-        if let Err(e) = &r {
-            tracing::debug!(target = %self.target, error = %e, "connection ended");
-            self.failed = Some(e.clone());
-        }
-        r
-    }
-
-    async fn step(&mut self) -> Result<Option<ServerMessage>, Error> {
-        let ping_at = Instant::from_std(self.liveness.next_deadline());
-        let viewcount_at = self.next_viewcount;
+    /// One step of IO: a frame, a queued command or a timer, then the writes it caused.
+    /// Returns the typed message a frame carried.
+    async fn pump(&mut self) -> Result<Option<ServerMessage>, Error> {
+        self.flush().await?;
+        let timeout = self.session.poll_timeout().map(Instant::from_std);
+        let mut message = None;
         tokio::select! {
             biased;
-            frame = self.ws.next() => self.on_frame(frame),
-            Some(cmd) = self.commands.recv() => {
-                self.send(&cmd).await?;
-                Ok(None)
-            }
-            _ = tokio::time::sleep_until(ping_at) => {
-                match self.liveness.poll(Instant::now().into_std()) {
-                    Some(LivenessAction::SendPing) => {
-                        tracing::trace!(target = %self.target, "ping");
-                        if let Err(e) = self.ws.send(Message::Ping(Vec::new().into())).await {
-                            return Err(self.read_error(e));
-                        }
-                        Ok(None)
-                    }
-                    Some(LivenessAction::Stalled(idle)) => Err(Error::Stalled {
-                        target: self.target.clone(),
-                        idle,
-                        deadline: self.liveness.deadline(),
-                    }),
-                    None => Ok(None),
+            frame = self.ws.next() => match frame {
+                None => self.session.handle_end(now()),
+                Some(Err(e)) => {
+                    let e = self.io_error(e);
+                    self.session.handle_failure(e);
                 }
-            }
-            _ = sleep_until_opt(viewcount_at) => {
-                self.next_viewcount = self.viewcount_interval.map(|d| Instant::now() + d);
-                self.send(&ClientMessage::ViewCount).await?;
-                Ok(None)
-            }
+                Some(Ok(m)) => {
+                    let frame = match &m {
+                        Message::Text(t) => Frame::Text(t.as_str()),
+                        Message::Binary(b) => Frame::Binary(b),
+                        Message::Ping(p) => Frame::Ping(p),
+                        Message::Pong(p) => Frame::Pong(p),
+                        // Raw frames are never read; count them as pongs.
+                        Message::Frame(_) => Frame::Pong(&[]),
+                        Message::Close(c) => Frame::Close {
+                            code: c.as_ref().map(|f| u16::from(f.code)),
+                            reason: c.as_ref().map_or("", |f| f.reason.as_str()),
+                        },
+                    };
+                    message = self.session.handle_frame(frame, now(), chrono::Utc::now());
+                }
+            },
+            Some(cmd) = self.commands.recv() => self.session.queue(cmd),
+            _ = sleep_until_opt(timeout) => self.session.handle_timeout(now()),
         }
+        let r = self.flush().await;
+        if let Err(e) = &r {
+            tracing::debug!(target = %self.target(), error = %e, "connection ended");
+        }
+        r.map(|()| message)
     }
 
-    fn on_frame(
-        &mut self,
-        frame: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<Option<ServerMessage>, Error> {
-        let msg = match frame {
-            None => {
-                return Err(Error::Closed {
-                    target: self.target.clone(),
-                    code: None,
-                    reason: String::new(),
-                });
-            }
-            Some(Err(e)) => return Err(self.read_error(e)),
-            Some(Ok(m)) => m,
-        };
-        self.liveness.on_frame(Instant::now().into_std());
-        match msg {
-            Message::Text(text) => {
-                let received = self.session.on_text(text.as_str(), chrono::Utc::now());
-                if let SourceItem::Malformed { error } = &received.item {
-                    tracing::debug!(target = %self.target, "{error}");
-                }
-                self.queue.push_back(received.item);
-                Ok(received.message)
-            }
-            Message::Binary(b) => {
-                let item = self.session.on_binary(b.len());
-                if let SourceItem::Malformed { error } = &item {
-                    tracing::debug!(target = %self.target, "{error}");
-                }
-                self.queue.push_back(item);
-                Ok(None)
-            }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                self.queue.push_back(SourceItem::KeepAlive);
-                Ok(None)
-            }
-            Message::Close(frame) => Err(Error::Closed {
-                target: self.target.clone(),
-                code: frame.as_ref().map(|f| u16::from(f.code)),
-                reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-            }),
-        }
-    }
-
-    fn read_error(&self, e: tungstenite::Error) -> Error {
+    fn io_error(&self, e: tungstenite::Error) -> Error {
         use tungstenite::Error as E;
         use tungstenite::error::ProtocolError as P;
-        let target = self.target.clone();
+        let target = self.target().to_owned();
         match e {
             E::ConnectionClosed | E::AlreadyClosed => Error::Closed {
                 target,
@@ -492,6 +464,21 @@ impl Connection {
             },
         }
     }
+}
+
+/// Connects, sends one message as [`Connection::send_chat`] does, and closes.
+///
+/// `timeout` bounds everything after the connection is up (status, writer, echo); connecting
+/// is bounded by [`ConnectOptions::connect_timeout`].
+pub async fn send_once(
+    opts: &ConnectOptions,
+    req: &SendRequest,
+    timeout: Duration,
+) -> Result<SendConfirmation, SendError> {
+    let mut conn = connect(opts).await?;
+    let result = conn.send_chat(req, timeout).await;
+    conn.close().await;
+    result
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
