@@ -4,16 +4,15 @@
 mod client;
 mod error;
 pub mod map;
+mod options;
 mod send;
 mod session;
 pub mod tls;
 pub mod wire;
 
-pub use client::{
-    ConnectOptions, Connection, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, Handle,
-    HandleClosed, connect, send_once,
-};
+pub use client::{Connection, Handle, HandleClosed, connect, send_once};
 pub use error::Error;
+pub use options::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE};
 pub use send::{
     DEFAULT_ECHO_WAIT, IRC_ACCOUNT, SendConfirmation, SendError, SendPlan, SendRequest,
     is_msg_command, plan_send,

@@ -496,6 +496,11 @@ impl Session {
                 self.outcomes.push((send.id, Err(e)));
             }
             Ok(plan) if plan.needs_writer => {
+                tracing::debug!(
+                    account = plan.account,
+                    to = plan.to_account,
+                    "requesting a chat writer"
+                );
                 self.queue(plan.writer_request());
                 self.sends[i].stage = Stage::Writer(plan);
             }
@@ -547,6 +552,12 @@ impl Session {
                     echo_deadline,
                 } => {
                     let wait = echo_deadline.saturating_duration_since(*sent_at);
+                    tracing::debug!(
+                        account = plan.account,
+                        to = plan.to_account,
+                        "no echo within {}s: sent, not confirmed",
+                        wait.as_secs_f64()
+                    );
                     Ok(send.confirmation(plan, None, wait))
                 }
             };
