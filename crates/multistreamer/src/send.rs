@@ -1,4 +1,6 @@
-//! Sending chat: choosing the accounts, the writer flow, and confirmation by the server's echo.
+//! Sending chat, sans IO: choosing the accounts, the writer request, recognising the
+//! `writerresult` and the server's echo, and the outcome. [`crate::Session::send_chat`] runs
+//! the flow; [`crate::Connection::send_chat`] and [`crate::send_once`] do its IO.
 //!
 //! Multistreamer has no acknowledgement, and the server need not echo every writer's message:
 //! an echo confirms a message when it comes; without one the message counts as sent but not
@@ -6,12 +8,10 @@
 
 use std::time::Duration;
 
-use chat_model::{Event, SourceItem};
+use chat_model::Event;
 use serde::Serialize;
-use tokio::time::Instant;
 
 use crate::Error;
-use crate::client::{ConnectOptions, Connection, connect};
 use crate::wire::{
     AccountId, ClientMessage, OutgoingChat, ServerMessage, Status, WriterRequest, private_target,
 };
@@ -436,128 +436,6 @@ impl SendConfirmation {
             self.text
         )
     }
-}
-
-impl Connection {
-    /// Sends one chat message and waits for the server's echo, all within `timeout`.
-    ///
-    /// Waits for a status if none arrived yet, picks the accounts ([`plan_send`]), requests a
-    /// chat writer when the account is writable but not ready and waits for its
-    /// `writerresult`, sends, then waits for the echo the server sends every client: up to
-    /// `timeout` when [`SendRequest::require_echo`] (else [`SendError::NotConfirmed`]), else up
-    /// to [`DEFAULT_ECHO_WAIT`] (within `timeout`), after which the message counts as sent,
-    /// not confirmed. Events read meanwhile stay queued for [`Connection::next_item`].
-    pub async fn send_chat(
-        &mut self,
-        req: &SendRequest,
-        timeout: Duration,
-    ) -> Result<SendConfirmation, SendError> {
-        let deadline = Instant::now() + timeout;
-        let status = self.wait_status(timeout).await?;
-        let plan = plan_send(&status, self.stream(), req)?;
-        let mut writer_created = false;
-        if plan.needs_writer {
-            tracing::debug!(
-                account = plan.account,
-                to = plan.to_account,
-                "requesting a chat writer"
-            );
-            self.send(&plan.writer_request()).await?;
-            loop {
-                match tokio::time::timeout_at(deadline, self.next_message()).await {
-                    Err(_) => {
-                        return Err(SendError::WriterTimeout {
-                            account: plan.account,
-                            to_account: plan.to_account,
-                            timeout,
-                        });
-                    }
-                    Ok(msg) => {
-                        if plan.is_writer_result(&msg?) {
-                            break;
-                        }
-                    }
-                }
-            }
-            writer_created = true;
-        }
-        self.send(&plan.message).await?;
-        let sent_at = Instant::now();
-        let echo_deadline = if req.require_echo {
-            deadline
-        } else {
-            deadline.min(sent_at + DEFAULT_ECHO_WAIT)
-        };
-        loop {
-            match tokio::time::timeout_at(echo_deadline, self.next_message()).await {
-                Err(_) if req.require_echo => {
-                    return Err(SendError::NotConfirmed {
-                        account: plan.account,
-                        to_account: plan.to_account,
-                        timeout,
-                    });
-                }
-                Err(_) => {
-                    let echo_wait = echo_deadline.saturating_duration_since(sent_at);
-                    tracing::debug!(
-                        account = plan.account,
-                        to = plan.to_account,
-                        "no echo within {}s: sent, not confirmed",
-                        echo_wait.as_secs_f64()
-                    );
-                    return Ok(SendConfirmation {
-                        account_id: plan.account,
-                        cur_stream_account_id: plan.to_account,
-                        account_name: plan.account_name,
-                        network: plan.network,
-                        emote: plan.emote,
-                        private_to: plan.private_to,
-                        text: plan.body,
-                        writer_created,
-                        echo: None,
-                        echo_wait,
-                    });
-                }
-                Ok(msg) => {
-                    let msg = msg?;
-                    if !plan.is_echo(&msg) {
-                        continue;
-                    }
-                    let event = match self.last_queued() {
-                        Some(SourceItem::Event { event, .. }) => event.clone(),
-                        _ => continue,
-                    };
-                    return Ok(SendConfirmation {
-                        account_id: plan.account,
-                        cur_stream_account_id: plan.to_account,
-                        account_name: plan.account_name,
-                        network: plan.network,
-                        emote: plan.emote,
-                        private_to: plan.private_to,
-                        text: event.text.clone(),
-                        writer_created,
-                        echo: Some(event),
-                        echo_wait: sent_at.elapsed(),
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Connects, sends one message as [`Connection::send_chat`] does, and closes.
-///
-/// `timeout` bounds everything after the connection is up (status, writer, echo); connecting
-/// is bounded by [`ConnectOptions::connect_timeout`].
-pub async fn send_once(
-    opts: &ConnectOptions,
-    req: &SendRequest,
-    timeout: Duration,
-) -> Result<SendConfirmation, SendError> {
-    let mut conn = connect(opts).await?;
-    let result = conn.send_chat(req, timeout).await;
-    conn.close().await;
-    result
 }
 
 #[cfg(test)]
