@@ -151,22 +151,21 @@ impl Client {
                 "no Campfire api_url: reconnects cannot backfill missed messages"
             );
         }
-        let mut client = Client {
+        let live = Request::new(Purpose::Live, config.room).path;
+        let live_url = stream_base.join(&live).map_err(|e| Error::InvalidUrl {
+            what: "streaming",
+            url: redact_url(&config.url),
+            reason: e.to_string(),
+        })?;
+        Ok(Client {
             config,
             http,
-            live_url: stream_base.clone(),
             stream_base,
+            live_url,
             api_base,
             names: Arc::default(),
             baseline: Arc::default(),
-        };
-        let live = Request::new(Purpose::Live, client.config.room);
-        client.live_url = client.url(&live).ok_or_else(|| Error::InvalidUrl {
-            what: "streaming",
-            url: redact_url(&client.config.url),
-            reason: "cannot add the room's live.json path".to_owned(),
-        })?;
-        Ok(client)
+        })
     }
 
     /// The settings this client was built with.
