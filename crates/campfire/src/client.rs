@@ -1,26 +1,22 @@
-//! The async client: join, backfill and stream one room.
+//! The async client: the IO loop that executes a [`Session`]'s plan over reqwest.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use chat_model::{DisconnectReason, Secret, SourceItem, lock_ignoring_poison, redact_url};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use stream_frame::Limits;
 use url::Url;
 
 use crate::error::{Endpoint, Error};
-use crate::session::{CampfireCursor, Session};
-use crate::wire::{Message, RecentMessages};
+use crate::session::{
+    CampfireCursor, Host, Method, Pager, Purpose, Request, Response, Session, SessionConfig,
+};
+use crate::wire::Message;
 
 /// The real streaming host.
 pub const DEFAULT_STREAMING_URL: &str = "https://streaming.campfirenow.com";
-
-/// The most messages `recent.json` returns per request.
-pub const RECENT_LIMIT: usize = 100;
-
-/// The most `recent.json` pages one backfill fetches (100 × 100 messages).
-pub const MAX_BACKFILL_PAGES: usize = 100;
 
 /// How to reach one Campfire room.
 #[derive(Clone, Debug)]
@@ -87,9 +83,8 @@ impl ClientConfig {
 pub struct Client {
     config: ClientConfig,
     http: reqwest::Client,
+    stream_base: Url,
     live_url: Url,
-    join_url: Option<Url>,
-    recent_url: Option<Url>,
     api_base: Option<Url>,
     names: Arc<Mutex<HashMap<u64, Option<String>>>>,
     /// The start position fixed by the first connect without a resume position (the room's
@@ -105,9 +100,9 @@ fn base_url(what: &'static str, raw: &str) -> Result<Url, Error> {
     };
     let mut url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
+        let scheme = url.scheme();
         return Err(invalid(format!(
-            "the scheme must be http or https, not {}",
-            url.scheme()
+            "the scheme must be http or https, not {scheme}"
         )));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -120,14 +115,6 @@ fn base_url(what: &'static str, raw: &str) -> Result<Url, Error> {
         url.set_path(&path);
     }
     Ok(url)
-}
-
-fn join(base: &Url, what: &'static str, path: &str) -> Result<Url, Error> {
-    base.join(path).map_err(|e| Error::InvalidUrl {
-        what,
-        url: redact_url(base.as_str()),
-        reason: e.to_string(),
-    })
 }
 
 impl Client {
@@ -150,34 +137,31 @@ impl Client {
             None if stream_base.host_str() == Some("streaming.campfirenow.com") => None,
             None => Some(stream_base.clone()),
         };
-        let room = config.room;
-        let live_url = join(&stream_base, "streaming", &format!("room/{room}/live.json"))?;
-        let (join_url, recent_url) = match &api_base {
-            Some(api) => (
-                Some(join(api, "api", &format!("room/{room}/join.json"))?),
-                Some(join(api, "api", &format!("room/{room}/recent.json"))?),
-            ),
-            None => (None, None),
-        };
-        if config.join && join_url.is_none() {
+        if config.join && api_base.is_none() {
             return Err(Error::InvalidUrl {
                 what: "api",
                 url: String::new(),
                 reason: "joining the room needs the REST API URL (api_url, e.g. https://ACCOUNT.campfirenow.com)".to_owned(),
             });
         }
-        if config.backfill && recent_url.is_none() {
+        if config.backfill && api_base.is_none() {
+            let room = config.room;
             tracing::warn!(
                 room,
                 "no Campfire api_url: reconnects cannot backfill missed messages"
             );
         }
+        let live = Request::new(Purpose::Live, config.room).path;
+        let live_url = stream_base.join(&live).map_err(|e| Error::InvalidUrl {
+            what: "streaming",
+            url: redact_url(&config.url),
+            reason: e.to_string(),
+        })?;
         Ok(Client {
             config,
             http,
+            stream_base,
             live_url,
-            join_url,
-            recent_url,
             api_base,
             names: Arc::default(),
             baseline: Arc::default(),
@@ -191,7 +175,7 @@ impl Client {
 
     /// Whether reconnects can backfill what they missed (backfill on and a REST API known).
     pub fn can_backfill(&self) -> bool {
-        self.config.backfill && self.recent_url.is_some()
+        self.session_config().can_backfill()
     }
 
     /// The streaming URL (it holds no secret).
@@ -199,427 +183,255 @@ impl Client {
         self.live_url.as_str()
     }
 
-    fn network(&self, endpoint: Endpoint, e: reqwest::Error) -> Error {
-        let kind = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "cannot connect"
-        } else if e.is_body() || e.is_decode() {
-            "connection lost while reading"
-        } else {
-            "request failed"
-        };
-        let message = format!("{kind}: {}", error_chain(e));
-        Error::Network {
-            room: self.config.room,
-            endpoint,
-            message,
-        }
-    }
-
-    async fn check(
-        &self,
-        endpoint: Endpoint,
-        response: reqwest::Response,
-    ) -> Result<reqwest::Response, Error> {
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = retry_after(response.headers());
-        let body = tokio::time::timeout(Duration::from_secs(2), response.text())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        let body: String = body.trim().chars().take(200).collect();
-        Err(Error::Status {
-            room: self.config.room,
-            endpoint,
-            status: status.as_u16(),
-            retry_after,
-            body,
-        })
-    }
-
-    /// Joins the room over REST (`POST /room/{id}/join.json`).
-    pub async fn join(&self) -> Result<(), Error> {
-        let Some(url) = self.join_url.clone() else {
-            return Err(self.no_rest(Endpoint::Join));
-        };
-        let response = self
-            .http
-            .post(url)
-            .basic_auth(self.config.token.expose(), Some("x"))
-            .header(USER_AGENT, user_agent())
-            .header(ACCEPT, "application/json")
-            .header(CONTENT_TYPE, "application/json")
-            .body("")
-            .timeout(self.config.request_timeout)
-            .send()
-            .await
-            .map_err(|e| self.network(Endpoint::Join, e))?;
-        self.check(Endpoint::Join, response).await?;
-        tracing::debug!(room = self.config.room, "joined Campfire room");
-        Ok(())
-    }
-
-    /// One page of `recent.json`: up to [`RECENT_LIMIT`] messages after `since` (the wire
-    /// objects, as the server listed them).
-    pub async fn recent_page(&self, since: Option<u64>) -> Result<Vec<serde_json::Value>, Error> {
-        self.recent_request(since, RECENT_LIMIT).await
-    }
-
-    fn no_rest(&self, endpoint: Endpoint) -> Error {
-        Error::Protocol {
-            room: self.config.room,
-            endpoint,
-            message: "no REST API URL configured (api_url)".to_owned(),
-        }
-    }
-
-    async fn recent_request(
-        &self,
-        since: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<serde_json::Value>, Error> {
-        let Some(mut url) = self.recent_url.clone() else {
-            return Err(self.no_rest(Endpoint::Recent));
-        };
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(since) = since {
-                q.append_pair("since_message_id", &since.to_string());
-            }
-            q.append_pair("limit", &limit.to_string());
-        }
-        let response = self
-            .http
-            .get(url)
-            .basic_auth(self.config.token.expose(), Some("x"))
-            .header(USER_AGENT, user_agent())
-            .header(ACCEPT, "application/json")
-            .timeout(self.config.request_timeout)
-            .send()
-            .await
-            .map_err(|e| self.network(Endpoint::Recent, e))?;
-        let response = self.check(Endpoint::Recent, response).await?;
-        self.check_json(Endpoint::Recent, response.headers())?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.network(Endpoint::Recent, e))?;
-        let recent: RecentMessages =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
-                room: self.config.room,
-                endpoint: Endpoint::Recent,
-                message: format!("the answer is not a list of messages: {e}"),
-            })?;
-        Ok(recent.messages)
-    }
-
-    /// Every message after `since`, oldest first, following pages of [`RECENT_LIMIT`] up to
-    /// [`MAX_BACKFILL_PAGES`].
-    pub async fn recent(&self, since: Option<u64>) -> Result<Vec<Message>, Error> {
-        let mut all = Vec::new();
-        for raw in self.recent_raw(since).await? {
-            let m = serde_json::from_value::<Message>(raw).map_err(|e| Error::Protocol {
-                room: self.config.room,
-                endpoint: Endpoint::Recent,
-                message: format!("unreadable message: {e}"),
-            })?;
-            all.push(m);
-        }
-        all.sort_by_key(|m| m.id);
-        Ok(all)
-    }
-
-    async fn recent_raw(&self, since: Option<u64>) -> Result<Vec<serde_json::Value>, Error> {
-        let mut all = Vec::new();
-        let mut since = since;
-        for _ in 0..MAX_BACKFILL_PAGES {
-            let page = self.recent_page(since).await?;
-            let full = page.len() >= RECENT_LIMIT;
-            let max = page
-                .iter()
-                .filter_map(|m| m.get("id").and_then(id_of))
-                .max();
-            all.extend(page);
-            match (full, max) {
-                (true, Some(max)) if since.is_none_or(|s| max > s) => since = Some(max),
-                _ => return Ok(all),
-            }
-        }
-        tracing::warn!(
-            room = self.config.room,
-            pages = MAX_BACKFILL_PAGES,
-            "backfill stopped after the page limit; older missed messages are not fetched"
-        );
-        Ok(all)
-    }
-
-    fn check_json(&self, endpoint: Endpoint, headers: &HeaderMap) -> Result<(), Error> {
-        let Some(ct) = headers.get(CONTENT_TYPE) else {
-            return Ok(());
-        };
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        if ct.contains("json") || ct.starts_with("text/plain") {
-            return Ok(());
-        }
-        Err(Error::Protocol {
-            room: self.config.room,
-            endpoint,
-            message: format!("expected a JSON response, got content type {ct:?}"),
-        })
-    }
-
-    /// The room's latest message id (0 for an empty room), from `recent.json?limit=1`.
-    async fn latest(&self) -> Result<CampfireCursor, Error> {
-        let latest = self.recent_request(None, 1).await?;
-        let last_message_id = latest
-            .iter()
-            .filter_map(|m| m.get("id").and_then(id_of))
-            .max()
-            .unwrap_or(0);
-        Ok(CampfireCursor { last_message_id })
-    }
-
     /// The start position fixed by the first connect without a resume position, if any.
     pub fn baseline(&self) -> Option<CampfireCursor> {
         *lock_ignoring_poison(&self.baseline)
     }
 
-    /// Sends `GET live.json` and checks the answer's status and content type.
-    async fn request_live(&self) -> Result<reqwest::Response, Error> {
-        let request = self
-            .http
-            .get(self.live_url.clone())
-            .basic_auth(self.config.token.expose(), Some("x"))
-            .header(USER_AGENT, user_agent())
-            .header(ACCEPT, "application/json")
-            .send();
-        let response = match tokio::time::timeout(self.config.request_timeout, request).await {
-            Ok(r) => r.map_err(|e| self.network(Endpoint::Live, e))?,
-            Err(_) => {
-                return Err(Error::Network {
-                    room: self.config.room,
-                    endpoint: Endpoint::Live,
-                    message: format!(
-                        "no response within {}s",
-                        self.config.request_timeout.as_secs_f64()
-                    ),
-                });
+    /// The settings of a session of this client (with what earlier sessions learned).
+    pub fn session_config(&self) -> SessionConfig {
+        let c = &self.config;
+        SessionConfig {
+            source: c.source.clone(),
+            room: c.room,
+            api: self.api_base.is_some(),
+            join: c.join,
+            backfill: c.backfill,
+            idle_timeout: c.idle_timeout,
+            limits: c.limits,
+            keep_raw: c.keep_raw,
+            resolve_names: c.resolve_names,
+            baseline: self.baseline(),
+            names: lock_ignoring_poison(&self.names).clone(),
+        }
+    }
+
+    /// Opens the live stream by running a [`Session`]'s plan (see the
+    /// [session docs](crate::session)): the start position, the join when configured,
+    /// `GET live.json` (joining and asking again on 403), then the backfill from
+    /// `recent.json` of what was posted after `resume` (or after the start).
+    ///
+    /// The start of the first call without `resume` is fixed for this client (see
+    /// [`Client::baseline`]): every later such call starts from it, so a first stream that
+    /// never answers or dies before its first message loses nothing. It is the stream's first
+    /// item, a [`SourceItem::Cursor`]. With `resume`, when nothing was missed and the room's
+    /// latest id is below it (a reset server), the server's position is taken (and yielded
+    /// as a [`SourceItem::Cursor`]) instead of dropping every new message as delivered.
+    pub async fn connect(&self, resume: Option<CampfireCursor>) -> Result<LiveStream, Error> {
+        let mut session = Session::new(self.session_config(), resume);
+        let mut body = None;
+        while !session.is_streaming() {
+            let Some(request) = session.poll_request() else {
+                break;
+            };
+            self.exchange(&mut session, &request, &mut body).await;
+            if let Some(e) = session.take_error() {
+                return Err(e);
             }
+        }
+        let client = self.clone();
+        Ok(LiveStream {
+            client,
+            session,
+            body,
+            inflight: None,
+        })
+    }
+
+    /// Sends `request`, hands the answer (or the failure) to `session`, and keeps what the
+    /// session learned for later sessions. The live body, when opened, goes to `body`.
+    async fn exchange(
+        &self,
+        session: &mut Session,
+        request: &Request,
+        body: &mut Option<reqwest::Response>,
+    ) {
+        match self.execute(request).await {
+            Ok((response, stream)) => {
+                *body = stream.or(body.take());
+                session.handle_response(request.purpose, response, Instant::now());
+            }
+            Err(message) => session.handle_error(request.purpose, message, Instant::now()),
+        }
+        if let Some(start) = session.baseline() {
+            lock_ignoring_poison(&self.baseline).get_or_insert(start);
+        }
+        if let Purpose::User { id } = request.purpose {
+            if let Some(name) = session.names().get(&id) {
+                lock_ignoring_poison(&self.names).insert(id, name.clone());
+            }
+        }
+    }
+
+    fn url(&self, request: &Request) -> Option<Url> {
+        let base = match request.host {
+            Host::Streaming => &self.stream_base,
+            Host::Api => self.api_base.as_ref()?,
         };
-        let response = self.check(Endpoint::Live, response).await?;
-        self.check_json(Endpoint::Live, response.headers())?;
+        let mut url = base.join(&request.path).ok()?;
+        if !request.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&request.query);
+        }
+        Some(url)
+    }
+
+    /// Sends one request. The answer is read whole, except the body of a live stream that
+    /// opened, which is returned for streaming; `Err` says why there is no answer.
+    async fn execute(
+        &self,
+        request: &Request,
+    ) -> Result<(Response, Option<reqwest::Response>), String> {
+        let url = self
+            .url(request)
+            .ok_or("no REST API URL configured (api_url)")?;
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        };
+        let mut builder = self.http.request(method, url);
+        builder = builder.basic_auth(self.config.token.expose(), Some("x"));
+        builder = builder.header(
+            USER_AGENT,
+            concat!("tributary-campfire/", env!("CARGO_PKG_VERSION")),
+        );
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, *value);
+        }
+        if request.method == Method::Post {
+            builder = builder.body("");
+        }
+        let limit = self.config.request_timeout;
+        if let Purpose::User { .. } = request.purpose {
+            builder = builder.timeout(limit.min(Duration::from_secs(5)));
+        } else if !request.is_stream() {
+            builder = builder.timeout(limit);
+        }
+        let response = match tokio::time::timeout(limit, builder.send()).await {
+            Ok(sent) => sent.map_err(network)?,
+            Err(_) => return Err(format!("no response within {}s", limit.as_secs_f64())),
+        };
+        let header = |name| response.headers().get(name)?.to_str().ok();
+        let mut head = Response {
+            status: response.status().as_u16(),
+            retry_after: header(RETRY_AFTER)
+                .and_then(|v| chat_model::parse_retry_after(v, SystemTime::now())),
+            content_type: header(CONTENT_TYPE).map(str::to_owned),
+            body: Vec::new(),
+        };
+        if response.status().is_success() {
+            if request.is_stream() {
+                return Ok((head, Some(response)));
+            }
+            head.body = response.bytes().await.map_err(network)?.into();
+        } else {
+            // The start of an error's body, for the message; a slow one is not waited for.
+            let text = tokio::time::timeout(Duration::from_secs(2), response.bytes()).await;
+            head.body = text.ok().and_then(Result::ok).unwrap_or_default().into();
+        }
+        Ok((head, None))
+    }
+
+    /// A standalone REST call (outside a session): the answer, whatever its status.
+    async fn rest(&self, request: &Request) -> Result<Response, Error> {
+        let (room, endpoint) = (self.config.room, request.purpose.endpoint());
+        let no_api = || Error::Protocol {
+            room,
+            endpoint,
+            message: "no REST API URL configured (api_url)".to_owned(),
+        };
+        self.api_base.as_ref().ok_or_else(no_api)?;
+        let (response, _) = self
+            .execute(request)
+            .await
+            .map_err(|message| Error::Network {
+                room,
+                endpoint,
+                message,
+            })?;
         Ok(response)
     }
 
-    /// Opens `live.json`. The streaming API serves only rooms the user has joined: a 403
-    /// when this connect has not joined yet makes the client join over REST and ask once
-    /// more; without a REST API it is [`Error::NotJoined`].
-    async fn open_live(&self, mut joined: bool) -> Result<reqwest::Response, Error> {
-        loop {
-            match self.request_live().await {
-                Err(Error::Status {
-                    status: 403, body, ..
-                }) if !joined => {
-                    if self.join_url.is_none() {
-                        return Err(Error::NotJoined {
-                            room: self.config.room,
-                            status: 403,
-                            body,
-                        });
-                    }
-                    tracing::info!(
-                        room = self.config.room,
-                        "live.json answered HTTP 403: joining the room (the streaming API serves only joined rooms)"
-                    );
-                    self.join().await?;
-                    joined = true;
-                }
-                other => return other,
-            }
-        }
+    /// Joins the room over REST (`POST /room/{id}/join.json`).
+    pub async fn join(&self) -> Result<(), Error> {
+        let room = self.config.room;
+        let response = self.rest(&Request::new(Purpose::Join, room)).await?;
+        response.check(room, Endpoint::Join)
     }
 
-    /// Opens the live stream: takes the start position (below), joins when configured, then
-    /// `GET live.json` (joining and asking again when it is refused with 403), then backfills
-    /// from `recent.json` what was posted after `resume`, yielded before the first live
-    /// message.
-    ///
-    /// Without `resume` (and with a REST API) the start is the room's latest message id,
-    /// asked for before subscribing. The first such call fixes it (see [`Client::baseline`]):
-    /// every later call without `resume` starts from the same position, so a first stream
-    /// that never answers or dies before its first message loses nothing. The start is the
-    /// stream's first item, a [`SourceItem::Cursor`], before any event.
-    ///
-    /// With `resume`, when nothing was missed and the room's latest id is below it, the
-    /// server's ids went backwards (a reset server): that is logged as a warning and the
-    /// server's position is taken (also yielded as a [`SourceItem::Cursor`]) instead of
-    /// dropping every new message as already delivered.
-    pub async fn connect(&self, resume: Option<CampfireCursor>) -> Result<LiveStream, Error> {
-        // A first connection starts from the room's latest id, learned before joining and
-        // subscribing and backfilled after, so nothing posted in between is lost (the join's
-        // own EnterMessage included) and a drop before the first message, or a failed join,
-        // can still be backfilled.
-        let mut start = None;
-        let resume = match resume {
-            Some(c) => Some(c),
-            None if self.can_backfill() => {
-                let fixed = self.baseline();
-                let baseline = match fixed {
-                    Some(b) => b,
-                    None => {
-                        let latest = self.latest().await?;
-                        *lock_ignoring_poison(&self.baseline) = Some(latest);
-                        latest
-                    }
-                };
-                start = Some(baseline);
-                start
-            }
-            None => None,
+    /// One page of `recent.json`: up to [`RECENT_LIMIT`](crate::RECENT_LIMIT) messages after
+    /// `since` (the wire objects, as the server listed them).
+    pub async fn recent_page(&self, since: Option<u64>) -> Result<Vec<serde_json::Value>, Error> {
+        let room = self.config.room;
+        let response = self
+            .rest(&Request::new(Purpose::Recent { since }, room))
+            .await?;
+        response.recent_messages(room)
+    }
+
+    /// Every message after `since`, oldest first, following pages of
+    /// [`RECENT_LIMIT`](crate::RECENT_LIMIT) up to [`MAX_BACKFILL_PAGES`](crate::MAX_BACKFILL_PAGES).
+    pub async fn recent(&self, since: Option<u64>) -> Result<Vec<Message>, Error> {
+        let room = self.config.room;
+        let mut pager = Pager::new(room, since);
+        while pager.handle(&self.rest(&pager.request()).await?)? {}
+        let unreadable = |e: serde_json::Error| Error::Protocol {
+            room,
+            endpoint: Endpoint::Recent,
+            message: format!("unreadable message: {e}"),
         };
-        if self.config.join {
-            self.join().await?;
-        }
-        let response = self.open_live(self.config.join).await?;
-        let mut session = Session::new(
-            self.config.source.clone(),
-            self.config.room,
-            resume,
-            self.config.limits,
-            self.config.keep_raw,
-        );
-        let mut pending = Vec::new();
-        // The stream is subscribed before the backfill is fetched, so nothing posted in
-        // between is lost; the session drops what both deliver.
-        if let (Some(cursor), true) = (resume, self.can_backfill()) {
-            let missed = self.recent_raw(Some(cursor.last_message_id)).await?;
-            tracing::debug!(
-                room = self.config.room,
-                since = cursor.last_message_id,
-                count = missed.len(),
-                "backfilled from recent.json"
-            );
-            // A position from outside (a saved cursor) that the server knows nothing after:
-            // check that its ids did not go backwards.
-            if missed.is_empty() && start.is_none() {
-                let latest = self.latest().await?;
-                if latest.last_message_id < cursor.last_message_id {
-                    tracing::warn!(
-                        room = self.config.room,
-                        cursor = cursor.last_message_id,
-                        latest = latest.last_message_id,
-                        "the Campfire server's message ids went backwards (a reset server?): \
-                         its latest id is below the saved position; taking the server's position"
-                    );
-                    session.take_position(latest);
-                    start = Some(latest);
-                }
-            }
-            if let Some(start) = start {
-                pending.push(SourceItem::Cursor(start.to_cursor()));
-            }
-            session.backfill(missed, &mut pending);
-        } else if let Some(start) = start {
-            pending.push(SourceItem::Cursor(start.to_cursor()));
-        }
-        tracing::debug!(room = self.config.room, url = %redact_url(self.live_url.as_str()), "streaming");
-        Ok(LiveStream {
-            names: (self.config.resolve_names && self.api_base.is_some()).then(|| self.clone()),
-            room: self.config.room,
-            response: Some(response),
-            session,
-            pending: pending.into(),
-            scratch: Vec::new(),
-            idle_timeout: self.config.idle_timeout,
-            ended: None,
-        })
+        let messages = pager
+            .into_messages()
+            .into_iter()
+            .map(serde_json::from_value::<Message>);
+        let mut all = messages
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unreadable)?;
+        all.sort_by_key(|m| m.id);
+        Ok(all)
     }
-}
 
-impl Client {
     /// The name of user `id` from `GET /users/{id}.json` (`{"user": {"name": ...}}`), cached;
     /// `None` when it cannot be had (the failure is logged once and not retried).
     pub async fn user_name(&self, id: u64) -> Option<String> {
         if let Some(known) = lock_ignoring_poison(&self.names).get(&id) {
             return known.clone();
         }
-        let name = match self.fetch_user_name(id).await {
-            Ok(name) => name,
-            Err(e) => {
-                tracing::warn!(room = self.config.room, user = id, error = %e, "cannot look up a Campfire user name");
+        let room = self.config.room;
+        let response = self.rest(&Request::new(Purpose::User { id }, room)).await;
+        let name = response
+            .and_then(|r| r.user_name(room))
+            .unwrap_or_else(|e| {
+                tracing::warn!(room, user = id, error = %e, "cannot look up a Campfire user name");
                 None
-            }
-        };
+            });
         lock_ignoring_poison(&self.names).insert(id, name.clone());
         name
     }
-
-    async fn fetch_user_name(&self, id: u64) -> Result<Option<String>, Error> {
-        let base = self
-            .api_base
-            .as_ref()
-            .ok_or_else(|| self.no_rest(Endpoint::User))?;
-        let url = join(base, "api", &format!("users/{id}.json"))?;
-        let response = self
-            .http
-            .get(url)
-            .basic_auth(self.config.token.expose(), Some("x"))
-            .header(USER_AGENT, user_agent())
-            .header(ACCEPT, "application/json")
-            .timeout(self.config.request_timeout.min(Duration::from_secs(5)))
-            .send()
-            .await
-            .map_err(|e| self.network(Endpoint::User, e))?;
-        let response = self.check(Endpoint::User, response).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.network(Endpoint::User, e))?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
-            room: self.config.room,
-            endpoint: Endpoint::User,
-            message: format!("not JSON: {e}"),
-        })?;
-        let user = v.get("user").unwrap_or(&v);
-        Ok(user.get("name").and_then(|n| n.as_str()).map(str::to_owned))
-    }
 }
 
-fn id_of(v: &serde_json::Value) -> Option<u64> {
-    match v {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn user_agent() -> &'static str {
-    concat!("tributary-campfire/", env!("CARGO_PKG_VERSION"))
-}
-
-/// Reads a `Retry-After` header against the current time; the parsing is
-/// [`chat_model::parse_retry_after`] (delay-seconds or an HTTP-date).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    chat_model::parse_retry_after(value, std::time::SystemTime::now())
+/// What went wrong with a request, on one line, without the URL reqwest adds.
+fn network(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection lost while reading"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", chat_model::error_chain(&e.without_url()))
 }
 
 /// One open live stream of a room, yielding [`SourceItem`]s until it ends.
 #[derive(Debug)]
 pub struct LiveStream {
-    names: Option<Client>,
-    room: u64,
-    response: Option<reqwest::Response>,
+    client: Client,
     session: Session,
-    pending: VecDeque<SourceItem>,
-    scratch: Vec<SourceItem>,
-    idle_timeout: Option<Duration>,
-    ended: Option<DisconnectReason>,
+    body: Option<reqwest::Response>,
+    /// A name lookup the session asked for, kept until answered (a dropped `next_item`
+    /// future sends it again).
+    inflight: Option<Request>,
 }
 
 impl LiveStream {
@@ -629,60 +441,44 @@ impl LiveStream {
     /// future loses no item.
     pub async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
         loop {
-            if let Some(front) = self.pending.front_mut() {
-                // Look the author's name up before taking the item out, so a caller that
-                // drops this future mid-lookup loses nothing.
-                if let (Some(client), SourceItem::Event { event, .. }) = (&self.names, front) {
-                    let id = event.author.id.as_deref().and_then(|i| i.parse().ok());
-                    if let (None, Some(id)) = (&event.author.name, id) {
-                        event.author.name = client.user_name(id).await;
-                    }
-                }
-                if let Some(item) = self.pending.pop_front() {
-                    return Ok(item);
-                }
+            if let Some(item) = self.session.poll_item() {
+                return Ok(item);
             }
-            if let Some(reason) = &self.ended {
+            if self.inflight.is_none() {
+                self.inflight = self.session.poll_request();
+            }
+            if let Some(request) = self.inflight.clone() {
+                let (client, session) = (&self.client, &mut self.session);
+                client.exchange(session, &request, &mut self.body).await;
+                self.inflight = None;
+                continue;
+            }
+            if let Some(reason) = self.session.ended() {
+                self.body = None;
                 return Err(reason.clone());
             }
-            let Some(response) = self.response.as_mut() else {
-                self.ended = Some(DisconnectReason::EndOfStream);
+            let Some(body) = self.body.as_mut() else {
+                self.session.handle_end(Instant::now());
                 continue;
             };
-            let chunk = match self.idle_timeout {
-                Some(idle) => match tokio::time::timeout(idle, response.chunk()).await {
-                    Ok(c) => c,
-                    Err(_) => {
-                        self.response = None;
-                        self.ended = Some(
-                            Error::Stalled {
-                                room: self.room,
-                                idle,
-                            }
-                            .into(),
-                        );
-                        continue;
-                    }
+            let chunk = match self.session.poll_timeout() {
+                Some(at) => tokio::select! {
+                    biased;
+                    chunk = body.chunk() => Some(chunk),
+                    () = tokio::time::sleep_until(at.into()) => None,
                 },
-                None => response.chunk().await,
+                None => Some(body.chunk().await),
             };
+            let now = Instant::now();
             match chunk {
-                Ok(Some(bytes)) => self.session.feed(&bytes, &mut self.scratch),
-                Ok(None) => {
-                    self.session.finish(&mut self.scratch);
-                    self.response = None;
-                    self.ended = Some(DisconnectReason::EndOfStream);
-                }
-                Err(e) => {
-                    self.response = None;
-                    self.ended = Some(DisconnectReason::Network(format!(
-                        "Campfire room {}: stream broken: {}",
-                        self.room,
-                        error_chain(e)
-                    )));
+                None => self.session.handle_timeout(now),
+                Some(Ok(Some(bytes))) => self.session.handle_chunk(&bytes, now),
+                Some(Ok(None)) => self.session.handle_end(now),
+                Some(Err(e)) => {
+                    let message = format!("stream broken: {}", network(e));
+                    self.session.handle_error(Purpose::Live, message, now);
                 }
             }
-            self.pending.extend(self.scratch.drain(..));
         }
     }
 
@@ -690,11 +486,6 @@ impl LiveStream {
     pub fn cursor(&self) -> Option<CampfireCursor> {
         self.session.cursor()
     }
-}
-
-/// The error and its causes on one line, without the URL reqwest adds to its message.
-fn error_chain(e: reqwest::Error) -> String {
-    chat_model::error_chain(&e.without_url())
 }
 
 #[cfg(test)]
@@ -711,13 +502,19 @@ mod tests {
             "http://127.0.0.1:9/base/room/111/live.json"
         );
         assert_eq!(
-            client.recent_url.as_ref().unwrap().as_str(),
-            "http://127.0.0.1:9/base/room/111/recent.json"
+            client
+                .url(&Request::new(Purpose::Latest, 111))
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:9/base/room/111/recent.json?limit=1"
         );
         c.api_url = Some("http://127.0.0.1:8".into());
         let client = Client::new(c.clone()).unwrap();
         assert_eq!(
-            client.join_url.as_ref().unwrap().as_str(),
+            client
+                .url(&Request::new(Purpose::Join, 111))
+                .unwrap()
+                .as_str(),
             "http://127.0.0.1:8/room/111/join.json"
         );
         assert!(client.can_backfill());
@@ -750,25 +547,11 @@ mod tests {
         with_api.api_url = Some("https://acme.campfirenow.com".into());
         let client = Client::new(with_api).unwrap();
         assert!(client.can_backfill());
+        let since = Purpose::Recent { since: Some(7) };
         assert_eq!(
-            client.recent_url.unwrap().as_str(),
-            "https://acme.campfirenow.com/room/1/recent.json"
+            client.url(&Request::new(since, 1)).unwrap().as_str(),
+            "https://acme.campfirenow.com/room/1/recent.json?since_message_id=7&limit=100"
         );
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
     }
 
     #[tokio::test]
@@ -785,8 +568,6 @@ mod tests {
         c.url = emu.url();
         let mut client = Client::new(c).unwrap();
         // As against the real streaming host without api_url: no REST API to join with.
-        client.join_url = None;
-        client.recent_url = None;
         client.api_base = None;
         let e = client.connect(None).await.unwrap_err();
         assert!(
