@@ -430,7 +430,13 @@ fn the_latest_cursor_is_handed_back_on_reconnect() {
     // A cursor-only advance is a checkpoint for the durable state.
     sim.connected();
     let actions = sim.item(SourceItem::Cursor(cursor_of(9)));
-    assert_eq!(actions, [Action::Checkpoint(cursor_of(9))]);
+    // It is the first item of the connection: a baseline.
+    let checkpoint = Action::Checkpoint {
+        cursor: cursor_of(9),
+        at: sim.wall(),
+        baseline: true,
+    };
+    assert_eq!(actions, [checkpoint]);
 }
 
 #[test]
@@ -483,7 +489,7 @@ fn delivered_events_carry_the_source_name_and_service() {
     sim.start();
     sim.connected();
     let actions = sim.item(msg_at("x", 3));
-    let Action::Deliver { event, cursor } = &actions[0] else {
+    let Action::Deliver { event, cursor, at } = &actions[0] else {
         panic!("{actions:?}")
     };
     assert_eq!(event.source, "src");
@@ -491,6 +497,7 @@ fn delivered_events_carry_the_source_name_and_service() {
     assert_eq!(cursor, &Some(cursor_of(3)));
     assert_eq!(sim.m.stats().delivered, 1);
     assert_eq!(sim.m.stats().last_event_at, Some(sim.wall()));
+    assert_eq!(*at, sim.wall(), "stamped with the time passed in");
 }
 
 #[test]
