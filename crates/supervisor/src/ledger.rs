@@ -332,3 +332,284 @@ fn reuse_problem(saved: &SavedSource, service: &Service, identity: &str) -> Opti
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateFile;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn at(secs: i64) -> Timestamp {
+        chrono::Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn pos(n: u64) -> Cursor {
+        Cursor::from_typed(&n)
+    }
+
+    fn saved(service: &str, identity: &str, cursor: u64) -> SavedSource {
+        SavedSource {
+            service: service.into(),
+            identity: identity.into(),
+            cursor: Some(pos(cursor)),
+            last_delivery_at: Some(at(0)),
+            recent_ids: (0..5).map(|i| format!("m{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_waits_for_what_was_forwarded_before_it() {
+        let mut l = Ledger::new(16);
+        let s = l.restore("ops", Service::Campfire, "", None).index;
+        assert!(l.settled(s));
+        l.forwarded(s);
+        let event = Commit::delivered(Some(pos(1)), "m1", at(1));
+        let Checkpointed::Forward(cp) = l.checkpoint(s, Commit::checkpoint(pos(2), at(2), false))
+        else {
+            panic!("committed while an event was untaken")
+        };
+        assert_eq!((l.cursor(s), l.is_dirty()), (None, false));
+        assert!(!l.commit(s, event), "an event's commit is never urgent");
+        assert_eq!(l.cursor(s), Some(&pos(1)));
+        assert!(!l.settled(s));
+        assert!(
+            !l.commit(s, cp),
+            "the event already made a position durable"
+        );
+        assert!(l.settled(s));
+        assert_eq!(l.cursor(s), Some(&pos(2)));
+        let snap = l.take_snapshot(false).unwrap();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].0, "ops");
+        assert_eq!(snap[0].1.recent_ids, ["m1"]);
+        assert_eq!(snap[0].1.last_delivery_at, Some(at(2)));
+        assert_eq!(l.take_snapshot(false), None, "clean until the next commit");
+        l.mark_dirty();
+        assert_eq!(l.take_snapshot(false), Some(snap.clone()));
+        assert_eq!(l.take_snapshot(true), Some(snap));
+    }
+
+    #[test]
+    fn only_first_positions_and_changed_baselines_are_urgent() {
+        let mut l = Ledger::new(16);
+        let s = l.restore("ops", Service::Campfire, "", None).index;
+        let mut cp =
+            |n, baseline| match l.checkpoint(s, Commit::checkpoint(pos(n), at(0), baseline)) {
+                Checkpointed::Committed { urgent } => urgent,
+                other => panic!("{other:?}"),
+            };
+        assert!(cp(1, false), "no cursor yet");
+        assert!(!cp(2, false), "a later checkpoint waits for the saver");
+        assert!(cp(3, true), "a baseline that moves the position");
+        assert!(!cp(3, true), "a baseline at the saved position");
+    }
+
+    #[test]
+    fn restore_reuses_only_the_same_service_and_identity() {
+        let mut l = Ledger::new(3);
+        let same = saved("campfire", "room 1", 7);
+        let r = l.restore("a", Service::Campfire, "room 1", Some(&same));
+        assert_eq!(r.index, 0);
+        assert_eq!(r.warning, None);
+        assert_eq!(r.restored.cursor, Some(pos(7)));
+        assert_eq!(
+            r.restored.recent_ids.len(),
+            5,
+            "the machine gets every saved id"
+        );
+        let r = l.restore("b", Service::Campfire, "room 2", Some(&same));
+        assert_eq!(r.restored, Restored::default());
+        assert!(r.warning.unwrap().contains("\"room 2\""));
+        let r = l.restore("c", Service::Flowdock, "room 1", Some(&same));
+        assert!(r.warning.unwrap().contains("service"));
+        let old = saved("campfire", "", 8);
+        let r = l.restore("d", Service::Campfire, "room 4", Some(&old));
+        assert_eq!((r.restored.cursor, r.warning), (Some(pos(8)), None));
+        // Only reused entries are written, with at most the window's ids and the identity now.
+        let snap = l.snapshot();
+        let names: Vec<_> = snap.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "d"]);
+        assert_eq!(snap[0].1.recent_ids, ["m2", "m3", "m4"]);
+        assert_eq!(snap[1].1.identity, "room 4");
+        assert_eq!(l.len(), 4);
+    }
+
+    #[test]
+    fn the_persisted_ids_are_bounded() {
+        let mut l = Ledger::new(usize::MAX);
+        let s = l.restore("ops", Service::Campfire, "", None).index;
+        for i in 0..PERSISTED_IDS + 5 {
+            l.forwarded(s);
+            let _ = l.commit(s, Commit::delivered(None, &format!("m{i}"), at(0)));
+        }
+        let _ = l.commit(s, Commit::delivered(None, "", at(1)));
+        let snap = l.snapshot();
+        assert_eq!(snap[0].1.recent_ids.len(), PERSISTED_IDS);
+        assert_eq!(snap[0].1.recent_ids[0], "m5");
+        assert_eq!(snap[0].1.last_delivery_at, Some(at(1)));
+        assert_eq!(snap[0].1.cursor, None);
+        assert!(Ledger::new(0).is_empty());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The source `0` yields an event (or a checkpoint) at its next position.
+        Produce { source: usize, checkpoint: bool },
+        /// The consumer calls `recv` (taking the previous event).
+        Recv,
+        /// The consumer acks the last event.
+        Ack,
+        /// The saver writes a snapshot.
+        Save,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..2usize, any::<bool>())
+                .prop_map(|(source, checkpoint)| Op::Produce { source, checkpoint }),
+            3 => Just(Op::Recv),
+            1 => Just(Op::Ack),
+            1 => Just(Op::Save),
+        ]
+    }
+
+    /// The driver and the consumer, without tokio: one FIFO channel of commits.
+    struct World {
+        ledger: Ledger,
+        next: [u64; 2],
+        channel: std::collections::VecDeque<(usize, Option<u64>, Commit)>,
+        pending: Option<(usize, u64, Commit)>,
+        taken: Vec<String>,
+        file: StateFile,
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut ledger = Ledger::new(8);
+            ledger.restore("a", Service::Campfire, "room a", None);
+            ledger.restore("b", Service::Flowdock, "flow b", None);
+            World {
+                ledger,
+                next: [1, 1],
+                channel: Default::default(),
+                pending: None,
+                taken: Vec::new(),
+                file: StateFile::empty("unused.json"),
+            }
+        }
+
+        fn ack(&mut self) {
+            if let Some((s, n, c)) = self.pending.take() {
+                let _ = self.ledger.commit(s, c);
+                self.taken.push(format!("{s}:{n}"));
+            }
+        }
+
+        fn step(&mut self, op: &Op) {
+            match *op {
+                Op::Produce { source, checkpoint } => {
+                    let n = self.next[source];
+                    self.next[source] += 1;
+                    if checkpoint {
+                        let c = Commit::checkpoint(pos(n), at(n as i64), false);
+                        if let Checkpointed::Forward(c) = self.ledger.checkpoint(source, c) {
+                            self.channel.push_back((source, None, c));
+                        }
+                    } else {
+                        let c = Commit::delivered(Some(pos(n)), &format!("{source}:{n}"), at(0));
+                        self.ledger.forwarded(source);
+                        self.channel.push_back((source, Some(n), c));
+                    }
+                }
+                Op::Recv => {
+                    self.ack();
+                    while let Some((s, event, c)) = self.channel.pop_front() {
+                        match event {
+                            Some(n) => {
+                                self.pending = Some((s, n, c));
+                                break;
+                            }
+                            None => {
+                                let _ = self.ledger.commit(s, c);
+                            }
+                        }
+                    }
+                }
+                Op::Ack => self.ack(),
+                Op::Save => {
+                    for (name, saved) in self.ledger.take_snapshot(false).into_iter().flatten() {
+                        self.file.set(name, saved);
+                    }
+                }
+            }
+        }
+
+        /// The first event of `source` not yet taken by the consumer.
+        fn first_untaken(&self, source: usize) -> Option<u64> {
+            let pending = self.pending.iter().map(|(s, n, _)| (*s, Some(*n)));
+            let queued = self.channel.iter().map(|(s, n, _)| (*s, *n));
+            pending
+                .chain(queued)
+                .filter(|(s, _)| *s == source)
+                .find_map(|(_, n)| n)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_saved_cursor_never_passes_an_untaken_event(ops in proptest::collection::vec(op(), 0..120)) {
+            let mut w = World::new();
+            for op in &ops {
+                w.step(op);
+                for (source, name) in [(0, "a"), (1, "b")] {
+                    let untaken = w.first_untaken(source);
+                    let committed = w.ledger.cursor(source).map(|c| c.to_typed::<u64>().unwrap());
+                    let saved = w.file.get(name).and_then(|s| s.cursor.as_ref())
+                        .map(|c| c.to_typed::<u64>().unwrap());
+                    for cursor in [committed, saved].into_iter().flatten() {
+                        prop_assert!(cursor < w.next[source]);
+                        if let Some(u) = untaken {
+                            prop_assert!(cursor < u, "cursor {cursor} passed untaken event {u}");
+                        }
+                    }
+                    // Every id remembered was taken.
+                    for (_, s) in w.ledger.snapshot().iter().filter(|(n, _)| n == name) {
+                        for id in &s.recent_ids {
+                            prop_assert!(w.taken.contains(id), "{id} was not taken");
+                        }
+                    }
+                }
+            }
+            // Once everything is taken, every position is durable.
+            while !w.channel.is_empty() || w.pending.is_some() {
+                w.step(&Op::Recv);
+            }
+            w.step(&Op::Save);
+            for (source, name) in [(0, "a"), (1, "b")] {
+                let last = w.next[source] - 1;
+                let cursor = w.file.get(name).and_then(|s| s.cursor.clone());
+                prop_assert_eq!(cursor, (last > 0).then(|| pos(last)));
+            }
+
+            // A restart restores the same cursors and writes the same state back.
+            let before = w.ledger.snapshot();
+            let mut again = Ledger::new(8);
+            for (name, service, identity) in
+                [("a", Service::Campfire, "room a"), ("b", Service::Flowdock, "flow b")]
+            {
+                let r = again.restore(name, service, identity, w.file.get(name));
+                prop_assert_eq!(r.warning, None);
+                prop_assert_eq!(
+                    r.restored.cursor,
+                    w.file.get(name).and_then(|s| s.cursor.clone())
+                );
+                prop_assert_eq!(
+                    r.restored.recent_ids,
+                    w.file.get(name).map(|s| s.recent_ids.clone()).unwrap_or_default()
+                );
+            }
+            prop_assert_eq!(again.snapshot(), before);
+        }
+    }
+}

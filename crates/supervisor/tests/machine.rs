@@ -916,3 +916,38 @@ fn time_spent_waiting_for_the_consumer_does_not_count_as_silence() {
     sim.m.on_reading_resumed(sim.now - secs(30));
     assert_eq!(sim.m.poll_timeout().unwrap() - sim.now, secs(60));
 }
+
+#[test]
+fn a_checkpoint_is_a_baseline_only_before_anything_is_delivered_on_a_connection() {
+    let baselines = |actions: &[Action]| -> Vec<bool> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Checkpoint { baseline, .. } => Some(*baseline),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut sim = Sim::new(policy(Resume::Replays));
+    sim.start();
+    sim.connected();
+    sim.advance(SECOND);
+    assert_eq!(
+        baselines(&sim.item(SourceItem::Cursor(cursor_of(1)))),
+        [true]
+    );
+    assert_eq!(
+        baselines(&sim.item(SourceItem::Cursor(cursor_of(2)))),
+        [false]
+    );
+    sim.advance(secs(40));
+    sim.fail(network());
+    sim.reconnect();
+    sim.connected();
+    sim.item(msg_at("a", 3));
+    assert_eq!(
+        baselines(&sim.item(SourceItem::Cursor(cursor_of(4)))),
+        [false],
+        "an event came first"
+    );
+}
