@@ -107,6 +107,10 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
         let mut connect = None;
         let mut sent = false;
         while let Some(action) = machine.poll_action() {
+            sent |= matches!(
+                action,
+                Action::Deliver { .. } | Action::Checkpoint { .. } | Action::Emit(_)
+            );
             let (event, commit) = match action {
                 Action::Connect { resume } => {
                     connect = Some(resume);
@@ -151,7 +155,6 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
                     continue;
                 }
             };
-            sent = true;
             let envelope = Envelope {
                 source: index,
                 event,
@@ -170,7 +173,7 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
         }
         if sent {
             // Sends wait for the consumer; that silence is not the server's.
-            machine.on_reading_resumed(TokioInstant::now().into_std());
+            machine.on_reading_resumed(now().0);
         }
         shared.stats.set(index, machine.stats());
 
