@@ -1,18 +1,17 @@
 //! The per-source IO loop: carries out the machine's actions, waits for the connection, the
 //! machine's deadline or a shutdown, and feeds what happened back with the time it happened.
 
-use chat_model::{Event, SourceItem, Timestamp};
-use tokio::sync::{oneshot, watch};
-use tokio::time::Instant as TokioInstant;
-
 use std::sync::Arc;
 use std::time::Duration;
+
+use chat_model::{DisconnectReason, Event, SourceItem, Timestamp, lock_ignoring_poison as lock};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant as TokioInstant;
 
 use super::{Envelope, Shared, SourceCtx};
 use crate::ledger::{Checkpointed, Commit};
 use crate::machine::{Action, Outcome};
 use crate::source::{Connection, Source};
-use chat_model::lock_ignoring_poison as lock;
 
 /// Resolves once a shutdown was asked for. A dropped [`SupervisorHandle`](super::SupervisorHandle)
 /// is not a shutdown: sources go on until the [`EventStream`](super::EventStream) is dropped too.
@@ -86,8 +85,8 @@ async fn race<T>(
 // The big variant is the common one; boxing it would cost an allocation per item.
 #[allow(clippy::large_enum_variant)]
 enum Io<C> {
-    Connected(Result<C, chat_model::DisconnectReason>),
-    Item(Result<SourceItem, chat_model::DisconnectReason>),
+    Connected(Result<C, DisconnectReason>),
+    Item(Result<SourceItem, DisconnectReason>),
 }
 
 pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outcome {
