@@ -2,20 +2,25 @@
 #![forbid(unsafe_code)]
 
 mod dedup;
+#[cfg(feature = "tokio")]
 mod driver;
+mod error;
+pub mod ledger;
 pub mod machine;
+mod report;
 mod source;
 pub mod state;
 
 pub use dedup::RecentIds;
-pub use driver::{
-    EventStream, Options, Report, SourceReport, StatsReader, Supervisor, SupervisorError,
-    SupervisorHandle,
-};
+#[cfg(feature = "tokio")]
+pub use driver::{EventStream, Options, Supervisor, SupervisorHandle};
+pub use error::SupervisorError;
+pub use ledger::{Checkpointed, Commit, Ledger};
 pub use machine::{
     Action, Jitter, MachineConfig, Outcome, Restored, ServerDelay, SourceMachine, SourceState,
     SourceStats,
 };
+pub use report::{Report, SourceReport, StatsReader};
 pub use source::{
     Backoff, Connection, DEFAULT_MAX_SERVER_DELAY, Overrides, Policy, PromptDelay, Resume, Source,
 };

@@ -165,10 +165,21 @@ pub enum Action {
         event: Event,
         /// The cursor that becomes durable once the event is delivered.
         cursor: Option<Cursor>,
+        /// When it was received (the wall-clock time passed with it): the source's last
+        /// delivery time once it is taken.
+        at: Timestamp,
     },
     /// The resume position advanced without an event; persist it once everything forwarded
     /// before it has been delivered.
-    Checkpoint(Cursor),
+    Checkpoint {
+        /// The new resume position.
+        cursor: Cursor,
+        /// When it was received (the wall-clock time passed with it).
+        at: Timestamp,
+        /// Whether it is the first item since the connection was asked for (a "start from
+        /// now" baseline, saved at once when it changes the saved position).
+        baseline: bool,
+    },
     /// An event was dropped as a duplicate of one delivered recently.
     Drop {
         /// Its id.
@@ -381,6 +392,9 @@ pub struct SourceMachine {
     replayed_in_a_row: u64,
     /// Whether the current connection delivered something new or was already warned about.
     replay_settled: bool,
+    /// Whether nothing has been delivered since the last connect was asked for (its first
+    /// checkpoint is a baseline).
+    fresh_connection: bool,
     gap_seq: u64,
     lifecycle_seq: u64,
     stats: SourceStats,
@@ -414,6 +428,7 @@ impl SourceMachine {
             ever_connected: false,
             replayed_in_a_row: 0,
             replay_settled: false,
+            fresh_connection: false,
             gap_seq: 0,
             lifecycle_seq: 0,
             stats: SourceStats {
@@ -627,11 +642,20 @@ impl SourceMachine {
                 }
                 self.stats.delivered += 1;
                 self.stats.last_event_at = Some(wall);
-                self.actions.push_back(Action::Deliver { event, cursor });
+                self.fresh_connection = false;
+                self.actions.push_back(Action::Deliver {
+                    event,
+                    cursor,
+                    at: wall,
+                });
             }
             SourceItem::Cursor(c) => {
                 self.cursor = Some(c.clone());
-                self.actions.push_back(Action::Checkpoint(c));
+                self.actions.push_back(Action::Checkpoint {
+                    cursor: c,
+                    at: wall,
+                    baseline: std::mem::take(&mut self.fresh_connection),
+                });
             }
             SourceItem::RetryHint(d) => {
                 self.retry_hint = Some(self.cap_server_delay(ServerDelay::RetryHint, d))
@@ -701,6 +725,7 @@ impl SourceMachine {
             None,
             format!("connecting (attempt {attempt})"),
         );
+        self.fresh_connection = true;
         self.actions.push_back(Action::Connect {
             resume: self.cursor.clone(),
         });

@@ -430,7 +430,13 @@ fn the_latest_cursor_is_handed_back_on_reconnect() {
     // A cursor-only advance is a checkpoint for the durable state.
     sim.connected();
     let actions = sim.item(SourceItem::Cursor(cursor_of(9)));
-    assert_eq!(actions, [Action::Checkpoint(cursor_of(9))]);
+    // It is the first item of the connection: a baseline.
+    let checkpoint = Action::Checkpoint {
+        cursor: cursor_of(9),
+        at: sim.wall(),
+        baseline: true,
+    };
+    assert_eq!(actions, [checkpoint]);
 }
 
 #[test]
@@ -483,7 +489,7 @@ fn delivered_events_carry_the_source_name_and_service() {
     sim.start();
     sim.connected();
     let actions = sim.item(msg_at("x", 3));
-    let Action::Deliver { event, cursor } = &actions[0] else {
+    let Action::Deliver { event, cursor, at } = &actions[0] else {
         panic!("{actions:?}")
     };
     assert_eq!(event.source, "src");
@@ -491,6 +497,7 @@ fn delivered_events_carry_the_source_name_and_service() {
     assert_eq!(cursor, &Some(cursor_of(3)));
     assert_eq!(sim.m.stats().delivered, 1);
     assert_eq!(sim.m.stats().last_event_at, Some(sim.wall()));
+    assert_eq!(*at, sim.wall(), "stamped with the time passed in");
 }
 
 #[test]
@@ -908,4 +915,39 @@ fn time_spent_waiting_for_the_consumer_does_not_count_as_silence() {
     // It never moves the clock back, and means nothing when not connected.
     sim.m.on_reading_resumed(sim.now - secs(30));
     assert_eq!(sim.m.poll_timeout().unwrap() - sim.now, secs(60));
+}
+
+#[test]
+fn a_checkpoint_is_a_baseline_only_before_anything_is_delivered_on_a_connection() {
+    let baselines = |actions: &[Action]| -> Vec<bool> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Checkpoint { baseline, .. } => Some(*baseline),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut sim = Sim::new(policy(Resume::Replays));
+    sim.start();
+    sim.connected();
+    sim.advance(SECOND);
+    assert_eq!(
+        baselines(&sim.item(SourceItem::Cursor(cursor_of(1)))),
+        [true]
+    );
+    assert_eq!(
+        baselines(&sim.item(SourceItem::Cursor(cursor_of(2)))),
+        [false]
+    );
+    sim.advance(secs(40));
+    sim.fail(network());
+    sim.reconnect();
+    sim.connected();
+    sim.item(msg_at("a", 3));
+    assert_eq!(
+        baselines(&sim.item(SourceItem::Cursor(cursor_of(4)))),
+        [false],
+        "an event came first"
+    );
 }
