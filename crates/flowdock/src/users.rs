@@ -384,8 +384,8 @@ impl Names {
             let url = format!(
                 "{}/flows/{}/{}/users",
                 self.api.as_str().trim_end_matches('/'),
-                crate::http::encode_segment(org),
-                crate::http::encode_segment(name)
+                crate::session::encode_segment(org),
+                crate::session::encode_segment(name)
             );
             let what = format!("the users of flow {flow}");
             let guard = Unfinished(Some(&self.cache));
@@ -487,7 +487,7 @@ impl Names {
         let url = format!(
             "{}/users/{}",
             self.api.as_str().trim_end_matches('/'),
-            crate::http::encode_segment(id)
+            crate::session::encode_segment(id)
         );
         let what = format!("user {id}");
         match self.get_json(&url, &what).await {
