@@ -16,7 +16,7 @@ pub use client::{Client, ClientConfig, FlowdockStream};
 pub use error::Error;
 pub use map::to_event;
 pub use session::{Active, FlowdockCursor, Request, Response, Session, Settings, Transport};
-pub use users::{Names, User, UserCache};
+pub use users::{Found, LookupRound, Names, RoundOutcome, User, UserCache};
 pub use wire::{Payload, WireMessage};
 
 /// A stall timeout that suits both transports: the server sends a keep-alive (`\n` on the

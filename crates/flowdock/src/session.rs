@@ -745,9 +745,10 @@ impl Session {
         self.feed(chunk, received);
     }
 
-    /// The stream's body ended cleanly at `now`: a final JSON frame without a delimiter is
-    /// still delivered; a frame cut in the middle is an error. Either way the session is
-    /// then over ([`Session::error`]).
+    /// The stream's body ended cleanly at `now`: [`Error::Ended`], or [`Error::Truncated`]
+    /// when bytes of a frame were held without their end (`\r`, or the blank line of an
+    /// event), which a resumed session fetches again. Either way the session is then over
+    /// ([`Session::error`]).
     pub fn handle_end(&mut self, now: Instant) {
         let _ = now;
         match self.phase {
@@ -1471,7 +1472,7 @@ mod tests {
             "the first error stays"
         );
         assert_eq!(d.error().unwrap().to_disconnect_reason().code(), "network");
-        // A last frame without its `\r` still counts at a clean end.
+        // A cut while a frame is held.
         let mut d = live(Transport::Json, FlowdockCursor::default(), 1 << 20);
         feed(&mut d, M1.as_bytes());
         assert_eq!(d.buffered_len(), M1.len());

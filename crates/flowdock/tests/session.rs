@@ -305,8 +305,8 @@ proptest! {
 
 #[test]
 fn a_cut_between_a_message_and_its_cr_resumes_without_a_duplicate() {
-    // The whole object arrived, its `\r` did not: a clean end delivers it, and the resumed
-    // session must not deliver it again.
+    // The whole object arrived, its `\r` did not: it is not delivered (it might be cut short),
+    // and the resumed session backfills it, once.
     let layout = Layout {
         crlf: false,
         pretty: false,
