@@ -54,6 +54,9 @@ struct Conn {
     reset: bool,
     /// Chunk boundaries (per mille of the fed length).
     splits: Vec<u16>,
+    /// How much of the fed stream (per mille) arrives before the backfill is answered (its
+    /// messages are then committed before the backfill: in both).
+    early: u16,
 }
 
 /// The stream body for messages `ids`: the bytes, and each frame's (id, start, end).
@@ -145,10 +148,14 @@ fn run(
         cut: 1000,
         reset: false,
         splits: vec![],
+        early: 0,
     };
     for (n, conn) in conns.iter().chain([&final_conn]).enumerate() {
         let mut session = Session::new(settings.clone(), cursor.clone());
         let mut stream_from = None;
+        // The stream's bytes and frames, where it is cut, and how much was fed.
+        let mut stream: Option<(Vec<u8>, Vec<(u64, usize, usize)>, usize)> = None;
+        let mut start = 0;
         let mut backfilled_once = false;
         let mut pages = 0;
         while let Some(request) = session.poll_request() {
@@ -186,11 +193,23 @@ fn run(
                     }
                     committed = (committed + conn.before_open).min(last);
                     // The server replays after `Last-Event-ID`; else the stream is live only.
-                    stream_from = Some(match last_event_id {
+                    let from = match last_event_id {
                         Some(id) => id.parse::<u64>().unwrap(),
                         None => committed,
-                    });
+                    };
+                    stream_from = Some(from);
                     session.handle_response(ok(transport.accept(), b""), now());
+                    let ids: Vec<u64> = (from + 1..=last).collect();
+                    let (bytes, frames) = body(transport, &ids, layout);
+                    let cut = bytes.len() * usize::from(conn.cut.min(1000)) / 1000;
+                    start = cut * usize::from(conn.early.min(1000)) / 1000;
+                    session.handle_chunk(&bytes[..start], Instant::now(), now());
+                    for &(id, begin, _) in &frames {
+                        if begin < start {
+                            committed = committed.max(id);
+                        }
+                    }
+                    stream = Some((bytes, frames, cut));
                 }
                 Request::Backfill {
                     since_id: Some(since),
@@ -221,17 +240,13 @@ fn run(
         }
         prop_assert!(session.error().is_none(), "{:?}", session.error());
         prop_assert!(session.is_live());
-        let from = stream_from.expect("a stream was opened");
-        let ids: Vec<u64> = (from + 1..=last).collect();
-        let (bytes, frames) = body(transport, &ids, layout);
-        let cut = bytes.len() * usize::from(conn.cut.min(1000)) / 1000;
+        let (bytes, frames, cut) = stream.expect("a stream was opened");
         let mut cuts: Vec<usize> = conn
             .splits
             .iter()
             .map(|s| cut * usize::from(*s.min(&1000)) / 1000)
             .collect();
         cuts.sort_unstable();
-        let mut start = 0;
         for c in cuts.into_iter().chain([cut]) {
             if c > start {
                 session.handle_chunk(&bytes[start..c], Instant::now(), now());
@@ -272,14 +287,18 @@ fn conn() -> impl Strategy<Value = Conn> {
         0u16..=1000,
         any::<bool>(),
         proptest::collection::vec(0u16..=1000, 0..12),
+        prop_oneof![Just(0u16), 0u16..=1000],
     )
-        .prop_map(|(before_open, before_backfill, cut, reset, splits)| Conn {
-            before_open,
-            before_backfill,
-            cut,
-            reset,
-            splits,
-        })
+        .prop_map(
+            |(before_open, before_backfill, cut, reset, splits, early)| Conn {
+                before_open,
+                before_backfill,
+                cut,
+                reset,
+                splits,
+                early,
+            },
+        )
 }
 
 proptest! {
@@ -324,6 +343,7 @@ fn a_cut_between_a_message_and_its_cr_resumes_without_a_duplicate() {
             cut,
             reset,
             splits: vec![],
+            early: 0,
         }];
         let got = run(Transport::Json, 1, 3, layout, &conns).unwrap();
         assert_eq!(got, [HISTORY + 1], "reset: {reset}");
