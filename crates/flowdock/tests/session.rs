@@ -59,8 +59,11 @@ struct Conn {
     early: u16,
 }
 
-/// The stream body for messages `ids`: the bytes, and each frame's (id, start, end).
-fn body(transport: Transport, ids: &[u64], layout: Layout) -> (Vec<u8>, Vec<(u64, usize, usize)>) {
+/// Each frame of a stream body: (message id, first byte, end).
+type Frames = Vec<(u64, usize, usize)>;
+
+/// The stream body for messages `ids`: the bytes, and its frames.
+fn body(transport: Transport, ids: &[u64], layout: Layout) -> (Vec<u8>, Frames) {
     let mut out = Vec::new();
     let mut frames = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
@@ -154,7 +157,7 @@ fn run(
         let mut session = Session::new(settings.clone(), cursor.clone());
         let mut stream_from = None;
         // The stream's bytes and frames, where it is cut, and how much was fed.
-        let mut stream: Option<(Vec<u8>, Vec<(u64, usize, usize)>, usize)> = None;
+        let mut stream: Option<(Vec<u8>, Frames, usize)> = None;
         let mut start = 0;
         let mut backfilled_once = false;
         let mut pages = 0;
