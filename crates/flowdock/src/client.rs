@@ -112,10 +112,12 @@ impl Client {
 
     /// Checks the settings and uses `http` (shared, or trusting extra roots) for every request.
     pub fn with_http_client(cfg: ClientConfig, http: reqwest::Client) -> Result<Client, Error> {
-        let settings = cfg.settings().resolve()?;
+        let settings = cfg.settings();
+        settings.check_flows()?;
         if cfg.token.is_empty() {
             return Err(Error::EmptyToken);
         }
+        let settings = settings.resolve()?;
         let api = url::Url::parse(settings.api_base()).map_err(|e| Error::InvalidUrl {
             what: "api_url",
             url: chat_model::redact_url(settings.api_base()),

@@ -201,15 +201,7 @@ impl Settings {
     /// Checks the settings and returns them with both base URLs parsed and written out
     /// (`api_url` always set).
     pub fn resolve(mut self) -> Result<Settings, Error> {
-        if self.flows.is_empty() && !self.private {
-            return Err(Error::NoFlows);
-        }
-        if let Some(bad) = self.flows.iter().find(|f| f.trim().is_empty()) {
-            return Err(Error::BadFlow {
-                flow: bad.clone(),
-                problem: "is empty",
-            });
-        }
+        self.check_flows()?;
         let base = parse_url("url", &self.url)?;
         let api = match &self.api_url {
             Some(a) => parse_url("api_url", a)?,
@@ -221,6 +213,20 @@ impl Settings {
         self.url = base.to_string();
         self.api_url = Some(api.to_string());
         Ok(self)
+    }
+
+    /// Checks that something is streamed and that no flow is blank.
+    pub fn check_flows(&self) -> Result<(), Error> {
+        if self.flows.is_empty() && !self.private {
+            return Err(Error::NoFlows);
+        }
+        match self.flows.iter().find(|f| f.trim().is_empty()) {
+            Some(bad) => Err(Error::BadFlow {
+                flow: bad.clone(),
+                problem: "is empty",
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The REST base URL (the resolved `api_url`, else `url`).
