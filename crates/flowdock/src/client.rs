@@ -206,10 +206,12 @@ impl Client {
                 lock_ignoring_poison(&self.start).get_or_insert_with(|| start.clone());
             }
         }
-        if let Some(e) = session.error() {
-            return Err(e.clone());
-        }
-        let resp = stream.expect("a live session opened its stream");
+        let (Some(resp), None) = (stream, session.error()) else {
+            return Err(session.error().cloned().unwrap_or_else(|| Error::Network {
+                what: self.describe(),
+                detail: "the connection plan ended without opening the stream".to_owned(),
+            }));
+        };
         // Names of the flows' users, once per connection (best effort, bounded).
         self.names.load_flows(&self.settings.backfill_flows()).await;
         Ok(FlowdockStream {

@@ -630,11 +630,17 @@ impl Session {
         let request = match &self.phase {
             Phase::Baseline(flows) => {
                 let flow = flows.front()?.clone();
-                Request::Backfill {
-                    url: self.settings.messages_url(&flow, None, 1).ok()?,
-                    flow,
-                    since_id: None,
-                    limit: 1,
+                match self.settings.messages_url(&flow, None, 1) {
+                    Ok(url) => Request::Backfill {
+                        url,
+                        flow,
+                        since_id: None,
+                        limit: 1,
+                    },
+                    Err(e) => {
+                        self.fail(e);
+                        return None;
+                    }
                 }
             }
             Phase::Open => {
@@ -652,15 +658,18 @@ impl Session {
             }
             Phase::Backfill { flows, since, .. } => {
                 let flow = flows.front()?.clone();
-                let limit = self.settings.limit();
-                Request::Backfill {
-                    url: self
-                        .settings
-                        .messages_url(&flow, Some(*since), limit)
-                        .ok()?,
-                    flow,
-                    since_id: Some(*since),
-                    limit,
+                let (since, limit) = (*since, self.settings.limit());
+                match self.settings.messages_url(&flow, Some(since), limit) {
+                    Ok(url) => Request::Backfill {
+                        url,
+                        flow,
+                        since_id: Some(since),
+                        limit,
+                    },
+                    Err(e) => {
+                        self.fail(e);
+                        return None;
+                    }
                 }
             }
             Phase::Live => return None,
