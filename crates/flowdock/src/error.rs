@@ -1,11 +1,12 @@
 //! The error type of this crate's public API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_model::DisconnectReason;
 
 /// What went wrong talking to Flowdock. Every variant names the flow(s) concerned.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Neither a flow nor the private stream was asked for.
@@ -36,7 +37,7 @@ pub enum Error {
     },
     /// The HTTP client could not be built.
     #[error("flowdock configuration: cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] Arc<reqwest::Error>),
     /// The server answered with an HTTP error status.
     #[error("flowdock answered HTTP {status} for {what}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
     Http {
@@ -75,6 +76,28 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// The live stream was cut by a network failure (reconnect to resume).
+    #[error("the stream of {what} was cut: {detail}")]
+    Cut {
+        /// The flows (and URL, redacted) streamed.
+        what: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The stream ended in the middle of a frame (reconnect to resume).
+    #[error("the stream of {what} ended in the middle of a frame ({partial} bytes unfinished)")]
+    Truncated {
+        /// The flows (and URL, redacted) streamed.
+        what: String,
+        /// The bytes of the unfinished frame.
+        partial: usize,
+    },
+    /// The server ended the stream cleanly (reconnect to go on).
+    #[error("flowdock ended the stream of {what}")]
+    Ended {
+        /// The flows (and URL, redacted) streamed.
+        what: String,
+    },
 }
 
 impl Error {
@@ -94,7 +117,10 @@ impl Error {
             Error::ContentType { .. } | Error::NotJson { .. } => {
                 DisconnectReason::Protocol(self.to_string())
             }
-            Error::Network { .. } => DisconnectReason::Network(self.to_string()),
+            Error::Network { .. } | Error::Cut { .. } | Error::Truncated { .. } => {
+                DisconnectReason::Network(self.to_string())
+            }
+            Error::Ended { .. } => DisconnectReason::EndOfStream,
         }
     }
 }

@@ -1,28 +1,52 @@
-//! The HTTP helpers the stream client and the user lookups share: URL encoding, response
-//! checks, `Retry-After` and error chains.
+//! The reqwest side of the HTTP helpers: a response's head as the session reads it.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use crate::error::Error;
+use crate::session::Response;
 
-/// Percent-encodes a query value, keeping the characters flow names use (`/`, `:`, `,`).
-pub(crate) fn encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/:,".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// What the session reads of a response's head.
+pub(crate) struct Head {
+    status: u16,
+    content_type: Option<String>,
+    retry_after: Option<Duration>,
 }
 
-/// Percent-encodes one path segment (also escaping `/` and `,`).
-pub(crate) fn encode_segment(s: &str) -> String {
-    encode_query(s).replace('/', "%2F").replace(',', "%2C")
+impl Head {
+    /// The head of `resp`.
+    pub(crate) fn of(resp: &reqwest::Response) -> Head {
+        Head {
+            status: resp.status().as_u16(),
+            content_type: resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            retry_after: retry_after(resp.headers()),
+        }
+    }
+
+    /// This head with `body`, for the session.
+    pub(crate) fn response<'a>(&'a self, body: &'a [u8]) -> Response<'a> {
+        Response {
+            status: self.status,
+            content_type: self.content_type.as_deref(),
+            retry_after: self.retry_after,
+            body,
+        }
+    }
+}
+
+/// Reads a REST answer: its head, and its body when the status is a success (an error
+/// status keeps an empty one).
+pub(crate) async fn rest_body(resp: reqwest::Response) -> Result<(Head, Vec<u8>), reqwest::Error> {
+    let head = Head::of(&resp);
+    if !resp.status().is_success() {
+        return Ok((head, Vec::new()));
+    }
+    Ok((head, resp.bytes().await?.to_vec()))
 }
 
 /// Checks the status and content type of a response.
@@ -31,34 +55,7 @@ pub(crate) fn check_response(
     what: &str,
     expected: &'static str,
 ) -> Result<(), Error> {
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(Error::Http {
-            status: status.as_u16(),
-            what: what.to_owned(),
-            retry_after: retry_after(resp.headers()),
-        });
-    }
-    let got = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let mime = got
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime != expected {
-        return Err(Error::ContentType {
-            what: what.to_owned(),
-            got: if got.is_empty() { "(none)".into() } else { got },
-            expected,
-        });
-    }
-    Ok(())
+    Head::of(resp).response(&[]).check(what, expected)
 }
 
 /// Reads a `Retry-After` header against the current time; the parsing is

@@ -6,10 +6,12 @@
 //!
 //! [`UserCache`] is the sans-IO part: which ids are known, which need a lookup now, and what a
 //! lookup's outcome means (a name, no such user, or a failure that pauses lookups for a
-//! while). It reads no clock: every call takes `now`. [`Names`] is the thin async driver the
-//! client uses: it never holds an event back for longer than one lookup (bounded by
-//! [`ClientConfig::user_lookup_timeout`](crate::ClientConfig::user_lookup_timeout)), and when
-//! the API fails the event goes out with its ids only.
+//! while). It reads no clock: every call takes `now`. It also decides how long an event may
+//! wait: [`UserCache::round_for`] gives the ids to look up and a deadline one lookup timeout
+//! ([`ClientConfig::user_lookup_timeout`](crate::ClientConfig::user_lookup_timeout)) away, and
+//! [`UserCache::finish_round`] records the [`RoundOutcome`]. [`Names`] is the thin async driver
+//! the client uses: it makes the round's calls until its deadline, and when the API fails the
+//! event goes out with its ids only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -217,6 +219,37 @@ impl UserCache {
         ids
     }
 
+    /// The lookups `event` waits for at `now`, at most `timeout` in all (None: it goes out
+    /// at once with what the cache knows).
+    pub fn round_for(&self, event: &Event, now: Instant, timeout: Duration) -> Option<LookupRound> {
+        let ids = self.lookups_for(event, now);
+        (!ids.is_empty()).then(|| LookupRound {
+            ids,
+            deadline: now + timeout,
+        })
+    }
+
+    /// Records how a round ended at `now`: names and unknown ids learnt, or a pause after a
+    /// failure or a timeout (known names stay).
+    pub fn finish_round(&mut self, outcome: RoundOutcome, now: Instant) {
+        match outcome {
+            RoundOutcome::Done(found) => {
+                for (id, f) in found {
+                    match f {
+                        Found::User(u) if u.id.as_string() == id => self.insert(&u, now),
+                        // An answer for another id: keep it, and remember this one as unknown.
+                        Found::User(u) => {
+                            self.insert(&u, now);
+                            self.insert_missing(&id, now);
+                        }
+                        Found::Missing => self.insert_missing(&id, now),
+                    }
+                }
+            }
+            RoundOutcome::Failed | RoundOutcome::TimedOut => self.lookup_failed(now),
+        }
+    }
+
     /// Puts the known names on `event`: its author, the recipient of a private message, and
     /// the user an action is about (`detail.user_name`; its text names them too).
     pub fn apply(&self, event: &mut Event) {
@@ -334,10 +367,33 @@ impl Drop for Unfinished<'_> {
     }
 }
 
-/// What one lookup found.
-enum Found {
+/// What one lookup (`GET /users/:id`) found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// The user (possibly answered for another id than asked).
     User(User),
+    /// The API does not know the id.
     Missing,
+}
+
+/// One round of lookups an event waits for: which ids, and the latest it may wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupRound {
+    /// The ids to look up, in order, without repeats.
+    pub ids: Vec<String>,
+    /// When the event stops waiting: the round then counts as failed.
+    pub deadline: Instant,
+}
+
+/// How a [`LookupRound`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoundOutcome {
+    /// Every lookup answered: what each id gave.
+    Done(Vec<(String, Found)>),
+    /// A lookup failed (network, 5xx, 408, 429, not JSON): lookups pause.
+    Failed,
+    /// The deadline passed (or the waiting caller gave up): lookups pause.
+    TimedOut,
 }
 
 impl Names {
@@ -384,8 +440,8 @@ impl Names {
             let url = format!(
                 "{}/flows/{}/{}/users",
                 self.api.as_str().trim_end_matches('/'),
-                crate::http::encode_segment(org),
-                crate::http::encode_segment(name)
+                crate::session::encode_segment(org),
+                crate::session::encode_segment(name)
             );
             let what = format!("the users of flow {flow}");
             let guard = Unfinished(Some(&self.cache));
@@ -425,55 +481,36 @@ impl Names {
         if !self.enabled {
             return;
         }
-        let ids = self.cache().lookups_for(event, Instant::now());
-        if ids.is_empty() {
+        let Some(round) = self.cache().round_for(event, Instant::now(), self.timeout) else {
             return;
-        }
+        };
         let guard = Unfinished(Some(&self.cache));
-        let all = tokio::time::timeout(self.timeout, async {
-            let mut found = Vec::with_capacity(ids.len());
-            for id in &ids {
-                match self.fetch_user(id).await {
-                    Ok(f) => found.push((id.clone(), f)),
-                    Err(e) => return Err(e),
-                }
+        let all = tokio::time::timeout_at(round.deadline.into(), async {
+            let mut found = Vec::with_capacity(round.ids.len());
+            for id in &round.ids {
+                found.push((id.clone(), self.fetch_user(id).await?));
             }
-            Ok(found)
+            Ok::<_, Error>(found)
         })
         .await;
         guard.done();
-        let now = Instant::now();
-        let mut cache = self.cache();
-        match all {
-            Ok(Ok(found)) => {
-                for (id, f) in found {
-                    match f {
-                        Found::User(u) if u.id.as_string() == id => cache.insert(&u, now),
-                        // An answer for another id: keep it, and remember this one as unknown.
-                        Found::User(u) => {
-                            cache.insert(&u, now);
-                            cache.insert_missing(&id, now);
-                        }
-                        Found::Missing => cache.insert_missing(&id, now),
-                    }
-                }
-            }
+        let outcome = match all {
+            Ok(Ok(found)) => RoundOutcome::Done(found),
             Ok(Err(e)) => {
-                cache.lookup_failed(now);
-                drop(cache);
                 tracing::warn!(source = %self.source, error = %e, "flowdock: user lookup failed; events show user ids until it works again");
+                RoundOutcome::Failed
             }
             Err(_) => {
-                cache.lookup_failed(now);
-                drop(cache);
                 tracing::warn!(
                     source = %self.source,
                     "flowdock: user lookup of {} timed out after {:?}; events show user ids until it works again",
-                    ids.join(", "),
+                    round.ids.join(", "),
                     self.timeout
                 );
+                RoundOutcome::TimedOut
             }
-        }
+        };
+        self.cache().finish_round(outcome, Instant::now());
     }
 
     /// Puts the names the cache knows on `item`'s event.
@@ -487,7 +524,7 @@ impl Names {
         let url = format!(
             "{}/users/{}",
             self.api.as_str().trim_end_matches('/'),
-            crate::http::encode_segment(id)
+            crate::session::encode_segment(id)
         );
         let what = format!("user {id}");
         match self.get_json(&url, &what).await {
@@ -686,6 +723,51 @@ mod tests {
         assert_eq!(block.detail.as_ref().unwrap()["user_name"], "Mallory");
         assert_eq!(block.author.name.as_deref(), Some("Otto"));
         assert!(c.lookups_for(&block, t0).is_empty());
+    }
+
+    #[test]
+    fn a_round_is_bounded_and_its_outcome_recorded() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut c = UserCache::default();
+        let mut pm = event(Some("7"));
+        pm.to = Some(Author::new(Some("1".to_owned()), None));
+        assert_eq!(c.round_for(&event(Some("0")), t0, timeout), None);
+        let round = c.round_for(&pm, t0, timeout).unwrap();
+        assert_eq!(round.ids, ["7", "1"]);
+        assert_eq!(
+            round.deadline,
+            t0 + timeout,
+            "the event waits one timeout at most"
+        );
+        c.finish_round(
+            RoundOutcome::Done(vec![
+                ("7".into(), Found::User(user("7", Some("Sam"), None))),
+                ("1".into(), Found::User(user("2", Some("Mia"), None))),
+            ]),
+            t0,
+        );
+        assert_eq!(c.name("7"), Some("Sam"));
+        assert_eq!(c.name("2"), Some("Mia"), "an answer for another id is kept");
+        assert_eq!(c.name("1"), None);
+        assert_eq!(
+            c.round_for(&pm, t0, timeout),
+            None,
+            "1 is remembered as unknown"
+        );
+        // A timed-out round pauses every lookup, and the next event does not wait.
+        let later = t0 + c.settings().missing_ttl;
+        assert!(c.round_for(&pm, later, timeout).is_some());
+        c.finish_round(RoundOutcome::TimedOut, later);
+        assert_eq!(c.round_for(&event(Some("30")), later, timeout), None);
+        assert!(
+            c.round_for(
+                &event(Some("30")),
+                later + c.settings().failure_pause,
+                timeout
+            )
+            .is_some()
+        );
     }
 
     #[test]

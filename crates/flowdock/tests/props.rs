@@ -2,10 +2,10 @@
 //! `\r` only: `\r` or `\r\n` endings, pretty-printed objects with raw newlines, any
 //! whitespace keep-alives between frames), and the mapping never fails on any message shape.
 
-use std::collections::VecDeque;
+use std::time::Instant;
 
 use chat_model::{Event, SourceItem};
-use flowdock::{FlowdockCursor, StreamDecoder, Transport, WireMessage, to_event};
+use flowdock::{FlowdockCursor, Response, Session, Settings, Transport, WireMessage, to_event};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -59,21 +59,37 @@ fn decode(
     bytes: &[u8],
     cuts: &[usize],
 ) -> (Vec<Event>, usize, FlowdockCursor) {
-    let mut d = StreamDecoder::new("p", transport, FlowdockCursor::default(), 1 << 20);
-    let mut out = VecDeque::new();
+    // The private stream alone: no REST requests, straight to the stream.
+    let mut settings = Settings::new("p", vec![]);
+    settings.private = true;
+    settings.transport = transport;
+    settings.max_frame = 1 << 20;
+    let mut d = Session::new(settings, Some(FlowdockCursor::default()));
+    let stream = d.poll_request().expect("the stream request");
+    assert_eq!(stream.accept(), transport.accept());
+    d.handle_response(
+        Response {
+            status: 200,
+            content_type: Some(transport.accept()),
+            retry_after: None,
+            body: b"",
+        },
+        now(),
+    );
+    assert!(d.poll_request().is_none() && d.is_live());
     let mut start = 0;
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
     cuts.sort_unstable();
     for c in cuts.into_iter().chain([bytes.len()]) {
         if c >= start {
-            d.feed(&bytes[start..c], now(), &mut out);
+            d.handle_chunk(&bytes[start..c], Instant::now(), now());
             start = c;
         }
     }
-    d.finish(now(), &mut out);
+    d.handle_end(Instant::now());
     let mut events = Vec::new();
     let mut keepalives = 0;
-    for i in out {
+    while let Some(i) = d.poll_item() {
         match i {
             SourceItem::Event { event, .. } => events.push(event),
             SourceItem::KeepAlive => keepalives += 1,

@@ -824,3 +824,26 @@ async fn both_transports_agree_on_every_message_including_thread_events() {
     assert!(threads >= 5, "compared {threads} thread events");
     emu.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_stream_stays_failed() {
+    for transport in [Transport::Json, Transport::EventStream] {
+        let (emu, mut stream) = open(
+            vec![vec![Fault::DropAfterBytes(40)]],
+            transport,
+            &["acme/main"],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        emu.inject_message("acme/main", "a message long enough to pass the cut");
+        let (_, reason) = until_end(&mut stream).await;
+        assert!(matches!(reason, DisconnectReason::Network(_)), "{reason:?}");
+        for _ in 0..2 {
+            let again = tokio::time::timeout(WAIT, stream.next_item())
+                .await
+                .expect("answers at once");
+            assert_eq!(again, Err(reason.clone()), "{transport:?}: the same error");
+        }
+        emu.stop().await;
+    }
+}
