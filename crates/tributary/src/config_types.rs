@@ -66,15 +66,6 @@ pub struct CampfireConfig {
     pub join: bool,
 }
 
-/// Flowdock transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlowdockTransport {
-    /// `text/event-stream` with `Last-Event-ID` resume (default).
-    Sse,
-    /// `application/json` stream with REST backfill.
-    Json,
-}
-
 /// Flowdock keys.
 #[derive(Clone, Debug)]
 pub struct FlowdockConfig {
@@ -85,9 +76,9 @@ pub struct FlowdockConfig {
     /// Also stream private messages (`user=1`).
     pub private: bool,
     /// Which transport.
-    pub transport: FlowdockTransport,
+    pub transport: flowdock::Transport,
     /// `active=true|idle`, when set.
-    pub active: Option<String>,
+    pub active: Option<flowdock::Active>,
     /// REST API base for backfill (None: derived from `url` or the real service).
     pub api_url: Option<String>,
 }

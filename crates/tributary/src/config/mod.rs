@@ -695,9 +695,9 @@ template = "{author} in {room}: {text}"
         }
         match &c.sources[1].kind {
             SourceKind::Flowdock(f) => {
-                assert_eq!(f.transport, FlowdockTransport::Json);
+                assert_eq!(f.transport, flowdock::Transport::Json);
                 assert_eq!(f.flows, ["acme/main", "acme/ops"]);
-                assert_eq!(f.active.as_deref(), Some("idle"));
+                assert_eq!(f.active, Some(flowdock::Active::Idle));
             }
             other => panic!("{other:?}"),
         }
@@ -779,6 +779,30 @@ template = "{author} in {room}: {text}"
             "[[target]]\nname = \"t\"\nservice = \"streamin\"\napi_key = { file = \"/nonexistent/key\" }\n",
         );
         assert!(e.contains(":4:") && e.contains("/nonexistent/key"), "{e}");
+    }
+
+    #[test]
+    fn flowdock_transport_and_active_are_checked_where_written() {
+        let table = |extra: &str| {
+            format!(
+                "[[source]]\nname = \"f\"\nservice = \"flowdock\"\ntoken = \"t\"\nflows = [\"a/b\"]\n{extra}"
+            )
+        };
+        let e = err(&table("active = \"yes\"\n"));
+        assert!(
+            e.contains(":6:") && e.contains("unknown `active` = \"yes\"") && e.contains("idle"),
+            "{e}"
+        );
+        let e = err(&table("transport = \"xml\"\n"));
+        assert!(e.contains(":6:") && e.contains("valid: sse, json"), "{e}");
+        let ok = parse_str(&table("active = \"true\"\n")).unwrap();
+        match &ok.sources[0].kind {
+            SourceKind::Flowdock(f) => {
+                assert_eq!(f.active, Some(flowdock::Active::True));
+                assert_eq!(f.transport, flowdock::Transport::EventStream);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

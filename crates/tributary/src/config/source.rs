@@ -206,8 +206,8 @@ impl Cx<'_> {
                     ));
                 }
                 let transport = match r.transport.as_ref().map(|t| t.get_ref().as_str()) {
-                    None | Some("sse") => FlowdockTransport::Sse,
-                    Some("json") => FlowdockTransport::Json,
+                    None | Some("sse") => flowdock::Transport::EventStream,
+                    Some("json") => flowdock::Transport::Json,
                     Some(other) => {
                         return Err(self.err(
                             r.transport
@@ -223,15 +223,12 @@ impl Cx<'_> {
                 };
                 let active = match &r.active {
                     None => None,
-                    Some(a) if a.get_ref() == "true" || a.get_ref() == "idle" => {
-                        Some(a.get_ref().clone())
-                    }
-                    Some(a) => {
-                        return Err(self.err(
+                    Some(a) => Some(flowdock::Active::parse(a.get_ref()).ok_or_else(|| {
+                        self.err(
                             a.span(),
                             format!("source `{name}`: unknown `active` = \"{}\"; valid: \"true\", \"idle\"", shown(a.get_ref())),
-                        ));
-                    }
+                        )
+                    })?),
                 };
                 SourceKind::Flowdock(FlowdockConfig {
                     token,

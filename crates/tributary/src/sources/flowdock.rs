@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
-use flowdock::{Active, Client, ClientConfig, FlowdockCursor, FlowdockStream, Transport};
+use flowdock::{Client, ClientConfig, FlowdockCursor, FlowdockStream, Transport};
 use supervisor::{Connection, Policy, Resume, Source};
 
-use crate::config_types::{Common, FlowdockConfig, FlowdockTransport};
+use crate::config_types::{Common, FlowdockConfig};
 use crate::tls::Tls;
 
 /// Flowdock's stall timeout: over three ~20 s keep-alive periods.
@@ -51,16 +51,8 @@ pub fn build(
     }
     c.api_url = cfg.api_url.clone();
     c.private = cfg.private;
-    c.transport = match cfg.transport {
-        FlowdockTransport::Sse => Transport::EventStream,
-        FlowdockTransport::Json => Transport::Json,
-    };
-    c.active = match cfg.active.as_deref() {
-        None => None,
-        Some(a) => Some(Active::parse(a).ok_or_else(|| {
-            format!("source `{name}`: active = {a:?} is not valid; use \"true\" or \"idle\"")
-        })?),
-    };
+    c.transport = cfg.transport;
+    c.active = cfg.active;
     let http = super::http_client(name, common, tls)?;
     let client = Client::with_http_client(c, http).map_err(|e| format!("source `{name}`: {e}"))?;
     Ok(FlowdockSource {
@@ -139,7 +131,7 @@ mod tests {
     use chat_model::Secret;
     use emulator::flowdock::{Config, Emulator};
 
-    fn cfg(token: &str, transport: FlowdockTransport) -> FlowdockConfig {
+    fn cfg(token: &str, transport: Transport) -> FlowdockConfig {
         FlowdockConfig {
             token: Secret::new(token),
             flows: vec!["acme/main".into(), "acme/ops".into()],
@@ -155,7 +147,7 @@ mod tests {
         let s = build(
             "fd",
             &Common::default(),
-            &cfg("t", FlowdockTransport::Sse),
+            &cfg("t", Transport::EventStream),
             &mut Tls::default(),
         )
         .unwrap();
@@ -171,12 +163,12 @@ mod tests {
         let json = build(
             "fd",
             &Common::default(),
-            &cfg("t", FlowdockTransport::Json),
+            &cfg("t", Transport::Json),
             &mut Tls::default(),
         )
         .unwrap();
         assert_eq!(json.policy().resume, Resume::Replays);
-        let mut private = cfg("t", FlowdockTransport::Json);
+        let mut private = cfg("t", Transport::Json);
         private.private = true;
         let p = build("fd", &Common::default(), &private, &mut Tls::default())
             .unwrap()
@@ -193,7 +185,7 @@ mod tests {
         let sse = build(
             "fd",
             &common,
-            &cfg("secret-token", FlowdockTransport::Sse),
+            &cfg("secret-token", Transport::EventStream),
             &mut Tls::default(),
         )
         .unwrap();
@@ -206,12 +198,12 @@ mod tests {
         let json = build(
             "fd",
             &common,
-            &cfg("t", FlowdockTransport::Json),
+            &cfg("t", Transport::Json),
             &mut Tls::default(),
         )
         .unwrap();
         assert_ne!(json.identity(), id, "transport");
-        let mut one = cfg("t", FlowdockTransport::Sse);
+        let mut one = cfg("t", Transport::EventStream);
         one.flows.pop();
         assert_ne!(
             build("fd", &common, &one, &mut Tls::default())
@@ -220,7 +212,7 @@ mod tests {
             id,
             "flows"
         );
-        let mut private = cfg("t", FlowdockTransport::Sse);
+        let mut private = cfg("t", Transport::EventStream);
         private.private = true;
         assert_ne!(
             build("fd", &common, &private, &mut Tls::default())
@@ -236,7 +228,7 @@ mod tests {
         let moved = build(
             "fd",
             &other,
-            &cfg("t", FlowdockTransport::Sse),
+            &cfg("t", Transport::EventStream),
             &mut Tls::default(),
         )
         .unwrap();
@@ -245,7 +237,7 @@ mod tests {
         let same = build(
             "fd",
             &common,
-            &cfg("other-token", FlowdockTransport::Sse),
+            &cfg("other-token", Transport::EventStream),
             &mut Tls::default(),
         )
         .unwrap();
@@ -254,14 +246,10 @@ mod tests {
 
     #[test]
     fn config_errors_are_clear() {
-        let mut none = cfg("t", FlowdockTransport::Sse);
+        let mut none = cfg("t", Transport::EventStream);
         none.flows.clear();
         let e = build("fd", &Common::default(), &none, &mut Tls::default()).unwrap_err();
         assert!(e.contains("source `fd`") && e.contains("no flows"), "{e}");
-        let mut active = cfg("t", FlowdockTransport::Sse);
-        active.active = Some("yes".into());
-        let e = build("fd", &Common::default(), &active, &mut Tls::default()).unwrap_err();
-        assert!(e.contains("active") && e.contains("idle"), "{e}");
         let common = Common {
             url: Some("ftp://h".into()),
             ..Common::default()
@@ -269,7 +257,7 @@ mod tests {
         let e = build(
             "fd",
             &common,
-            &cfg("t", FlowdockTransport::Sse),
+            &cfg("t", Transport::EventStream),
             &mut Tls::default(),
         )
         .unwrap_err();
@@ -278,7 +266,7 @@ mod tests {
             build(
                 "fd",
                 common,
-                &cfg("t", FlowdockTransport::Sse),
+                &cfg("t", Transport::EventStream),
                 &mut Tls::default(),
             )
         });
@@ -302,7 +290,7 @@ mod tests {
         let mut source = build(
             "fd",
             &common,
-            &cfg(&token, FlowdockTransport::Sse),
+            &cfg(&token, Transport::EventStream),
             &mut Tls::default(),
         )
         .unwrap();
@@ -342,7 +330,7 @@ mod tests {
         let mut bad = build(
             "fd",
             &common,
-            &cfg("nope", FlowdockTransport::Json),
+            &cfg("nope", Transport::Json),
             &mut Tls::default(),
         )
         .unwrap();

@@ -111,10 +111,7 @@ fn identity_of(options: &ConnectOptions) -> String {
 impl MultistreamerSource {
     /// The latest status snapshot any connection of this source reported.
     pub fn last_status(&self) -> Option<Status> {
-        self.last_status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        chat_model::lock_ignoring_poison(&self.last_status).clone()
     }
 }
 
@@ -162,8 +159,7 @@ impl Connection for MultistreamerConnection {
     async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
         let item = self.conn.next_item().await?;
         if matches!(&item, SourceItem::Event { event, .. } if event.kind == Kind::Status) {
-            *self.last_status.lock().unwrap_or_else(|p| p.into_inner()) =
-                self.conn.status().cloned();
+            *chat_model::lock_ignoring_poison(&self.last_status) = self.conn.status().cloned();
         }
         Ok(item)
     }
