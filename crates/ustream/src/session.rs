@@ -235,7 +235,7 @@ pub struct Session {
     phase: Phase,
     /// The latest moment known on both clocks (monotonic, Unix ms), for the cursor.
     clock: (Instant, i64),
-    /// The stall timeout announced last in this session (the first response announces one).
+    /// The stall timeout announced last in this session (a new session announces one).
     announced: Option<Duration>,
 }
 
@@ -268,6 +268,9 @@ impl Session {
             .clone()
             .unwrap_or_else(|| config.base_url.trim_end_matches('/').to_owned());
         let due = schedule.next(now).at;
+        // Until the first response the wait is at most the interval planned with (the saved
+        // one on a resume, which may be longer than the one the supervisor started with).
+        let stall = config.stall_timeout(schedule.interval);
         let mut s = Session {
             ctx: Context {
                 source: config.source.clone(),
@@ -281,10 +284,10 @@ impl Session {
             recent_set: HashSet::new(),
             recent_at: HashMap::new(),
             memory: MessageMemory::new(),
-            queue: VecDeque::new(),
+            queue: VecDeque::from([SourceItem::StallTimeout(stall)]),
             phase: Phase::Idle { due },
             clock: (now, wall_ms),
-            announced: None,
+            announced: Some(stall),
             config,
         };
         let times = if resume.recent_at.len() == resume.recent_ids.len() {
@@ -1286,13 +1289,37 @@ mod tests {
         s.handle_response(body([0, 100], 30, json!([])), start, WALL);
         let want = config().stall_timeout(30);
         assert!(drain(&mut s).contains(&SourceItem::StallTimeout(want)));
+        let r = step(&mut s, start).unwrap();
+        assert_eq!(
+            r.kind,
+            RequestKind::Timeslice {
+                from: 100,
+                width: 30
+            }
+        );
+        s.handle_response(body([100, 130], 30, json!([])), start, WALL);
         let cursor = s.cursor();
-        // A resumed session (same interval, so no change to announce) announces it too.
+        // A resumed session announces the saved interval's before its first request (the
+        // supervisor may still hold the one for the configured initial interval).
         let later = start + secs(1);
         let mut r = Session::new(config(), Some(cursor), later, WALL + 1000).unwrap();
-        step(&mut r, later).unwrap();
-        r.handle_response(body([100, 131], 30, json!([])), later, WALL + 1000);
-        assert!(drain(&mut r).contains(&SourceItem::StallTimeout(want)));
+        assert_eq!(r.poll_item(), Some(SourceItem::StallTimeout(want)));
+        assert!(want > config().stall_timeout(config().initial_interval));
+        assert_eq!(r.poll_timeout(), Some(start + secs(30)), "the saved slot");
+        let later = start + secs(30);
+        let q = step(&mut r, later).unwrap();
+        assert_eq!(
+            q.kind,
+            RequestKind::Timeslice {
+                from: 130,
+                width: 30
+            }
+        );
+        r.handle_response(body([130, 160], 30, json!([])), later, WALL + 30_000);
+        assert!(
+            !drain(&mut r).contains(&SourceItem::StallTimeout(want)),
+            "announced already"
+        );
         // Longest silence: the next slot (at most one interval after the last send) plus a
         // request that takes the whole request timeout.
         assert!(want > secs(30) + config().request_timeout);
