@@ -46,7 +46,6 @@ proptest! {
             Err(e) => prop_assert!(e.to_string().contains("malformed")),
         }
     }
-
 }
 
 fn any_json() -> impl Strategy<Value = Value> {

@@ -17,8 +17,12 @@ use ustream::{Client, Config, DEFAULT_BASE_URL, HttpClient, MessageMemory, Ustre
 use crate::config_types::{Common, UstreamConfig};
 use crate::tls::Tls;
 
-/// The first reconnect delay after a failed poll.
-pub const BACKOFF_INITIAL: Duration = Duration::from_secs(2);
+/// The first reconnect delay after a failed poll (the client retries nothing itself).
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+
+/// A connection up this long (polls succeeded meanwhile: any failure ends it) resets the
+/// backoff, so failures separated by successful polls do not add up to long delays.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 /// The longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -87,7 +91,10 @@ impl Source for UstreamSource {
     fn policy(&self) -> Policy {
         // Until the server names its interval; the client announces the real one.
         let stall_timeout = self.config.stall_timeout(self.config.initial_interval);
-        super::policy(BACKOFF_INITIAL, BACKOFF_MAX, stall_timeout, Resume::Replays)
+        let mut policy =
+            super::policy(BACKOFF_INITIAL, BACKOFF_MAX, stall_timeout, Resume::Replays);
+        policy.backoff.healthy_after = HEALTHY_AFTER;
+        policy
     }
 
     /// The service, the configured server URL and the channel: a cursor saved for another
@@ -142,6 +149,9 @@ mod tests {
         assert_eq!(s.service(), Service::Ustream);
         let p = s.policy();
         assert_eq!(p.resume, Resume::Replays);
+        assert_eq!(p.backoff.initial, BACKOFF_INITIAL);
+        assert_eq!(p.backoff.healthy_after, HEALTHY_AFTER);
+        assert!(p.validate().is_ok());
         assert!(p.stall_timeout > Duration::from_secs(20));
         assert_eq!(s.client_config().channel, "42");
         assert_eq!(s.client_config().source, "us");
