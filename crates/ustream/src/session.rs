@@ -66,8 +66,10 @@ impl Config {
     /// The silence after which a supervisor may presume the connection dead, for a refresh
     /// interval: the longest legitimate silence plus a margin. After each successful
     /// response (which yields a keep-alive) the next request is due at most one interval
-    /// after the previous one was sent, and takes at most the request timeout; any failure
-    /// ends the connection at once instead of being retried inside it.
+    /// after the previous one was sent (the longer of the old and the new interval when the
+    /// server changes it, which is what the session announces), and takes at most the
+    /// request timeout; any failure ends the connection at once instead of being retried
+    /// inside it.
     pub fn stall_timeout(&self, interval: u64) -> Duration {
         Duration::from_secs(interval.max(1)) + self.request_timeout + STALL_MARGIN
     }
