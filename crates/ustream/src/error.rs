@@ -1,12 +1,13 @@
 //! The crate's error type, convertible into a [`DisconnectReason`] for a supervisor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_model::{DisconnectReason, StatusClass};
 
-/// Why a poll (or setting up the poller) failed. URLs in messages carry no secrets (the
+/// Why a poll (or setting up the client) failed. URLs in messages carry no secrets (the
 /// Social Stream needs none) but are still passed through [`chat_model::redact_url`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The request could not be sent or its response not read (refused, reset, cut short).
@@ -69,9 +70,41 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The poller was configured in a way that cannot work (bad base URL, bad host item).
-    #[error("ustream configuration error: {0}")]
-    Config(String),
+    /// The configured base URL is not an `http://` or `https://` URL.
+    #[error(
+        "ustream url {url:?} is unusable ({detail}): give an http:// or https:// base URL such as {}",
+        crate::DEFAULT_BASE_URL
+    )]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The channel id is empty or holds a `/`.
+    #[error(
+        "bad ustream channel id {channel:?}: give the channel's numeric id (the \"id\" field of the channel list)"
+    )]
+    BadChannel {
+        /// The channel id given.
+        channel: String,
+    },
+    /// A `host` item names no usable server (the item is skipped).
+    #[error("the social stream sent an unusable host {host:?}: {detail}")]
+    BadHost {
+        /// The host named.
+        host: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The client's own HTTP client could not be built (pass one with
+    /// [`Client::with_http_client`](crate::Client::with_http_client) instead).
+    #[error("cannot build the HTTP client for ustream: {source}")]
+    HttpClient {
+        /// What reqwest said.
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
 }
 
 impl Error {
@@ -87,7 +120,10 @@ impl Error {
             | Error::Protocol { .. }
             | Error::TooLarge { .. } => true,
             Error::Http { status, .. } => !StatusClass::of(*status).is_fatal(),
-            Error::Config(_) => false,
+            Error::BadUrl { .. }
+            | Error::BadChannel { .. }
+            | Error::BadHost { .. }
+            | Error::HttpClient { .. } => false,
         }
     }
 
@@ -119,7 +155,10 @@ impl From<Error> for DisconnectReason {
             Error::Failed { .. } | Error::Protocol { .. } | Error::TooLarge { .. } => {
                 DisconnectReason::Protocol(e.to_string())
             }
-            Error::Config(m) => DisconnectReason::Config(m),
+            Error::BadUrl { .. }
+            | Error::BadChannel { .. }
+            | Error::BadHost { .. }
+            | Error::HttpClient { .. } => DisconnectReason::Config(e.to_string()),
         }
     }
 }
@@ -139,7 +178,7 @@ mod tests {
         };
         assert!(http(500).is_retryable());
         assert!(!http(404).is_retryable());
-        // The poller and the supervisor read every status alike (410 included).
+        // The client and the supervisor read every status alike (410 included).
         for status in [400, 401, 403, 404, 408, 410, 429, 500, 503] {
             let r: DisconnectReason = http(status).into();
             assert_eq!(http(status).is_retryable(), !r.is_fatal(), "HTTP {status}");
@@ -154,7 +193,10 @@ mod tests {
         .into();
         assert_eq!(r.disposition(), Disposition::Backoff);
         assert!(r.to_string().contains("boom"));
-        let r: DisconnectReason = Error::Config("bad".into()).into();
+        let r: DisconnectReason = Error::BadChannel {
+            channel: "a/b".into(),
+        }
+        .into();
         assert!(r.is_fatal());
     }
 }

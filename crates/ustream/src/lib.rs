@@ -1,30 +1,21 @@
-//! Ustream Social Stream poller: typed responses, drift-free sans-IO schedule, mapping to
-//! chat-model.
-//!
-//! - [`wire`]: the response envelope and payload items, both shapes seen in the wild.
-//! - [`mapping`]: payload items to [`chat_model::Event`]s (ids `ustream:<channel>:<uid>`),
-//!   time ordering, the "live at" suffix.
-//! - [`schedule`]: the document's drift-free timing as a sans-IO state machine.
-//! - [`memory`]: the recent messages per user, so an `ignUser` retracts earlier ones.
-//! - [`Poller`]: the async driver that yields [`chat_model::SourceItem`]s, applies control
-//!   items (host switch, retractions, ignore lists) and resumes from a [`UstreamCursor`].
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
-#![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
+mod client;
 mod error;
-pub mod mapping;
-pub mod memory;
-mod poller;
-pub mod schedule;
+pub mod map;
+mod session;
 pub mod wire;
 
+pub use client::Client;
 pub use error::Error;
-pub use memory::MessageMemory;
-pub use poller::{Poller, PollerConfig, RetryPolicy, UstreamCursor, resolve_host};
-/// The HTTP client type a [`Poller`] can share ([`PollerConfig::http_client`]).
+/// The HTTP client type a [`Client`] can share ([`Client::with_http_client`]).
 pub use reqwest::Client as HttpClient;
-pub use schedule::{Planned, RequestKind, Schedule, ScheduleState};
-pub use wire::{Item, Message, NetworkAccount, Response};
+pub use session::{
+    Config, DEFAULT_MAX_WINDOW, MessageMemory, Request, RequestKind, Response, ScheduleState,
+    Session, UstreamCursor, resolve_host,
+};
+pub use wire::{Envelope, Item, Message, NetworkAccount};
 
 /// The real service's base URL.
 pub const DEFAULT_BASE_URL: &str = "http://socialstream.ustream.tv";

@@ -7,10 +7,10 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-/// One response of `/default` or `/timeslice/...`.
+/// The JSON body of one `/default` or `/timeslice/...` response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Response {
+pub struct Envelope {
     /// Whether the request succeeded; `false` comes with a `message`.
     #[serde(default = "yes", deserialize_with = "de_bool")]
     pub success: bool,
@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn response_envelope_both_shapes() {
-        let r: Response = serde_json::from_value(json!({
+        let r: Envelope = serde_json::from_value(json!({
             "success": true, "refreshInterval": 10, "range": [0, 1302176480],
             "payload": [], "statusUpdate": {"x": 1}, "isSuffixCleaningNeeded": 1
         }))
@@ -335,19 +335,19 @@ mod tests {
         assert_eq!(r.refresh_interval, Some(10));
         assert_eq!(r.range, Some([0, 1302176480]));
         assert!(r.is_suffix_cleaning_needed);
-        let r: Response = serde_json::from_value(json!({
+        let r: Envelope = serde_json::from_value(json!({
             "success": false, "message": "channel offline"
         }))
         .unwrap();
         assert!(!r.success);
         assert_eq!(r.message.as_deref(), Some("channel offline"));
-        let r: Response = serde_json::from_value(json!({
+        let r: Envelope = serde_json::from_value(json!({
             "refreshInterval": "5", "range": ["10", 20]
         }))
         .unwrap();
         assert_eq!(r.refresh_interval, Some(5));
         assert_eq!(r.range, Some([10, 20]));
-        assert!(serde_json::from_value::<Response>(json!({"range": [1]})).is_err());
+        assert!(serde_json::from_value::<Envelope>(json!({"range": [1]})).is_err());
     }
 
     #[test]
@@ -444,7 +444,7 @@ mod tests {
             panic!()
         };
         assert_eq!(network.len(), 1);
-        let r: Response =
+        let r: Envelope =
             serde_json::from_value(json!({"range": [1, 2], "payload": null})).unwrap();
         assert!(r.payload.is_empty());
     }

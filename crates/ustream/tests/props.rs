@@ -1,12 +1,10 @@
-//! Property tests: payload ordering and the drift-free schedule under random delays and
-//! failures.
-
-use std::time::{Duration, Instant};
+//! Property tests: payload ordering, item reading, and the session driven without sockets
+//! (see `session_props.rs`).
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use ustream::mapping::order_payload;
-use ustream::{Item, RequestKind, Schedule};
+use ustream::Item;
+use ustream::map::order_payload;
 
 fn item() -> impl Strategy<Value = Value> {
     (0u32..1000, prop::option::of(0i64..20), 0u8..4).prop_map(|(uid, at, shape)| {
@@ -46,42 +44,6 @@ proptest! {
         match Item::from_json(&v) {
             Ok(item) => prop_assert!(!item.kind().is_empty()),
             Err(e) => prop_assert!(e.to_string().contains("malformed")),
-        }
-    }
-
-    /// Whatever the server's delays and failures, the timeslices are contiguous from the
-    /// anchor, each request goes out no earlier than its slot, and each slice ends exactly
-    /// where an on-time schedule would be at its send time (nothing skipped, no drift).
-    #[test]
-    fn schedule_is_contiguous_and_drift_free(
-        steps in prop::collection::vec((0u64..4000, any::<bool>(), 1u64..5), 1..60)
-    ) {
-        let start = Instant::now();
-        let mut s = Schedule::new("7", 2);
-        let first = 5000i64;
-        let p = s.next(start);
-        s.on_success(&p, start, [0, first], Some(2));
-        let mut now = start;
-        let mut expected_from = first;
-        for (delay_ms, fails, interval) in steps {
-            let p = s.next(now);
-            let send = p.at.max(now);
-            let RequestKind::Timeslice { from, width } = p.kind else {
-                return Err(TestCaseError::fail("expected a timeslice"));
-            };
-            prop_assert_eq!(from, expected_from);
-            let elapsed = send.duration_since(start).as_secs() as i64;
-            prop_assert_eq!(from + width as i64, first + elapsed + s.refresh_interval() as i64);
-            now = send + Duration::from_millis(delay_ms);
-            if fails {
-                s.on_failure(now + Duration::from_millis(500));
-            } else {
-                s.on_success(&p, send, [from, from + width as i64], Some(interval));
-                expected_from = from + width as i64;
-                // The next slot is on the original grid.
-                let next = s.next(now);
-                prop_assert_eq!(next.at, start + Duration::from_secs((expected_from - first) as u64));
-            }
         }
     }
 }

@@ -1,23 +1,28 @@
 //! Supervising the ustream client.
 //!
-//! The Social Stream is polled, not streamed: a "connection" is a [`ustream::Poller`] that
-//! retries failed polls itself (a few times, with backoff) and ends only when retrying does not
-//! help. Its cursor (host, last range end, schedule anchor, ignore list, recent ids) lets a
-//! reconnect ask for one widened timeslice from the last range end, so nothing in between is
-//! lost: [`Resume::Replays`]. The stall timeout follows the refresh interval (the poller
-//! announces it with `SourceItem::StallTimeout` whenever the interval changes).
+//! The Social Stream is polled, not streamed: a "connection" is a [`ustream::Client`] that
+//! polls on the document's drift-free schedule and ends at the first failed poll (with the
+//! server's `Retry-After`, if any); the supervisor retries with backoff. Its cursor (host, last
+//! range end, schedule anchor, ignore list, recent ids) lets a reconnect ask for one widened
+//! timeslice from the last range end, so nothing in between is lost: [`Resume::Replays`]. The
+//! stall timeout follows the refresh interval (the client announces it with
+//! `SourceItem::StallTimeout` on its first response and whenever the interval changes).
 
 use std::time::Duration;
 
 use chat_model::{Cursor, DisconnectReason, Service, SourceItem};
 use supervisor::{Connection, Policy, Resume, Source};
-use ustream::{DEFAULT_BASE_URL, HttpClient, MessageMemory, Poller, PollerConfig, UstreamCursor};
+use ustream::{Client, Config, DEFAULT_BASE_URL, HttpClient, MessageMemory, UstreamCursor};
 
 use crate::config_types::{Common, UstreamConfig};
 use crate::tls::Tls;
 
-/// The first reconnect delay after the poller gave up on its own retries.
-pub const BACKOFF_INITIAL: Duration = Duration::from_secs(2);
+/// The first reconnect delay after a failed poll (the client retries nothing itself).
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+
+/// A connection up this long (polls succeeded meanwhile: any failure ends it) resets the
+/// backoff, so failures separated by successful polls do not add up to long delays.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 /// The longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -26,17 +31,17 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct UstreamSource {
     name: String,
-    config: PollerConfig,
+    config: Config,
     http: HttpClient,
-    /// The recent messages per user, shared by every poller of this source so an `ignUser`
+    /// The recent messages per user, shared by every client of this source so an `ignUser`
     /// after a reconnect still retracts the messages delivered before it.
     memory: MessageMemory,
 }
 
-/// One running poller.
+/// One running client.
 #[derive(Debug)]
 pub struct UstreamConnection {
-    poller: Poller,
+    client: Client,
 }
 
 /// Builds the source from its config table; the error names what is wrong.
@@ -50,11 +55,11 @@ pub fn build(
         .url
         .clone()
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-    let mut config = PollerConfig::new(url, cfg.channel.to_string());
+    let mut config = Config::new(url, cfg.channel.to_string());
     config.source = name.to_owned();
     let http = super::http_client(name, common, tls)?;
     // Check the URL and channel now, so a bad config fails before anything runs.
-    Poller::with_client(http.clone(), config.clone(), None)
+    Client::with_http_client(config.clone(), http.clone(), None)
         .map_err(|e| format!("source `{name}`: {e}"))?;
     Ok(UstreamSource {
         name: name.to_owned(),
@@ -66,8 +71,8 @@ pub fn build(
 
 #[cfg(test)]
 impl UstreamSource {
-    /// The poller settings in use.
-    pub fn poller_config(&self) -> &PollerConfig {
+    /// The client settings in use.
+    pub fn client_config(&self) -> &Config {
         &self.config
     }
 }
@@ -84,9 +89,12 @@ impl Source for UstreamSource {
     }
 
     fn policy(&self) -> Policy {
-        // Until the server names its interval; the poller announces the real one.
+        // Until the server names its interval; the client announces the real one.
         let stall_timeout = self.config.stall_timeout(self.config.initial_interval);
-        super::policy(BACKOFF_INITIAL, BACKOFF_MAX, stall_timeout, Resume::Replays)
+        let mut policy =
+            super::policy(BACKOFF_INITIAL, BACKOFF_MAX, stall_timeout, Resume::Replays);
+        policy.backoff.healthy_after = HEALTHY_AFTER;
+        policy
     }
 
     /// The service, the configured server URL and the channel: a cursor saved for another
@@ -105,15 +113,15 @@ impl Source for UstreamSource {
     ) -> Result<UstreamConnection, DisconnectReason> {
         let cursor: Option<UstreamCursor> =
             super::typed_resume(&self.name, "Ustream", "starting with /default", resume);
-        let poller = Poller::with_client(self.http.clone(), self.config.clone(), cursor)?
+        let client = Client::with_http_client(self.config.clone(), self.http.clone(), cursor)?
             .with_memory(self.memory.clone());
-        Ok(UstreamConnection { poller })
+        Ok(UstreamConnection { client })
     }
 }
 
 impl Connection for UstreamConnection {
     async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
-        Ok(self.poller.next_item().await?)
+        Ok(self.client.next_item().await?)
     }
 }
 
@@ -141,9 +149,12 @@ mod tests {
         assert_eq!(s.service(), Service::Ustream);
         let p = s.policy();
         assert_eq!(p.resume, Resume::Replays);
+        assert_eq!(p.backoff.initial, BACKOFF_INITIAL);
+        assert_eq!(p.backoff.healthy_after, HEALTHY_AFTER);
+        assert!(p.validate().is_ok());
         assert!(p.stall_timeout > Duration::from_secs(20));
-        assert_eq!(s.poller_config().channel, "42");
-        assert_eq!(s.poller_config().source, "us");
+        assert_eq!(s.client_config().channel, "42");
+        assert_eq!(s.client_config().source, "us");
         let d = build(
             "d",
             &Common::default(),
@@ -151,7 +162,7 @@ mod tests {
             &mut Tls::default(),
         )
         .unwrap();
-        assert_eq!(d.poller_config().base_url, DEFAULT_BASE_URL);
+        assert_eq!(d.client_config().base_url, DEFAULT_BASE_URL);
     }
 
     #[test]
@@ -244,7 +255,7 @@ mod tests {
             let item = tokio::time::timeout(Duration::from_secs(15), conn.next_item())
                 .await
                 .expect("an item within 15 s")
-                .expect("the poller keeps going");
+                .expect("the client keeps going");
             items.push(item);
         }
     }
@@ -266,7 +277,7 @@ mod tests {
         })
     }
 
-    /// Every poller of a source shares one memory of recent messages per user: an `ignUser`
+    /// Every client of a source shares one memory of recent messages per user: an `ignUser`
     /// that arrives after a reconnect retracts the messages delivered before it, and the
     /// user stays ignored on the next reconnect.
     #[tokio::test]
@@ -304,7 +315,7 @@ mod tests {
         .await;
         drop(conn);
 
-        // Reconnected (a new poller, resuming from the cursor), then Ken is ignored.
+        // Reconnected (a new client, resuming from the cursor), then Ken is ignored.
         let mut conn = s.connect(last_cursor(&items)).await.unwrap();
         emu.ignore_user("twitter", "Ken");
         let from = items.len();

@@ -1,5 +1,6 @@
-//! The poller against the emulator: order, both payload shapes, suffixes, failed and slow
-//! polls, interval changes, host switches, ignores, retractions, resume.
+//! The client against the emulator: order, both payload shapes, suffixes, failed and slow
+//! polls (each ends the client; the tests reconnect from the last cursor as the supervisor
+//! does), interval changes, host switches, ignores, retractions, resume.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use chat_model::{DisconnectReason, Event, Kind, SourceItem};
 use emulator::ustream::{Config, Emulator};
 use emulator::{Fault, FaultPlan};
-use ustream::{Poller, PollerConfig, RetryPolicy, UstreamCursor};
+use ustream::{Client, UstreamCursor};
 
 fn emu_config(faults: Vec<Vec<Fault>>) -> Config {
     Config {
@@ -21,21 +22,18 @@ fn emu_config(faults: Vec<Vec<Fault>>) -> Config {
     }
 }
 
-fn poller_config(emu: &Emulator) -> PollerConfig {
-    let mut c = PollerConfig::new(emu.url(), emu.channel().to_string());
+fn client_config(emu: &Emulator) -> ustream::Config {
+    let mut c = ustream::Config::new(emu.url(), emu.channel().to_string());
     c.source = "us".into();
     c.request_timeout = Duration::from_secs(5);
-    c.retry = RetryPolicy {
-        initial: Duration::from_millis(300),
-        max: Duration::from_secs(1),
-        max_attempts: 6,
-    };
     c
 }
 
 #[derive(Default)]
 struct Seen {
     items: Vec<SourceItem>,
+    /// How many times a failed client was replaced by one resuming from the last cursor.
+    reconnects: usize,
 }
 
 impl Seen {
@@ -62,8 +60,10 @@ impl Seen {
     }
 }
 
-/// Pulls items until `done` holds (or a generous deadline passes).
-async fn pull(p: &mut Poller, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
+/// Pulls items until `done` holds (or a generous deadline passes). A failed poll ends the
+/// client: as the supervisor does, a retryable failure is followed by a new client resuming
+/// from the last cursor delivered (after the server's `Retry-After`, or a short backoff).
+async fn pull(p: &mut Client, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(40);
     while !done(seen) {
         assert!(
@@ -73,7 +73,19 @@ async fn pull(p: &mut Poller, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
         );
         match tokio::time::timeout(Duration::from_secs(30), p.next_item()).await {
             Ok(Ok(item)) => seen.items.push(item),
-            Ok(Err(e)) => panic!("poller failed: {e}"),
+            Ok(Err(e)) if e.is_retryable() => {
+                // Sticky until replaced.
+                let again = p.next_item().await.unwrap_err();
+                assert_eq!(again.to_string(), e.to_string());
+                tokio::time::sleep(e.retry_after().unwrap_or(Duration::from_millis(300))).await;
+                let config = p.session().config().clone();
+                let memory = p.session().memory().clone();
+                *p = Client::new(config, seen.last_cursor())
+                    .unwrap()
+                    .with_memory(memory);
+                seen.reconnects += 1;
+            }
+            Ok(Err(e)) => panic!("client failed for good: {e}"),
             Err(_) => panic!("no item within 30 s"),
         }
     }
@@ -142,7 +154,7 @@ async fn delivers_in_order_without_auth_and_cleans_suffixes() {
     for _ in 0..3 {
         emu.inject_generated();
     }
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     inject_for(&emu, 24, Duration::from_millis(100)).await;
     pull(&mut p, &mut seen, has_all(&emu)).await;
@@ -184,7 +196,7 @@ async fn delivers_in_order_without_auth_and_cleans_suffixes() {
 }
 
 #[tokio::test]
-async fn failed_polls_are_retried_and_widened_so_nothing_is_lost() {
+async fn failed_polls_end_the_client_and_a_resume_widens_so_nothing_is_lost() {
     let emu = Emulator::start(emu_config(vec![
         vec![],
         vec![],
@@ -198,7 +210,7 @@ async fn failed_polls_are_retried_and_widened_so_nothing_is_lost() {
     ]))
     .await
     .unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     let inj = async {
         inject_for(&emu, 20, Duration::from_millis(200)).await;
@@ -223,6 +235,11 @@ async fn failed_polls_are_retried_and_widened_so_nothing_is_lost() {
         distinct.len() < starts.len(),
         "a failed slice was re-asked from its start"
     );
+    assert!(
+        seen.reconnects >= 5,
+        "each fault ended a client: {}",
+        seen.reconnects
+    );
     emu.stop().await;
 }
 
@@ -237,7 +254,7 @@ async fn slow_responses_never_accumulate_delay() {
     ]))
     .await
     .unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     let inj = inject_for(&emu, 16, Duration::from_millis(250));
     let run = pull(&mut p, &mut seen, |s| s.items.len() > 40);
@@ -269,14 +286,14 @@ async fn interval_changes_apply_immediately() {
     })
     .await
     .unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     pull(&mut p, &mut seen, |s| {
         s.items
             .iter()
             .filter(|i| matches!(i, SourceItem::StallTimeout(_)))
             .count()
-            >= 3
+            >= 4 // the one a new client announces at once, then three from responses
     })
     .await;
     let stalls: Vec<Duration> = seen
@@ -301,7 +318,7 @@ async fn interval_changes_apply_immediately() {
 #[tokio::test]
 async fn host_switch_moves_to_the_new_server_with_default() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     inject_for(&emu, 4, Duration::from_millis(100)).await;
     pull(&mut p, &mut seen, has_all(&emu)).await;
@@ -337,7 +354,7 @@ async fn host_switch_moves_to_the_new_server_with_default() {
 #[tokio::test]
 async fn ignores_and_retractions_are_applied() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     let a = emu.inject_message("twitter", "Ada", "soon retracted");
     emu.inject_message("facebook", "Ken", "before the ignore");
@@ -385,7 +402,7 @@ async fn resume_from_a_cursor_covers_the_downtime_and_keeps_ignores() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
     let mut seen = Seen::default();
     {
-        let mut p = Poller::new(poller_config(&emu), None).unwrap();
+        let mut p = Client::new(client_config(&emu), None).unwrap();
         emu.inject_message("twitter", "Ada", "first");
         emu.ignore_user("ustream", "Grace");
         pull(&mut p, &mut seen, has_all(&emu)).await;
@@ -400,7 +417,7 @@ async fn resume_from_a_cursor_covers_the_downtime_and_keeps_ignores() {
     // Down for a while; messages keep coming.
     inject_for(&emu, 8, Duration::from_millis(300)).await;
     emu.inject_message("ustream", "Grace", "still ignored after the restart");
-    let mut p = Poller::new(poller_config(&emu), Some(cursor)).unwrap();
+    let mut p = Client::new(client_config(&emu), Some(cursor)).unwrap();
     pull(&mut p, &mut seen, has_all(&emu)).await;
     assert_exactly_once(&emu, &seen);
     let first_after = &emu.requests()[before];
@@ -422,32 +439,43 @@ async fn resume_from_a_cursor_covers_the_downtime_and_keeps_ignores() {
     emu.stop().await;
 }
 
+/// The error that ends `p`, past the items before it (a new client's stall timeout).
+async fn first_error(p: &mut Client) -> ustream::Error {
+    loop {
+        match p.next_item().await {
+            Ok(SourceItem::StallTimeout(_)) => {}
+            Ok(other) => panic!("an item before the error: {other:?}"),
+            Err(e) => return e,
+        }
+    }
+}
+
 #[tokio::test]
-async fn unrecoverable_and_exhausted_failures_end_with_clear_errors() {
+async fn failures_end_the_client_with_clear_sticky_errors() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut c = poller_config(&emu);
+    let mut c = client_config(&emu);
     c.channel = "999".into();
-    let mut p = Poller::new(c, None).unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(20), p.next_item())
+    let mut p = Client::new(c, None).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), first_error(&mut p))
         .await
-        .unwrap()
-        .unwrap_err();
+        .unwrap();
     assert!(e.to_string().contains("999"), "{e}");
     let r: DisconnectReason = e.into();
     assert!(r.is_fatal(), "a 404 channel is not retried");
     assert_eq!(emu.requests().len(), 1);
 
-    let mut c = poller_config(&emu);
-    c.retry.max_attempts = 2;
-    for _ in 0..2 {
-        emu.push_soft_failure("channel is offline");
-    }
-    let mut p = Poller::new(c, None).unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(20), p.next_item())
+    // One soft failure ends the client at once (no retries inside); asking again gives the
+    // same error without another request.
+    emu.push_soft_failure("channel is offline");
+    let mut p = Client::new(client_config(&emu), None).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), first_error(&mut p))
         .await
-        .unwrap()
-        .unwrap_err();
+        .unwrap();
     assert!(e.to_string().contains("channel is offline"), "{e}");
+    let sent = emu.requests().len();
+    let again = p.next_item().await.unwrap_err();
+    assert_eq!(again.to_string(), e.to_string());
+    assert_eq!(emu.requests().len(), sent, "sticky: nothing sent again");
     let r: DisconnectReason = e.into();
     assert!(!r.is_fatal());
     emu.stop().await;
@@ -470,10 +498,10 @@ async fn stalls_oversize_503_and_one_byte_writes_are_survived() {
     ]))
     .await
     .unwrap();
-    let mut c = poller_config(&emu);
+    let mut c = client_config(&emu);
     c.request_timeout = Duration::from_millis(1500);
     c.max_response_bytes = 100_000;
-    let mut p = Poller::new(c, None).unwrap();
+    let mut p = Client::new(c, None).unwrap();
     let mut seen = Seen::default();
     let inj = inject_for(&emu, 10, Duration::from_millis(300));
     let run = pull(&mut p, &mut seen, |s| s.items.len() > 30);
@@ -482,13 +510,17 @@ async fn stalls_oversize_503_and_one_byte_writes_are_survived() {
     assert_exactly_once(&emu, &seen);
     let s = slices(&emu, 0);
     assert!(s.len() >= 5, "{s:?}");
+    assert!(
+        seen.reconnects >= 3,
+        "the stall, the oversize and the 503 each ended a client"
+    );
     emu.stop().await;
 }
 
 #[tokio::test]
 async fn unknown_items_pass_through_and_malformed_ones_are_skipped() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     emu.inject_message("twitter", "Ada", "before");
     emu.inject_raw(serde_json::json!({"type": "poll", "uid": "p1", "question": "tea?"}));
@@ -544,7 +576,7 @@ fn count(seen: &Seen, kind: Kind) -> usize {
 #[tokio::test]
 async fn a_host_switch_repeats_no_ignore_or_unignore() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     emu.inject_message("twitter", "Ada", "before");
     emu.ignore_user("facebook", "Ken");
@@ -596,7 +628,7 @@ async fn at_a_fresh_second(emu: &Emulator) {
 #[tokio::test]
 async fn ign_user_retracts_each_earlier_message_of_that_user_and_unign_user_shows_later_ones() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     let g1 = emu.inject_message("twitter", "Gyula", "first");
     emu.inject_message("facebook", "Gyula", "another Gyula");
@@ -681,7 +713,7 @@ async fn ign_user_retracts_each_earlier_message_of_that_user_and_unign_user_show
 #[tokio::test]
 async fn malformed_control_items_are_skipped_and_the_rest_of_the_response_delivered() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     emu.inject_message("twitter", "Ada", "warm-up");
     pull(&mut p, &mut seen, has_all(&emu)).await;
@@ -738,7 +770,7 @@ async fn malformed_control_items_are_skipped_and_the_rest_of_the_response_delive
     assert_exactly_once(&emu, &seen);
     assert!(
         emu.requests().iter().all(|r| r.listener == 0),
-        "no malformed host item moved the poller"
+        "no malformed host item moved the client"
     );
     assert_eq!(count(&seen, Kind::System), 0, "{:#?}", seen.events());
     emu.stop().await;
@@ -749,7 +781,7 @@ async fn malformed_control_items_are_skipped_and_the_rest_of_the_response_delive
 #[tokio::test]
 async fn a_host_item_naming_the_current_host_is_not_followed_again() {
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     emu.inject_message("twitter", "Ada", "before the move");
     // Served by both hosts, in timeslices and in /default histories alike.
@@ -782,7 +814,7 @@ async fn a_host_item_naming_the_current_host_is_not_followed_again() {
 async fn both_suffix_forms_are_removed_from_delivered_texts() {
     use emulator::ustream::Suffix;
     let emu = Emulator::start(emu_config(vec![])).await.unwrap();
-    let mut p = Poller::new(poller_config(&emu), None).unwrap();
+    let mut p = Client::new(client_config(&emu), None).unwrap();
     let mut seen = Seen::default();
     for i in 0..6 {
         let suffix = if i % 2 == 0 {
