@@ -17,29 +17,13 @@ pub use crate::session::{
     MAX_BACKFILL_PAGES, Transport,
 };
 
-/// Settings of a [`Client`].
+/// Settings of a [`Client`]: the session's [`Settings`] plus what only the IO loop needs.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// The `source` name put on every event.
-    pub source: String,
-    /// Streaming base URL (default [`DEFAULT_STREAM_URL`]).
-    pub url: String,
-    /// REST base URL for backfill (None: [`DEFAULT_API_URL`] for the real host, else `url`).
-    pub api_url: Option<String>,
+    /// What to stream and how (flows, URLs, transport, limits).
+    pub settings: Settings,
     /// The access token (HTTP basic user, empty password).
     pub token: Secret,
-    /// Flows to stream, as `org/flow` (or flow ids).
-    pub flows: Vec<String>,
-    /// Also stream private messages (`user=1`).
-    pub private: bool,
-    /// The `active` parameter, when set.
-    pub active: Option<Active>,
-    /// Which content type to stream.
-    pub transport: Transport,
-    /// Largest frame accepted, in bytes.
-    pub max_frame: usize,
-    /// Messages per REST backfill request (1-100).
-    pub backfill_limit: u32,
     /// Resolve authors' names over the REST users API (default true).
     pub resolve_names: bool,
     /// The longest an event waits for a user lookup (default 5 s); then it goes out with
@@ -50,35 +34,11 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Settings for `flows` with `token`, the SSE transport and the real hosts.
     pub fn new(source: impl Into<String>, token: Secret, flows: Vec<String>) -> Self {
-        let s = Settings::new(source, flows);
         ClientConfig {
-            source: s.source,
-            url: s.url,
-            api_url: s.api_url,
+            settings: Settings::new(source, flows),
             token,
-            flows: s.flows,
-            private: s.private,
-            active: s.active,
-            transport: s.transport,
-            max_frame: s.max_frame,
-            backfill_limit: s.backfill_limit,
             resolve_names: true,
             user_lookup_timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// The session settings of these client settings (not yet checked).
-    pub fn settings(&self) -> Settings {
-        Settings {
-            source: self.source.clone(),
-            url: self.url.clone(),
-            api_url: self.api_url.clone(),
-            flows: self.flows.clone(),
-            private: self.private,
-            active: self.active,
-            transport: self.transport,
-            max_frame: self.max_frame,
-            backfill_limit: self.backfill_limit,
         }
     }
 }
@@ -112,7 +72,7 @@ impl Client {
 
     /// Checks the settings and uses `http` (shared, or trusting extra roots) for every request.
     pub fn with_http_client(cfg: ClientConfig, http: reqwest::Client) -> Result<Client, Error> {
-        let settings = cfg.settings();
+        let settings = cfg.settings.clone();
         settings.check_flows()?;
         if cfg.token.is_empty() {
             return Err(Error::EmptyToken);
@@ -127,7 +87,7 @@ impl Client {
             http.clone(),
             api,
             cfg.token.clone(),
-            cfg.source.clone(),
+            cfg.settings.source.clone(),
             cfg.user_lookup_timeout.max(Duration::from_millis(1)),
             cfg.resolve_names,
         );
@@ -341,9 +301,9 @@ mod tests {
             Secret::new("tok"),
             flows.iter().map(|s| s.to_string()).collect(),
         );
-        cfg.url = "http://127.0.0.1:9/".into();
-        cfg.private = private;
-        cfg.active = active;
+        cfg.settings.url = "http://127.0.0.1:9/".into();
+        cfg.settings.private = private;
+        cfg.settings.active = active;
         Client::new(cfg).unwrap()
     }
 
@@ -380,7 +340,7 @@ mod tests {
         let cfg = ClientConfig::new("s", Secret::new(""), vec!["a/b".into()]);
         assert!(matches!(Client::new(cfg), Err(Error::EmptyToken)));
         let mut cfg = ClientConfig::new("s", Secret::new("t"), vec!["a/b".into()]);
-        cfg.url = "ftp://x".into();
+        cfg.settings.url = "ftp://x".into();
         let e = Client::new(cfg).unwrap_err();
         assert!(
             matches!(&e, Error::InvalidUrl { what: "url", reason, .. } if reason.contains("scheme")),

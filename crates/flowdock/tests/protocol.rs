@@ -28,8 +28,8 @@ fn client(emu: &Emulator, transport: Transport, flows: &[&str]) -> Client {
         Secret::new("flowdock-token"),
         flows.iter().map(|s| s.to_string()).collect(),
     );
-    cfg.url = emu.url();
-    cfg.transport = transport;
+    cfg.settings.url = emu.url();
+    cfg.settings.transport = transport;
     Client::new(cfg).unwrap()
 }
 
@@ -353,9 +353,9 @@ async fn json_backfill_pages_through_more_than_one_limit() {
         Secret::new("flowdock-token"),
         vec!["acme/main".into()],
     );
-    cfg.url = emu.url();
-    cfg.transport = Transport::Json;
-    cfg.backfill_limit = 3;
+    cfg.settings.url = emu.url();
+    cfg.settings.transport = Transport::Json;
+    cfg.settings.backfill_limit = 3;
     let client = Client::new(cfg).unwrap();
     let first = emu.committed().last().unwrap().clone();
     let mut cursor = FlowdockCursor::default();
@@ -458,7 +458,7 @@ async fn http_errors_are_classified_and_name_the_flow() {
     assert!(c.connect(None).await.is_ok());
 
     let mut bad = ClientConfig::new("fd", Secret::new("wrong"), vec!["acme/main".into()]);
-    bad.url = emu.url();
+    bad.settings.url = emu.url();
     let e401 = DisconnectReason::from(Client::new(bad).unwrap().connect(None).await.unwrap_err());
     assert!(
         matches!(e401, DisconnectReason::Unauthorized(_)),
@@ -491,9 +491,9 @@ async fn malformed_skipped(transport: Transport) {
         Secret::new("flowdock-token"),
         vec!["acme/main".into()],
     );
-    cfg.url = emu.url();
-    cfg.transport = transport;
-    cfg.max_frame = 2048;
+    cfg.settings.url = emu.url();
+    cfg.settings.transport = transport;
+    cfg.settings.max_frame = 2048;
     let client = Client::new(cfg).unwrap();
     let mut stream = client.connect(None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -574,9 +574,9 @@ async fn private_messages_with_user_1() {
         Secret::new("flowdock-token"),
         vec!["acme/main".into()],
     );
-    cfg.url = emu.url();
-    cfg.private = true;
-    cfg.active = flowdock::Active::parse("idle");
+    cfg.settings.url = emu.url();
+    cfg.settings.private = true;
+    cfg.settings.active = flowdock::Active::parse("idle");
     let client = Client::new(cfg).unwrap();
     let mut stream = client.connect(None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -618,7 +618,7 @@ async fn wrong_content_type_and_non_json_rest_are_clear_errors() {
     )
     .await;
     let mut cfg = ClientConfig::new("fd", Secret::new("t"), vec!["acme/main".into()]);
-    cfg.url = url.clone();
+    cfg.settings.url = url.clone();
     let e = Client::new(cfg.clone())
         .unwrap()
         .connect(None)
@@ -636,8 +636,8 @@ async fn wrong_content_type_and_non_json_rest_are_clear_errors() {
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot json!",
     )
     .await;
-    cfg.url = json_url;
-    cfg.transport = Transport::Json;
+    cfg.settings.url = json_url;
+    cfg.settings.transport = Transport::Json;
     let e = Client::new(cfg).unwrap().connect(None).await.unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, flowdock::Error::NotJson { .. }), "{e:?}");

@@ -30,9 +30,9 @@ fn client(emu: &Emulator, transport: Transport, lookup_timeout: Duration) -> Cli
         Secret::new("flowdock-token"),
         vec!["acme/main".to_owned()],
     );
-    cfg.url = emu.url();
-    cfg.transport = transport;
-    cfg.private = true;
+    cfg.settings.url = emu.url();
+    cfg.settings.transport = transport;
+    cfg.settings.private = true;
     cfg.user_lookup_timeout = lookup_timeout;
     Client::new(cfg).unwrap()
 }
@@ -292,7 +292,7 @@ async fn names_can_be_switched_off() {
         Secret::new("flowdock-token"),
         vec!["acme/main".into()],
     );
-    cfg.url = emu.url();
+    cfg.settings.url = emu.url();
     cfg.resolve_names = false;
     let mut stream = Client::new(cfg).unwrap().connect(None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

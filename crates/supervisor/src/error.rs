@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Errors setting up a [`Supervisor`](crate::Supervisor) or writing its state file.
+/// Errors setting up a `Supervisor` or writing its state file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SupervisorError {

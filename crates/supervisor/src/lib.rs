@@ -1,4 +1,9 @@
-#![doc = include_str!("../README.md")]
+#![cfg_attr(feature = "tokio", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "Reconnect supervision, sans-IO: `SourceMachine`, `Ledger`, the state file and dedup. \
+           The tokio driver and this crate's guide (README.md) need the default `tokio` feature."
+)]
 #![forbid(unsafe_code)]
 
 mod dedup;

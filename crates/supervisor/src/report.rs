@@ -20,7 +20,7 @@ pub struct SourceReport {
     pub stats: SourceStats,
 }
 
-/// What [`SupervisorHandle::shutdown`](crate::SupervisorHandle::shutdown) reports.
+/// What `SupervisorHandle::shutdown` reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     /// Every source, in the order added.

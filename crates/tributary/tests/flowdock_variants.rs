@@ -91,8 +91,8 @@ async fn client_reads(addr: &str, n: usize) {
         Secret::new("flowdock-token"),
         vec!["acme/main".into(), "acme/ops".into()],
     );
-    cfg.url = format!("http://{addr}");
-    cfg.transport = Transport::Json;
+    cfg.settings.url = format!("http://{addr}");
+    cfg.settings.transport = Transport::Json;
     let mut stream = Client::new(cfg).unwrap().connect(None).await.unwrap();
     let mut ids = Vec::new();
     let r = tokio::time::timeout(WAIT, async {

@@ -47,12 +47,12 @@ pub fn build(
 ) -> Result<FlowdockSource, String> {
     let mut c = ClientConfig::new(name, cfg.token.clone(), cfg.flows.clone());
     if let Some(url) = &common.url {
-        c.url = url.clone();
+        c.settings.url = url.clone();
     }
-    c.api_url = cfg.api_url.clone();
-    c.private = cfg.private;
-    c.transport = cfg.transport;
-    c.active = cfg.active;
+    c.settings.api_url = cfg.api_url.clone();
+    c.settings.private = cfg.private;
+    c.settings.transport = cfg.transport;
+    c.settings.active = cfg.active;
     let http = super::http_client(name, common, tls)?;
     let client = Client::with_http_client(c, http).map_err(|e| format!("source `{name}`: {e}"))?;
     Ok(FlowdockSource {
@@ -76,7 +76,7 @@ impl Source for FlowdockSource {
         let cfg = self.client.config();
         // Private messages have no REST backfill here: on the JSON stream a reconnect can
         // miss them, so say so with gap events.
-        let lossless = !(cfg.transport == Transport::Json && cfg.private);
+        let lossless = !(cfg.settings.transport == Transport::Json && cfg.settings.private);
         let resume = if lossless {
             Resume::Replays
         } else {
@@ -93,18 +93,18 @@ impl Source for FlowdockSource {
     /// for another server, flow set or private stream. The URLs never hold the token.
     fn identity(&self) -> String {
         let cfg = self.client.config();
-        let transport = match cfg.transport {
+        let transport = match cfg.settings.transport {
             Transport::EventStream => "sse",
             Transport::Json => "json",
         };
-        let mut flows = cfg.flows.clone();
+        let mut flows = cfg.settings.flows.clone();
         flows.sort();
         format!(
             "flowdock {transport} {} api {} flows {} private {}",
             chat_model::redact_url(&self.client.stream_url()),
             chat_model::redact_url(self.client.api_url()),
             flows.join(","),
-            cfg.private
+            cfg.settings.private
         )
     }
 
