@@ -384,8 +384,10 @@ async fn delay_holds_the_first_byte() {
         ProxyPlan::script([ProxyFault::Delay(Duration::from_millis(800))]),
     )
     .await;
-    let mut c = TcpStream::connect(p.addr()).await.unwrap();
+    // The delay starts when the proxy accepts, which may be before `connect` returns here:
+    // measure from before the connection exists.
     let start = Instant::now();
+    let mut c = TcpStream::connect(p.addr()).await.unwrap();
     c.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     timeout(LONG, c.read_exact(&mut buf))
