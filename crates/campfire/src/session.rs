@@ -1264,10 +1264,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(ids(&out), vec![1]);
-        let event = out.iter().find_map(|i| match i {
-            SourceItem::Event { event, .. } => Some(event),
-            _ => None,
-        });
+        let event = out.iter().find_map(SourceItem::as_event);
         assert!(event.unwrap().raw.is_none());
     }
 

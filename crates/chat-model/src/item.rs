@@ -42,4 +42,12 @@ impl SourceItem {
             cursor: None,
         }
     }
+
+    /// The event this item carries, if it is one.
+    pub fn as_event(&self) -> Option<&Event> {
+        match self {
+            SourceItem::Event { event, .. } => Some(event),
+            _ => None,
+        }
+    }
 }

@@ -440,7 +440,17 @@ pub struct Response<'a> {
     pub body: &'a [u8],
 }
 
-impl Response<'_> {
+impl<'a> Response<'a> {
+    /// A 200 answer with `content_type` and `body`, no `Retry-After`.
+    pub fn ok(content_type: &'a str, body: &'a [u8]) -> Self {
+        Response {
+            status: 200,
+            content_type: Some(content_type),
+            retry_after: None,
+            body,
+        }
+    }
+
     /// Checks the status and the content type (`expected`) of a response for `what`.
     pub fn check(&self, what: &str, expected: &'static str) -> Result<(), Error> {
         if !(200..300).contains(&self.status) {
@@ -1233,12 +1243,7 @@ mod tests {
     }
 
     fn ok<'a>(content_type: &'a str, body: &'a [u8]) -> Response<'a> {
-        Response {
-            status: 200,
-            content_type: Some(content_type),
-            retry_after: None,
-            body,
-        }
+        Response::ok(content_type, body)
     }
 
     /// A live session on the private stream (no REST requests), resuming from `cursor`.

@@ -99,12 +99,7 @@ fn body(transport: Transport, ids: &[u64], layout: Layout) -> (Vec<u8>, Frames) 
 }
 
 fn ok<'a>(content_type: &'a str, body: &'a [u8]) -> Response<'a> {
-    Response {
-        status: 200,
-        content_type: Some(content_type),
-        retry_after: None,
-        body,
-    }
+    Response::ok(content_type, body)
 }
 
 /// Drains the session's items: message ids (and their texts checked) in order.

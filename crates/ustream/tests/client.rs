@@ -38,13 +38,7 @@ struct Seen {
 
 impl Seen {
     fn events(&self) -> Vec<&Event> {
-        self.items
-            .iter()
-            .filter_map(|i| match i {
-                SourceItem::Event { event, .. } => Some(event),
-                _ => None,
-            })
-            .collect()
+        self.items.iter().filter_map(SourceItem::as_event).collect()
     }
     fn messages(&self) -> Vec<&Event> {
         self.events()

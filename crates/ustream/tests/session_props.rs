@@ -63,13 +63,7 @@ fn message(uid: usize, t: i64, user: &str) -> Value {
 
 /// The events among `items`.
 fn events(items: &[SourceItem]) -> Vec<&Event> {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            SourceItem::Event { event, .. } => Some(event),
-            _ => None,
-        })
-        .collect()
+    items.iter().filter_map(SourceItem::as_event).collect()
 }
 
 fn message_uids(items: &[SourceItem]) -> Vec<String> {

@@ -261,13 +261,7 @@ mod tests {
     }
 
     fn events(items: &[SourceItem]) -> Vec<&chat_model::Event> {
-        items
-            .iter()
-            .filter_map(|i| match i {
-                SourceItem::Event { event, .. } => Some(event),
-                _ => None,
-            })
-            .collect()
+        items.iter().filter_map(SourceItem::as_event).collect()
     }
 
     fn last_cursor(items: &[SourceItem]) -> Option<Cursor> {
