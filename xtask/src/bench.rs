@@ -1,23 +1,39 @@
-//! `cargo xtask bench [ARGS...]`: runs the stream-frame criterion benchmarks.
+//! `cargo xtask bench [frame | e2e | idle] [ARGS...]`: the benchmarks whose figures belong in
+//! `docs/performance.md`.
 
-use std::path::Path;
-use std::process::Command;
+use crate::run;
 
-/// Runs `cargo bench -p stream-frame`, passing `args` through (e.g. `-- sse/` to filter).
-/// The measured table belongs in `docs/performance.md`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or_else(|| Path::new("."));
-    let status = Command::new("cargo")
-        .args(["bench", "-p", "stream-frame"])
-        .args(args)
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("cannot run `cargo bench`: {e}"))?;
-    if status.success() {
-        Ok(())
+/// Runs one benchmark: `frame` (the default: the stream-frame criterion benchmarks), `e2e`
+/// (the whole `tributary run` path per transport beside the loopback limit) or `idle` (many
+/// idle streams). The remaining arguments go to the benchmark.
+pub fn run_bench(args: &[String]) -> Result<(), String> {
+    let (which, rest) = match args.first().map(String::as_str) {
+        Some("frame") => ("frame", &args[1..]),
+        Some("e2e") => ("e2e", &args[1..]),
+        Some("idle") => ("idle", &args[1..]),
+        _ => ("frame", args),
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let mut cmd: Vec<&str> = match which {
+        "frame" => vec!["bench", "--locked", "-p", "stream-frame"],
+        // The counting allocator is compiled into the measured binary only here.
+        "e2e" => vec![
+            "bench",
+            "--locked",
+            "-p",
+            "tributary",
+            "--features",
+            "count-allocs",
+            "--bench",
+            "e2e",
+        ],
+        _ => vec!["bench", "--locked", "-p", "tributary", "--bench", "idle"],
+    };
+    if which == "frame" {
+        cmd.extend(rest);
     } else {
-        Err(format!("`cargo bench -p stream-frame` failed ({status})"))
+        cmd.push("--");
+        cmd.extend(rest);
     }
+    run("cargo", &cmd)
 }

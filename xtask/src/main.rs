@@ -17,7 +17,11 @@ commands:
                              websockets on Multistreamer), each compared with the emulator's
                              recording; needs node, npm and python3 (installs the clients into
                              outside/ from its lock files). TRIBUTARY_SKIP_OUTSIDE=1 skips it
-  bench [ARGS...]            run the criterion benchmarks (extra args go to cargo bench)
+  bench [frame] [ARGS...]    the stream-frame criterion benchmarks (ARGS go to cargo bench)
+  bench e2e [ARGS...]        the whole `tributary run` path per transport, beside the
+                             loopback limit: events/s, CPU and allocations per event, peak RSS
+  bench idle [--streams N]   N idle Flowdock SSE streams: RSS per stream, idle CPU, time
+                             until all are connected
   fuzz <target> [--seconds N]
                              run one cargo-fuzz target on nightly for N seconds (default 60)";
 
@@ -26,7 +30,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("outside") => outside::run_all(true),
-        Some("bench") => bench::run(&args[1..]),
+        Some("bench") => bench::run_bench(&args[1..]),
         Some("fuzz") => fuzz_cmd(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

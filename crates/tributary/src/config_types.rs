@@ -27,6 +27,9 @@ pub struct Common {
     pub max_server_delay: Option<Duration>,
     /// An extra trusted CA certificate (PEM) for self-hosted servers and tests.
     pub ca_file: Option<PathBuf>,
+    /// Keep each event's original wire object in `raw` (set by `--raw`, not by the file;
+    /// building it costs time on every event, so it is off unless asked for).
+    pub keep_raw: bool,
 }
 
 /// A `[[source]]` table.

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "count-allocs")]
+mod alloc_count;
 mod cli;
 mod cmd;
 mod config;
@@ -45,6 +47,10 @@ EXIT STATUS:
   2  a bad command line or config
 
 See docs/user-guide.md for the config reference and recipes.";
+
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 /// Many live chat streams in, one clean stream out.
 #[derive(Parser, Debug)]
@@ -95,7 +101,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match cli.command {
+    let code = match cli.command {
         Command::Run(args) => runtime().block_on(cmd::run::run(args)),
         Command::Decode(args) => cmd::decode::run(&args),
         Command::Demo(args) => runtime().block_on(cmd::demo::run(args)),
@@ -113,7 +119,10 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-    }
+    };
+    #[cfg(feature = "count-allocs")]
+    alloc_count::report();
+    code
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -193,7 +193,11 @@ pub async fn run_config(
         eprintln!("tributary: warning: {w}");
     }
     let mut tls = crate::tls::Tls::default();
-    sources::add_all(&mut sup, &cfg.sources, &mut tls)?;
+    let mut source_configs = cfg.sources.clone();
+    for s in &mut source_configs {
+        s.common.keep_raw = opts.raw;
+    }
+    sources::add_all(&mut sup, &source_configs, &mut tls)?;
     let sinks = sinks::build_sinks(cfg, &mut tls)?;
     let (mut stream, handle) = sup.start();
     let relays = if cfg.relays.is_empty() {
