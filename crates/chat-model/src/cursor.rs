@@ -1,12 +1,26 @@
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// An opaque, serializable resume position reported by a source and handed back on reconnect.
 ///
 /// Each protocol stores its own typed state in it (an SSE last event id, a last message id, a
-/// Ustream range and ignore list); the supervisor persists it without looking inside.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Cursor(serde_json::Value);
+/// Ustream range and ignore list); the supervisor persists it without looking inside. Cloning
+/// is cheap (the value is shared): a cursor travels with every event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cursor(Arc<serde_json::Value>);
+
+impl Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(Cursor::from_json)
+    }
+}
 
 /// A cursor that does not hold the state a protocol expected.
 #[derive(Debug, thiserror::Error)]
@@ -17,17 +31,17 @@ impl Cursor {
     /// Wraps a protocol's typed resume state.
     pub fn from_typed<T: Serialize>(state: &T) -> Self {
         // Serializing plain data structs to a Value cannot fail; fall back to null if it does.
-        Cursor(serde_json::to_value(state).unwrap_or(serde_json::Value::Null))
+        Cursor::from_json(serde_json::to_value(state).unwrap_or(serde_json::Value::Null))
     }
 
     /// Reads a protocol's typed resume state back.
     pub fn to_typed<T: DeserializeOwned>(&self) -> Result<T, CursorError> {
-        Ok(T::deserialize(&self.0)?)
+        Ok(T::deserialize(&*self.0)?)
     }
 
     /// Wraps an already-built JSON value.
     pub fn from_json(value: serde_json::Value) -> Self {
-        Cursor(value)
+        Cursor(Arc::new(value))
     }
 
     /// The cursor as JSON.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chat_model::{Event, Service, lock_ignoring_poison as lock};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::SupervisorError;
@@ -33,7 +33,8 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// How often delivered cursors are saved (the most the file lags behind delivery).
     pub save_interval: Duration,
-    /// Capacity of the merged channel from the sources to the consumer.
+    /// Capacity of the merged channel from the sources to the consumer, in events (it
+    /// carries batches of up to 256; each source may hold one more batch while it waits).
     pub channel_capacity: usize,
     /// How many recent event ids each source remembers for deduplication.
     pub dedup_window: usize,
@@ -69,9 +70,19 @@ struct Shared {
     file: Mutex<Option<StateFile>>,
     /// Wakes the saver for a save that should not wait for the interval.
     save_soon: Notify,
+    /// Room in the merged channel, in events: what keeps it bounded.
+    room: Semaphore,
+    /// [`Options::channel_capacity`] (at least 1).
+    capacity: usize,
 }
 
 impl Shared {
+    /// The room a batch of `len` events takes in the channel (a batch larger than the whole
+    /// channel takes all of it).
+    fn room_for(&self, len: usize) -> u32 {
+        len.min(self.capacity) as u32
+    }
+
     /// The consumer reached a forwarded commit.
     fn commit(&self, source: usize, commit: Commit) {
         if lock(&self.ledger).commit(source, commit) {
@@ -122,7 +133,7 @@ struct Pending {
 struct SourceCtx {
     index: usize,
     machine: SourceMachine,
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::UnboundedSender<Vec<Envelope>>,
     shutdown: watch::Receiver<bool>,
     shared: Arc<Shared>,
 }
@@ -254,13 +265,16 @@ impl Supervisor {
     /// Starts every source, each in its own task, and the cursor saver. Must be called within
     /// a tokio runtime.
     pub fn start(self) -> (EventStream, SupervisorHandle) {
-        let (tx, rx) = mpsc::channel(self.options.channel_capacity.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let capacity = self.options.channel_capacity.clamp(1, u32::MAX as usize);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             stats: StatsReader::new(self.sources.iter().map(|p| p.machine.stats().clone())),
             ledger: Mutex::new(self.ledger),
             file: Mutex::new(self.state),
             save_soon: Notify::new(),
+            room: Semaphore::new(capacity),
+            capacity,
         });
         let mut tasks = Vec::with_capacity(self.sources.len());
         for (index, p) in self.sources.into_iter().enumerate() {
@@ -284,7 +298,8 @@ impl Supervisor {
         ));
         let stream = EventStream {
             rx,
-            pending: None,
+            queued: Vec::new().into_iter(),
+            taken: Vec::new(),
             shared: shared.clone(),
             _alive: alive,
         };
@@ -305,10 +320,12 @@ impl Supervisor {
 ///
 /// A cursor becomes durable (is written to the state file within `save_interval`) only once
 /// the consumer has *taken* its event: either by calling [`recv`](Self::recv) again — which
-/// marks the previously returned event as delivered — or by calling [`ack`](Self::ack).
-/// So write and flush each event before asking for the next one. A source's first position
-/// (a checkpoint when none is saved yet, or the baseline a connection starts from) is saved
-/// at once instead, as soon as everything the source forwarded before it was taken. Then:
+/// marks every event returned before as delivered — or by calling [`ack`](Self::ack).
+/// So write and flush each event before asking for the next one, or take a batch with
+/// [`try_recv`](Self::try_recv) (which marks nothing), write and flush it, then `ack`. A
+/// source's first position (a checkpoint when none is saved yet, or the baseline a connection
+/// starts from) is saved at once instead, as soon as everything the source forwarded before
+/// it was taken. Then:
 ///
 /// * after a clean shutdown (the last written event acked), a restart repeats nothing and
 ///   loses nothing (for sources that replay from a cursor);
@@ -317,15 +334,19 @@ impl Supervisor {
 /// * within one run, the recent-id window drops events a source sends twice.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: mpsc::Receiver<Envelope>,
-    pending: Option<(usize, Commit)>,
+    rx: mpsc::UnboundedReceiver<Vec<Envelope>>,
+    /// The rest of the batch received last.
+    queued: std::vec::IntoIter<Envelope>,
+    /// Commits of the events returned and not yet acked (and of checkpoints behind them), in
+    /// order.
+    taken: Vec<(usize, Commit)>,
     shared: Arc<Shared>,
     /// Dropped with the stream: tells the saver nobody can ack any more.
     _alive: oneshot::Sender<()>,
 }
 
 impl EventStream {
-    /// The next event; marks the previously returned one as delivered. `None` once every
+    /// The next event; marks every event returned before as delivered. `None` once every
     /// source has ended (fatal or gave up), or after a shutdown once what was queued is
     /// drained (cursors of events acked after the shutdown are not saved).
     ///
@@ -334,29 +355,73 @@ impl EventStream {
     pub async fn recv(&mut self) -> Option<Event> {
         self.ack();
         loop {
-            let Envelope {
-                source,
-                event,
-                commit,
-            } = self.rx.recv().await?;
-            match event {
-                Some(event) => {
-                    self.pending = commit.map(|c| (source, c));
-                    return Some(event);
-                }
-                // A checkpoint: everything forwarded before it has been returned and acked.
-                None => commit
-                    .into_iter()
-                    .for_each(|c| self.shared.commit(source, c)),
+            if let Some(event) = self.next_queued() {
+                return Some(event);
             }
+            // Checkpoints met on the way are durable now.
+            self.ack();
+            let batch = self.rx.recv().await?;
+            self.take_batch(batch);
         }
     }
 
-    /// Marks the last event returned by [`recv`](Self::recv) as delivered, so its cursor is
-    /// saved. Idempotent.
+    /// The next event when one is already queued, without waiting; marks nothing as
+    /// delivered (call [`ack`](Self::ack) once what it returned is written).
+    pub fn try_recv(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.next_queued() {
+                return Some(event);
+            }
+            let batch = self.rx.try_recv().ok()?;
+            self.take_batch(batch);
+        }
+    }
+
+    /// Makes `batch` the current one and gives its room in the channel back.
+    fn take_batch(&mut self, batch: Vec<Envelope>) {
+        self.shared
+            .room
+            .add_permits(self.shared.room_for(batch.len()) as usize);
+        self.queued = batch.into_iter();
+    }
+
+    /// The next event of the current batch; checkpoints on the way join `taken`.
+    fn next_queued(&mut self) -> Option<Event> {
+        for Envelope {
+            source,
+            event,
+            commit,
+        } in self.queued.by_ref()
+        {
+            match (event, commit) {
+                (Some(event), commit) => {
+                    self.taken.extend(commit.map(|c| (source, c)));
+                    return Some(event);
+                }
+                // A checkpoint with everything before it acked: durable now.
+                (None, Some(c)) if self.taken.is_empty() => self.shared.commit(source, c),
+                // Else durable once everything before it is acked.
+                (None, Some(c)) => self.taken.push((source, c)),
+                (None, None) => {}
+            }
+        }
+        None
+    }
+
+    /// Marks every event returned by [`recv`](Self::recv) and [`try_recv`](Self::try_recv)
+    /// so far as delivered, so their cursors are saved. Idempotent.
     pub fn ack(&mut self) {
-        if let Some((source, commit)) = self.pending.take() {
-            self.shared.commit(source, commit);
+        if self.taken.is_empty() {
+            return;
+        }
+        let urgent = {
+            let mut ledger = lock(&self.shared.ledger);
+            self.taken.drain(..).fold(false, |urgent, (source, c)| {
+                ledger.commit(source, c) | urgent
+            })
+        };
+        if urgent {
+            self.shared.save_soon.notify_one();
         }
     }
 }

@@ -120,6 +120,40 @@ async fn only_events_the_consumer_took_are_saved() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn events_taken_without_waiting_are_saved_only_once_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let server = Server::new(50, Duration::from_millis(100), true);
+    let mut sup = Supervisor::new(options(&path)).unwrap();
+    sup.add(Scripted::new("ops", &server, vec![]), Overrides::default())
+        .unwrap();
+    let (mut stream, handle) = sup.start();
+    let mut taken = vec![num(&next_message(&mut stream).await)];
+    // Let more queue up, then take everything queued without waiting (a batch a consumer
+    // writes and flushes at once).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Some(e) = stream.try_recv() {
+        if e.kind == Kind::Message {
+            taken.push(num(&e));
+        }
+    }
+    assert!(taken.len() > 5, "{taken:?}");
+    assert_eq!(taken, (1..=taken.len() as u64).collect::<Vec<_>>());
+    assert!(stream.try_recv().is_none(), "nothing more is queued");
+    // Nothing is acked yet (recv returned m1, try_recv the rest): the saver keeps none of it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::thread::sleep(Duration::from_millis(200));
+    let before = saved_last_id(&path, "ops");
+    assert!(
+        before.is_none_or(|n| n == 0),
+        "saved before the ack: {before:?}"
+    );
+    stream.ack();
+    handle.shutdown().await;
+    assert_eq!(saved_last_id(&path, "ops"), taken.last().copied());
+}
+
+#[tokio::test(start_paused = true)]
 async fn cursors_are_saved_about_a_second_after_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");

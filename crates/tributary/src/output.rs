@@ -38,17 +38,14 @@ impl<W: Write> Printer<W> {
         Printer { out, format, raw }
     }
 
-    /// Writes one event (one line).
-    pub fn print(&mut self, event: &Event) -> io::Result<()> {
+    /// Writes one event (one line); its `raw` is left out unless asked for (and put back).
+    pub fn print(&mut self, event: &mut Event) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                if self.raw || event.raw.is_none() {
-                    serde_json::to_writer(&mut self.out, event)?;
-                } else {
-                    let mut e = event.clone();
-                    e.raw = None;
-                    serde_json::to_writer(&mut self.out, &e)?;
-                }
+                let raw = if self.raw { None } else { event.raw.take() };
+                let written = serde_json::to_writer(&mut self.out, &*event);
+                event.raw = event.raw.take().or(raw);
+                written?;
                 self.out.write_all(b"\n")
             }
             Format::Pretty => {
@@ -243,13 +240,13 @@ mod tests {
     fn json_strips_raw_unless_asked() {
         let mut buf = Vec::new();
         Printer::new(&mut buf, Format::Json, false)
-            .print(&ev(Kind::Message))
+            .print(&mut ev(Kind::Message))
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert!(v.get("raw").is_none());
         let mut buf = Vec::new();
         Printer::new(&mut buf, Format::Json, true)
-            .print(&ev(Kind::Message))
+            .print(&mut ev(Kind::Message))
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["raw"]["type"], "TextMessage");

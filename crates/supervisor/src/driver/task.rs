@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_model::{DisconnectReason, Event, SourceItem, Timestamp, lock_ignoring_poison as lock};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant as TokioInstant;
 
 use super::{Envelope, Shared, SourceCtx};
@@ -89,6 +89,20 @@ enum Io<C> {
     Item(Result<SourceItem, DisconnectReason>),
 }
 
+/// The most events (and checkpoints) one source hands to the consumer in one batch.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// Polls `work` once without waiting: its output when it is ready now. Dropping it unfinished
+/// is safe for the futures polled here (a connection's `next_item` is cancel-safe).
+fn ready_now<T>(work: impl Future<Output = T>) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match work.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
 pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outcome {
     let SourceCtx {
         index,
@@ -99,17 +113,17 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
     } = ctx;
     let name = machine.name().to_owned();
     let mut conn: Option<S::Connection> = None;
+    // What goes to the consumer in one send: a whole chunk's events cost one channel hand-off.
+    let mut batch: Vec<Envelope> = Vec::new();
+    // Events added to `batch` not yet counted in the ledger (counted before any checkpoint
+    // and before the batch is sent).
+    let mut uncounted = 0usize;
     let (t, w) = now();
     machine.start(t, w);
     let outcome = 'run: loop {
         // Carry out what the machine asked for.
         let mut connect = None;
-        let mut sent = false;
         while let Some(action) = machine.poll_action() {
-            sent |= matches!(
-                action,
-                Action::Deliver { .. } | Action::Checkpoint { .. } | Action::Emit(_)
-            );
             let (event, commit) = match action {
                 Action::Connect { resume } => {
                     connect = Some(resume);
@@ -122,7 +136,7 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
                 }
                 Action::Deliver { event, cursor, at } => {
                     let commit = Commit::delivered(cursor, &event.id, at);
-                    lock(&shared.ledger).forwarded(index);
+                    uncounted += 1;
                     (Some(event), Some(commit))
                 }
                 Action::Checkpoint {
@@ -131,7 +145,11 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
                     baseline,
                 } => {
                     let commit = Commit::checkpoint(cursor, at, baseline);
-                    let checkpointed = lock(&shared.ledger).checkpoint(index, commit);
+                    let checkpointed = {
+                        let mut ledger = lock(&shared.ledger);
+                        count_forwarded(&mut ledger, index, &mut uncounted);
+                        ledger.checkpoint(index, commit)
+                    };
                     match checkpointed {
                         // Durable now, whether or not the consumer reads on; a first position
                         // is saved before anything after it is forwarded.
@@ -148,31 +166,67 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
                     log_emitted(&name, &event);
                     (Some(event), None)
                 }
-                Action::GiveUp(outcome) => break 'run outcome,
+                Action::GiveUp(outcome) => {
+                    // What was queued before giving up still reaches the consumer.
+                    send(
+                        &mut batch,
+                        &mut uncounted,
+                        &tx,
+                        &shared,
+                        index,
+                        &mut shutdown,
+                    )
+                    .await;
+                    break 'run outcome;
+                }
                 other => {
                     log_action(&name, &other);
                     continue;
                 }
             };
-            let envelope = Envelope {
+            batch.push(Envelope {
                 source: index,
                 event,
                 commit,
-            };
-            let stopping = *shutdown.borrow();
-            if stopping
-                || !matches!(
-                    race(&mut shutdown, None, tx.send(envelope)).await,
-                    Woke::Done(Ok(()))
-                )
+            });
+        }
+
+        // An item the connection already has (the rest of a chunk) is taken without waiting,
+        // until the batch is full.
+        if connect.is_none() && batch.len() < MAX_BATCH {
+            if let Some(c) = conn.as_mut() {
+                if let Some(item) = ready_now(c.next_item()) {
+                    let (t, w) = now();
+                    on_item(&mut machine, &mut conn, &name, t, w, item);
+                    // Items that need no IO (a parsed response's queue) still let other
+                    // tasks run now and then.
+                    tokio::task::consume_budget().await;
+                    continue;
+                }
+            }
+        }
+
+        // About to wait: hand over what was collected first.
+        if !batch.is_empty() {
+            if !send(
+                &mut batch,
+                &mut uncounted,
+                &tx,
+                &shared,
+                index,
+                &mut shutdown,
+            )
+            .await
             {
                 machine.on_shutdown();
                 break 'run Outcome::Running;
             }
-        }
-        if sent {
             // Sends wait for the consumer; that silence is not the server's.
             machine.on_reading_resumed(now().0);
+            if connect.is_none() {
+                // More may have arrived while the send waited: look again before waiting.
+                continue;
+            }
         }
         shared.stats.set(index, machine.stats());
 
@@ -203,13 +257,8 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
                 conn = Some(c);
                 machine.on_connected(t, w);
             }
-            Woke::Done(Io::Item(Ok(item))) => {
-                if let SourceItem::Malformed { error } = &item {
-                    tracing::warn!(source = %name, "malformed frame skipped: {error}");
-                }
-                machine.on_item(t, w, item);
-            }
-            Woke::Done(Io::Connected(Err(reason)) | Io::Item(Err(reason))) => {
+            Woke::Done(Io::Item(item)) => on_item(&mut machine, &mut conn, &name, t, w, item),
+            Woke::Done(Io::Connected(Err(reason))) => {
                 conn = None;
                 machine.on_disconnect(t, w, reason);
             }
@@ -218,6 +267,71 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
     drop(conn);
     shared.stats.set(index, machine.stats());
     outcome
+}
+
+/// Feeds one item (or the end of the connection) to the machine.
+fn on_item<C>(
+    machine: &mut crate::machine::SourceMachine,
+    conn: &mut Option<C>,
+    name: &str,
+    t: std::time::Instant,
+    w: Timestamp,
+    item: Result<SourceItem, DisconnectReason>,
+) {
+    match item {
+        Ok(item) => {
+            if let SourceItem::Malformed { error } = &item {
+                tracing::warn!(source = %name, "malformed frame skipped: {error}");
+            }
+            machine.on_item(t, w, item);
+        }
+        Err(reason) => {
+            *conn = None;
+            machine.on_disconnect(t, w, reason);
+        }
+    }
+}
+
+/// Counts the events added to the batch since the last count as forwarded.
+fn count_forwarded(ledger: &mut crate::ledger::Ledger, index: usize, uncounted: &mut usize) {
+    for _ in 0..std::mem::take(uncounted) {
+        ledger.forwarded(index);
+    }
+}
+
+/// Sends the batch to the consumer (waiting while the channel is full); false when a shutdown
+/// came first or the consumer is gone.
+async fn send(
+    batch: &mut Vec<Envelope>,
+    uncounted: &mut usize,
+    tx: &mpsc::UnboundedSender<Vec<Envelope>>,
+    shared: &Shared,
+    index: usize,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    if *uncounted > 0 {
+        count_forwarded(&mut lock(&shared.ledger), index, uncounted);
+    }
+    if *shutdown.borrow() {
+        return false;
+    }
+    // Room in the channel for this many events (the consumer gives it back as it takes them).
+    let room = shared.room_for(batch.len());
+    let admitted = async {
+        tokio::select! {
+            permit = shared.room.acquire_many(room) => permit.ok(),
+            () = tx.closed() => None,
+        }
+    };
+    let Woke::Done(Some(permit)) = race(shutdown, None, admitted).await else {
+        return false;
+    };
+    permit.forget();
+    let full = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH.min(batch.len() * 2)));
+    tx.send(full).is_ok()
 }
 
 /// Logs the actions that only inform.

@@ -228,7 +228,11 @@ pub async fn run_config(
         Format::Json => Box::new(std::io::stdout()),
         Format::Pretty => Box::new(anstream::stdout()),
     };
-    let mut printer = Printer::new(std::io::BufWriter::new(out), opts.format, opts.raw);
+    let mut printer = Printer::new(
+        std::io::BufWriter::with_capacity(OUTPUT_BUFFER, out),
+        opts.format,
+        opts.raw,
+    );
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut end = opts.end.clone();
@@ -239,20 +243,14 @@ pub async fn run_config(
             _ = ended(&mut end) => break Ending::Duration,
             next = stream.recv() => match next {
                 Some(event) => {
-                    if !wanted(&event, opts.lifecycle) {
-                        stream.ack();
-                        continue;
-                    }
-                    if printer.print(&event).and_then(|()| printer.flush()).is_err() {
+                    // Everything already queued is written in one go, then flushed once and
+                    // acked: a cursor is saved only after its event reached stdout.
+                    let written = write_batch(event, &mut stream, &mut printer, opts, relays.as_ref())
+                        .and_then(|()| printer.flush());
+                    if written.is_err() {
                         break Ending::OutputClosed;
                     }
                     stream.ack();
-                    if let Some(r) = &relays {
-                        r.offer(&event);
-                    }
-                    if let Some(t) = &opts.tap {
-                        let _ = t.send(event);
-                    }
                 }
                 None => break Ending::AllSourcesEnded,
             },
@@ -279,6 +277,41 @@ pub async fn run_config(
         report,
         relays: relay_stats,
     })
+}
+
+/// The output buffer: a flush writes at most this much at once.
+const OUTPUT_BUFFER: usize = 64 * 1024;
+
+/// The most events written between two flushes (so a stop signal is seen between batches).
+const MAX_UNFLUSHED: usize = 4096;
+
+/// Writes `first` and every event already queued behind it (up to [`MAX_UNFLUSHED`]) without
+/// flushing, offering each to the relays and the tap.
+fn write_batch<W: Write>(
+    first: Event,
+    stream: &mut supervisor::EventStream,
+    printer: &mut Printer<W>,
+    opts: &RunOptions,
+    relays: Option<&Relays>,
+) -> std::io::Result<()> {
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(mut event) = next.take() {
+        if wanted(&event, opts.lifecycle) {
+            printer.print(&mut event)?;
+            if let Some(r) = relays {
+                r.offer(&event);
+            }
+            if let Some(t) = &opts.tap {
+                let _ = t.send(event);
+            }
+        }
+        taken += 1;
+        if taken < MAX_UNFLUSHED {
+            next = stream.try_recv();
+        }
+    }
+    Ok(())
 }
 
 fn wanted(event: &Event, lifecycle: bool) -> bool {
