@@ -7,6 +7,7 @@
 //! where the source started.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,10 @@ struct Shared {
     file: Mutex<Option<StateFile>>,
     /// Wakes the saver for a save that should not wait for the interval.
     save_soon: Notify,
+    /// How many saves were asked for with [`Shared::save_now`].
+    saves_asked: AtomicU64,
+    /// The saver's count of asks its finished saves covered; closed once the saver stopped.
+    saves_done: watch::Receiver<u64>,
     /// Room in the merged channel, in events: what keeps it bounded.
     room: Semaphore,
     /// [`Options::channel_capacity`] (at least 1).
@@ -105,19 +110,26 @@ impl Shared {
         file.save().inspect_err(|_| lock(&self.ledger).mark_dirty())
     }
 
-    /// Saves on a blocking thread; a failure is logged (for `source` when it asked) and left
-    /// to the next save to retry.
-    async fn save_logged(self: &Arc<Self>, source: Option<&str>) {
+    /// Saves on a blocking thread; a failure is logged and left to the next save to retry.
+    async fn save_logged(self: &Arc<Self>) {
         let s = self.clone();
         let problem = match tokio::task::spawn_blocking(move || s.save(false)).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => format!("{e}; will retry"),
             Err(e) => format!("saving the state file crashed: {e}"),
         };
-        match source {
-            Some(name) => tracing::warn!(source = %name, "{problem}"),
-            None => tracing::warn!("{problem}"),
-        }
+        tracing::warn!("{problem}");
+    }
+
+    /// Returns once a save that began after this call has finished (or the saver stopped).
+    /// Many sources asking at once share one save: the saver covers every ask made before
+    /// it took its snapshot.
+    async fn save_now(&self) {
+        let ticket = self.saves_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.save_soon.notify_one();
+        let mut done = self.saves_done.clone();
+        // An error: the saver stopped; the handle's final save covers what is committed.
+        let _ = done.wait_for(|covered| *covered >= ticket).await;
     }
 }
 
@@ -266,6 +278,7 @@ impl Supervisor {
     /// a tokio runtime.
     pub fn start(self) -> (EventStream, SupervisorHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (saves_covered, saves_done) = watch::channel(0);
         let capacity = self.options.channel_capacity.clamp(1, u32::MAX as usize);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -273,6 +286,8 @@ impl Supervisor {
             ledger: Mutex::new(self.ledger),
             file: Mutex::new(self.state),
             save_soon: Notify::new(),
+            saves_asked: AtomicU64::new(0),
+            saves_done,
             room: Semaphore::new(capacity),
             capacity,
         });
@@ -292,6 +307,7 @@ impl Supervisor {
         let interval = self.options.save_interval;
         let saver = tokio::spawn(run_saver(
             shared.clone(),
+            saves_covered,
             interval,
             shutdown_rx,
             stream_gone,

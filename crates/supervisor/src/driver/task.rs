@@ -2,6 +2,7 @@
 //! machine's deadline or a shutdown, and feeds what happened back with the time it happened.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chat_model::{DisconnectReason, Event, SourceItem, Timestamp, lock_ignoring_poison as lock};
@@ -23,6 +24,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 pub(super) async fn run_saver(
     shared: Arc<Shared>,
+    covered: watch::Sender<u64>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
     mut stream_gone: oneshot::Receiver<()>,
@@ -38,7 +40,10 @@ pub(super) async fn run_saver(
             // Nobody can ack any more: save what was taken and stop.
             _ = &mut stream_gone => true,
         };
-        shared.save_logged(None).await;
+        // Every ask made before the snapshot is taken is covered by this save.
+        let asked = shared.saves_asked.load(Ordering::SeqCst);
+        shared.save_logged().await;
+        covered.send_replace(asked);
         if last {
             return;
         }
@@ -155,7 +160,7 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
                         // is saved before anything after it is forwarded.
                         Checkpointed::Committed { urgent } => {
                             if urgent {
-                                shared.save_logged(Some(&name)).await;
+                                shared.save_now().await;
                             }
                             continue;
                         }
@@ -233,7 +238,9 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
         let deadline = machine.poll_timeout();
         let woke = if let Some(resume) = connect {
             conn = None;
-            let connecting = async { Io::Connected(source.connect(resume).await) };
+            // Boxed: the connect plan's state lives on the heap only while connecting,
+            // not in every idle source's task.
+            let connecting = Box::pin(async { Io::Connected(source.connect(resume).await) });
             race(&mut shutdown, deadline, connecting).await
         } else if let Some(c) = conn.as_mut() {
             race(&mut shutdown, deadline, async {
