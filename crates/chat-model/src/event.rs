@@ -279,6 +279,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub markdown: Option<String>,
     /// When it happened, in UTC.
+    #[serde(serialize_with = "crate::time::serialize")]
     pub at: Timestamp,
     /// Whether it was a private message.
     #[serde(default, skip_serializing_if = "is_false")]

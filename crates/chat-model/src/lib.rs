@@ -10,6 +10,7 @@ mod item;
 mod reason;
 mod secret;
 mod sync;
+mod time;
 
 pub use chain::error_chain;
 pub use cursor::{Cursor, CursorError};
