@@ -38,8 +38,9 @@ FILES:
   $XDG_STATE_HOME/tributary/state.json        resume cursors (state_file, --state FILE)
 
 ENVIRONMENT:
-  RUST_LOG      log filter for stderr (default: warn)
-  NO_COLOR      disable colours in pretty output
+  RUST_LOG              log filter for stderr (default: warn)
+  NO_COLOR              disable colours in pretty output
+  TOKIO_WORKER_THREADS  threads running the sources (default: one less than the cores)
 
 EXIT STATUS:
   0  success
@@ -125,11 +126,17 @@ fn main() -> ExitCode {
     code
 }
 
+/// The runtime: the command's own loop (the output writer) runs on the main thread, so the
+/// workers that run the sources number one less than the cores (at least one), unless
+/// `TOKIO_WORKER_THREADS` says otherwise. A worker per core beside the main thread only adds
+/// hand-offs between them and wake-ups of idle workers.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts")
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        builder.worker_threads(cores.saturating_sub(1).max(1));
+    }
+    builder.enable_all().build().expect("the tokio runtime starts")
 }
 
 fn init_logging() {
