@@ -31,11 +31,12 @@
 //!
 //! Options: `--events N` (default 300000), `--transport NAME` (repeatable; default all:
 //! flowdock-sse, flowdock-json, campfire, multistreamer, ustream), `--keep-raw` (passes
-//! `--raw`). Output: one markdown table, with the machine and the time.
+//! `--raw`), `--bin PATH` (another tributary binary). Output: one markdown table, with the
+//! machine and the time.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -44,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The events per transport when `--events` is not given (a few seconds per transport today).
 const DEFAULT_EVENTS: usize = 300_000;
-/// Ustream: messages per timeslice response (about 1.6 MiB of JSON, below the 8 MiB limit).
+/// Ustream: messages per timeslice response (about 2 MB of JSON, below the 8 MiB limit).
 const USTREAM_PER_SLICE: usize = 5_000;
 /// Ustream: the widest timeslice the client asks for while catching up (its default cap).
 const USTREAM_WIDTH: i64 = 3_600;
@@ -120,12 +121,15 @@ fn run() -> Result<(), Error> {
     Ok(())
 }
 
-const HELP: &str = "cargo xtask bench e2e [--events N] [--transport NAME]... [--keep-raw]
+const HELP: &str =
+    "cargo xtask bench e2e [--events N] [--transport NAME]... [--keep-raw] [--bin PATH]
 
   --events N          events per transport (default 300000)
   --transport NAME    flowdock-sse, flowdock-json, campfire, multistreamer, ustream
                       (repeatable; default all)
-  --keep-raw          run tributary with --raw (keep each event's wire object)";
+  --keep-raw          run tributary with --raw (keep each event's wire object)
+  --bin PATH          run this tributary binary instead of the one cargo built
+                      (e.g. a saved copy of main's, for a before/after in one session)";
 
 // ---- Arguments ----
 
@@ -133,6 +137,8 @@ struct Args {
     events: usize,
     transports: Vec<Transport>,
     keep_raw: bool,
+    /// The tributary binary to run (default: the one cargo built for this bench).
+    bin: PathBuf,
 }
 
 impl Args {
@@ -142,6 +148,7 @@ impl Args {
             events: DEFAULT_EVENTS,
             transports: Vec::new(),
             keep_raw: false,
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_tributary")),
         };
         let mut args = args.peekable();
         while let Some(arg) = args.next() {
@@ -160,6 +167,13 @@ impl Args {
                 "--bench" => {}
                 "-h" | "--help" => return Ok(None),
                 "--keep-raw" => parsed.keep_raw = true,
+                "--bin" => {
+                    let v = value("a path")?;
+                    parsed.bin = PathBuf::from(&v);
+                    if !parsed.bin.is_file() {
+                        return Err(format!("--bin {v}: no such file"));
+                    }
+                }
                 "--events" => {
                     let v = value("a number")?;
                     parsed.events = match v.replace('_', "").parse::<usize>() {
@@ -924,7 +938,7 @@ fn run_tributary(plan: &Arc<Plan>, args: &Args, clk_tck: u64) -> Result<Measured
         std::fs::write(&state, ustream_state(server.addr, plan.polls.len()))
             .map_err(|e| e.to_string())?;
     }
-    let mut child = spawn(&config, &state, args.keep_raw)?;
+    let mut child = spawn(&args.bin, &config, &state, args.keep_raw)?;
     let pid = child.id();
     let lines = Arc::new(AtomicUsize::new(0));
     let (reached_tx, reached) = mpsc::channel();
@@ -963,10 +977,11 @@ fn run_tributary(plan: &Arc<Plan>, args: &Args, clk_tck: u64) -> Result<Measured
         thread::sleep(GRACE);
     }
     let got = lines.load(Ordering::SeqCst);
+    // Before the child goes: its connections closing are no surprise.
+    let problems = server.problems();
     stop(&mut child, pid);
     let _ = out_thread.join();
     let stderr = err_thread.join().unwrap_or_default();
-    let problems = server.problems();
     let fail = |why: String| {
         let mut msg = format!("{why} ({got} event lines arrived, {n} expected)");
         if !problems.is_empty() {
@@ -1005,8 +1020,8 @@ fn run_tributary(plan: &Arc<Plan>, args: &Args, clk_tck: u64) -> Result<Measured
     })
 }
 
-fn spawn(config: &Path, state: &Path, keep_raw: bool) -> Result<Child, Error> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+fn spawn(bin: &Path, config: &Path, state: &Path, keep_raw: bool) -> Result<Child, Error> {
+    let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--config")
         .arg(config)
@@ -1020,7 +1035,7 @@ fn spawn(config: &Path, state: &Path, keep_raw: bool) -> Result<Child, Error> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", env!("CARGO_BIN_EXE_tributary")))
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
 }
 
 /// Counts newlines on the child's stdout; sends the moment the `n`-th one was read, then keeps
@@ -1139,6 +1154,9 @@ fn print_table(
         load_average(),
         if assumed { " (assumed)" } else { "" }
     );
+    if args.bin != Path::new(env!("CARGO_BIN_EXE_tributary")) {
+        println!("binary: {}\n", args.bin.display());
+    }
     println!(
         "| transport | events | wire B/event | events/s | CPU µs/event | allocs/event | peak RSS MiB | loopback events/s | % of loopback |"
     );
