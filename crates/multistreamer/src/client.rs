@@ -47,6 +47,9 @@ impl Handle {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How much one read from the socket may take.
+const READ_BUFFER: usize = 128 * 1024;
+
 /// One open WebSocket connection to a stream, yielding [`SourceItem`]s: the IO loop around a
 /// [`Session`].
 ///
@@ -89,7 +92,10 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
     } else {
         Connector::Plain
     };
+    // Reads of up to READ_BUFFER bytes take hundreds of chat frames per system call; the
+    // buffer grows past that only for a message that is larger, within the size limit.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(opts.max_message_size))
         .max_frame_size(Some(opts.max_message_size));
     tracing::debug!(target = %target, "connecting");

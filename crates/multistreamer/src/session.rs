@@ -16,7 +16,7 @@ use crate::map;
 use crate::send::{
     DEFAULT_ECHO_WAIT, SendConfirmation, SendError, SendPlan, SendRequest, plan_send,
 };
-use crate::wire::{ChatFrame, ClientMessage, ServerMessage, Status};
+use crate::wire::{ChatFrame, ClientMessage, ServerMessage, Status, WireError};
 use serde_json::Value;
 
 /// Default interval of silence after which the client pings.
@@ -441,24 +441,32 @@ impl Session {
         want_message: bool,
     ) -> Option<ServerMessage> {
         self.frames += 1;
-        if let Some(chat) = ChatFrame::parse(text) {
-            // Read the same as the general path would, without a `Value` in between.
-            let raw = if self.config.keep_raw {
-                serde_json::from_str::<Value>(text).ok()
-            } else {
-                None
-            };
-            let msg = (want_message || !self.sends.is_empty()).then(|| chat.to_message());
-            let (source, stream) = (self.config.source.as_str(), self.config.stream);
-            let mut event = map::frame_event(source, stream, chat, wall);
-            event.raw = raw;
-            if let Some(msg) = &msg {
-                self.advance_sends(msg, Some(&event), now);
+        let (source, stream) = (self.config.source.as_str(), self.config.stream);
+        // A chat frame is read straight into its event's fields; anything else (or a chat
+        // frame the fast path declines) takes the general path, which reads it the same way.
+        let want_typed = want_message || !self.sends.is_empty();
+        let parsed = if self.config.keep_raw {
+            match serde_json::from_str::<Value>(text) {
+                Err(e) => Err(WireError::NotJson(e.to_string())),
+                Ok(raw) => match ChatFrame::from_value(&raw) {
+                    Some(chat) => {
+                        let msg = want_typed.then(|| chat.to_message());
+                        let mut event = map::frame_event(source, stream, chat, wall);
+                        event.raw = Some(raw);
+                        return self.on_chat(msg, event, now, want_message);
+                    }
+                    None => ServerMessage::from_value(&raw).map(|msg| (msg, raw)),
+                },
             }
-            self.items.push_back(SourceItem::event(event));
-            return msg.filter(|_| want_message);
-        }
-        let (msg, raw) = match ServerMessage::parse(text) {
+        } else {
+            if let Some(chat) = ChatFrame::parse(text) {
+                let msg = want_typed.then(|| chat.to_message());
+                let event = map::frame_event(source, stream, chat, wall);
+                return self.on_chat(msg, event, now, want_message);
+            }
+            ServerMessage::parse(text)
+        };
+        let (msg, raw) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => {
                 self.items.push_back(SourceItem::Malformed {
@@ -494,6 +502,21 @@ impl Session {
         self.items
             .push_back(event.map_or(SourceItem::KeepAlive, SourceItem::event));
         Some(msg)
+    }
+
+    /// A chat frame became `event`; `msg` is its typed message when a caller or a send wants it.
+    fn on_chat(
+        &mut self,
+        msg: Option<ServerMessage>,
+        event: Event,
+        now: Instant,
+        want_message: bool,
+    ) -> Option<ServerMessage> {
+        if let Some(msg) = &msg {
+            self.advance_sends(msg, Some(&event), now);
+        }
+        self.items.push_back(SourceItem::event(event));
+        msg.filter(|_| want_message)
     }
 
     /// Moves sends along on a message: a status lets waiting sends plan, a `writerresult`

@@ -438,6 +438,11 @@ impl<'a> ChatFrame<'a> {
         frame
     }
 
+    /// [`ChatFrame::parse`] of a frame already read into a [`Value`], borrowing from it.
+    pub(crate) fn from_value(value: &'a Value) -> Option<ChatFrame<'a>> {
+        ChatFrameOrOther::deserialize(value).ok()?.0
+    }
+
     /// The owned message, for the callers that want the typed message.
     pub(crate) fn to_message(&self) -> ServerMessage {
         let m = ChatMessage {
@@ -1236,6 +1241,12 @@ mod tests {
 
         #[test]
         fn the_fast_path_agrees_with_the_general_one(text in message_strategy()) {
+            if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                if let Some(fast) = ChatFrame::from_value(&value) {
+                    let general = ServerMessage::from_value(&value);
+                    proptest::prop_assert_eq!(Ok(fast.to_message()), general, "{}", text);
+                }
+            }
             let fast = ChatFrame::parse(&text);
             let general = ServerMessage::parse(&text);
             if let Some(fast) = fast {
