@@ -1,13 +1,14 @@
 //! The async client: the IO loop of one WebSocket connection to `{url}/ws/{stream}?token=...`
 //! over tokio-tungstenite, driving a [`Session`].
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use chat_model::{Secret, SourceItem};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -46,6 +47,9 @@ impl Handle {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How much one read from the socket may take.
+const READ_BUFFER: usize = 128 * 1024;
+
 /// One open WebSocket connection to a stream, yielding [`SourceItem`]s: the IO loop around a
 /// [`Session`].
 ///
@@ -58,6 +62,12 @@ pub struct Connection {
     commands: mpsc::Receiver<ClientMessage>,
     handle: Handle,
     secret: Secret,
+    /// The one timer of the connection, armed for `armed`.
+    timer: Pin<Box<Sleep>>,
+    /// When `timer` fires, if it is armed. It is moved only to an earlier deadline: when the
+    /// session's deadline moves later (every frame moves the ping deadline), the timer fires
+    /// early, finds nothing due and is armed again.
+    armed: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -82,7 +92,10 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
     } else {
         Connector::Plain
     };
+    // Reads of up to READ_BUFFER bytes take hundreds of chat frames per system call; the
+    // buffer grows past that only for a message that is larger, within the size limit.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(opts.max_message_size))
         .max_frame_size(Some(opts.max_message_size));
     tracing::debug!(target = %target, "connecting");
@@ -111,6 +124,8 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
         commands: rx,
         handle: Handle { tx },
         secret: opts.token.clone(),
+        timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+        armed: None,
     };
     conn.flush().await?;
     tracing::debug!(target = %conn.target(), "connected");
@@ -172,7 +187,7 @@ impl Connection {
                 }
                 return Ok(item);
             }
-            self.pump().await?;
+            self.pump(false).await?;
         }
     }
 
@@ -180,7 +195,7 @@ impl Connection {
     /// [`Connection::next_item`]).
     pub async fn next_message(&mut self) -> Result<ServerMessage, Error> {
         loop {
-            if let Some(msg) = self.pump().await? {
+            if let Some(msg) = self.pump(true).await? {
                 return Ok(msg);
             }
         }
@@ -229,7 +244,7 @@ impl Connection {
             if let Some(s) = self.status() {
                 return Ok(s.clone());
             }
-            match tokio::time::timeout_at(deadline, self.pump()).await {
+            match tokio::time::timeout_at(deadline, self.pump(false)).await {
                 Err(_) => {
                     return Err(crate::SendError::NoStatus {
                         target: self.target().to_owned(),
@@ -256,7 +271,7 @@ impl Connection {
             if let Some(outcome) = self.session.poll_send(id) {
                 return outcome;
             }
-            if let Err(e) = self.pump().await {
+            if let Err(e) = self.pump(false).await {
                 return self.session.poll_send(id).unwrap_or(Err(e.into()));
             }
         }
@@ -283,10 +298,10 @@ impl Connection {
     }
 
     /// One step of IO: a frame, a queued command or a timer, then the writes it caused.
-    /// Returns the typed message a frame carried.
-    async fn pump(&mut self) -> Result<Option<ServerMessage>, Error> {
+    /// Returns the typed message a frame carried when `want_message`.
+    async fn pump(&mut self, want_message: bool) -> Result<Option<ServerMessage>, Error> {
         self.flush().await?;
-        let timeout = self.session.poll_timeout().map(Instant::from_std);
+        self.arm();
         let mut message = None;
         tokio::select! {
             biased;
@@ -309,17 +324,40 @@ impl Connection {
                             reason: c.as_ref().map_or("", |f| f.reason.as_str()),
                         },
                     };
-                    message = self.session.handle_frame(frame, now(), chrono::Utc::now());
+                    if want_message {
+                        message = self.session.handle_frame(frame, now(), chrono::Utc::now());
+                    } else {
+                        self.session.receive(frame, now(), chrono::Utc::now());
+                    }
                 }
             },
             Some(cmd) = self.commands.recv() => self.session.queue(cmd),
-            _ = sleep_until_opt(timeout) => self.session.handle_timeout(now()),
+            () = &mut self.timer, if self.armed.is_some() => {
+                self.armed = None;
+                let now = now();
+                // An early wake-up (the deadline moved later) is a no-op; `arm` sets the timer
+                // again on the next step.
+                if self.session.poll_timeout().is_some_and(|due| due <= now) {
+                    self.session.handle_timeout(now);
+                }
+            }
         }
         let r = self.flush().await;
         if let Err(e) = &r {
             tracing::debug!(target = %self.target(), error = %e, "connection ended");
         }
         r.map(|()| message)
+    }
+
+    /// Arms the timer for the session's deadline when it is unarmed or set later than that.
+    fn arm(&mut self) {
+        let Some(due) = self.session.poll_timeout().map(Instant::from_std) else {
+            return;
+        };
+        if self.armed.is_none_or(|at| due < at) {
+            self.timer.as_mut().reset(due);
+            self.armed = Some(due);
+        }
     }
 
     fn io_error(&self, e: tungstenite::Error) -> Error {
@@ -365,13 +403,6 @@ pub async fn send_once(
     let result = conn.send_chat(req, timeout).await;
     conn.close().await;
     result
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

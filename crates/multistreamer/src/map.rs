@@ -9,10 +9,12 @@
 //! duplicate. Status, viewer-count and other notices get ids from their content and receive
 //! time, as they are not messages anyone could see twice.
 
+use std::borrow::Cow;
+
 use chat_model::{Author, Event, Kind, Service, Timestamp};
 use serde_json::{Value, json};
 
-use crate::wire::{ChatMessage, ServerMessage, Status, ViewCountResult, WriterResult};
+use crate::wire::{ChatFrame, ChatMessage, ServerMessage, Status, ViewCountResult, WriterResult};
 
 /// 64-bit FNV-1a of `bytes`: small, stable across Rust versions and platforms.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -28,21 +30,61 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 ///
 /// `received_ms` is used only when the message carries no `timestamp`.
 pub fn chat_id(stream: u64, emote: bool, m: &ChatMessage, received_ms: i64) -> String {
-    let to = m.to.as_ref().map(|t| json!([t.id, t.name]));
-    let key = json!([
+    frame_id(
         stream,
-        if emote { "emote" } else { "text" },
+        &stream.to_string(),
+        &ChatFrame::of(emote, m),
+        received_ms,
+    )
+}
+
+/// Feeds what is written to it through [`fnv1a64`].
+struct Fnv(u64);
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut h = self.0;
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// [`chat_id`] of a borrowed frame: the hash of the compact JSON array
+/// `[stream, type, account_id, from.id, from.name, [to.id, to.name] | null, time, text]`,
+/// streamed into the hash without building it. `room` is `stream` in decimal.
+fn frame_id(stream: u64, room: &str, m: &ChatFrame<'_>, received_ms: i64) -> String {
+    let to = m.to.as_ref().map(|t| (t.id.as_deref(), t.name.as_deref()));
+    let key = (
+        stream,
+        if m.emote { "emote" } else { "text" },
         m.account_id,
-        m.from.id,
-        m.from.name,
+        m.from.id.as_deref(),
+        m.from.name.as_deref(),
         to,
         m.timestamp.unwrap_or(received_ms),
-        m.text,
-    ]);
-    format!(
-        "multistreamer:{stream}:{:016x}",
-        fnv1a64(key.to_string().as_bytes())
-    )
+        &*m.text,
+    );
+    let mut h = Fnv(fnv1a64(b""));
+    // Plain data with string keys: serializing into the hasher cannot fail.
+    let _ = serde_json::to_writer(&mut h, &key);
+    const PREFIX: &str = "multistreamer:";
+    let mut id = String::with_capacity(PREFIX.len() + room.len() + 17);
+    id.push_str(PREFIX);
+    id.push_str(room);
+    id.push(':');
+    for shift in (0..16).rev() {
+        let digit = (h.0 >> (shift * 4)) & 0xf;
+        id.push(char::from(b"0123456789abcdef"[digit as usize]));
+    }
+    id
 }
 
 fn ms_to_time(ms: i64) -> Option<Timestamp> {
@@ -55,43 +97,52 @@ pub fn chat_event(
     stream: u64,
     emote: bool,
     m: &ChatMessage,
-    raw: &Value,
+    raw: Option<Value>,
     received: Timestamp,
 ) -> Event {
-    let received_ms = received.timestamp_millis();
-    let kind = if emote { Kind::Emote } else { Kind::Message };
+    let mut e = frame_event(source, stream, ChatFrame::of(emote, m), received);
+    e.raw = raw;
+    e
+}
+
+/// [`chat_event`] of a borrowed frame, taking its strings over; no `raw`.
+pub(crate) fn frame_event(
+    source: &str,
+    stream: u64,
+    m: ChatFrame<'_>,
+    received: Timestamp,
+) -> Event {
+    let room = stream.to_string();
+    let id = frame_id(stream, &room, &m, received.timestamp_millis());
+    let kind = if m.emote { Kind::Emote } else { Kind::Message };
     let at = m.timestamp.and_then(ms_to_time).unwrap_or(received);
-    let mut author = Author::new(m.from.id.clone(), m.from.name.clone());
-    author.network = m.network.clone();
-    let mut e = Event::new(
-        source,
-        Service::Multistreamer,
-        kind,
-        chat_id(stream, emote, m, received_ms),
-        stream.to_string(),
-        at,
-    )
-    .with_author(author)
-    .with_text(m.text.clone())
-    .with_raw(raw.clone());
-    e.markdown = m.markdown.clone();
-    if let Some(to) = &m.to {
-        e.private = true;
-        let mut recipient = Author::new(to.id.clone(), to.name.clone());
-        recipient.network = m.network.clone();
-        e.to = Some(recipient);
-    }
     let mut detail = serde_json::Map::new();
-    detail.insert("type".into(), json!(if emote { "emote" } else { "text" }));
+    detail.insert("type".into(), json!(if m.emote { "emote" } else { "text" }));
     if let Some(a) = m.account_id {
         detail.insert("account_id".into(), json!(a));
     }
     if let Some(s) = m.stream_id {
         detail.insert("stream_id".into(), json!(s));
     }
-    if let Some(p) = &m.from.picture {
-        detail.insert("picture".into(), json!(p));
+    if let Some(p) = m.from.picture {
+        detail.insert("picture".into(), Value::String(p.into_owned()));
     }
+    let network = m.network.map(Cow::into_owned);
+    let mut author = Author::new(
+        m.from.id.map(Cow::into_owned),
+        m.from.name.map(Cow::into_owned),
+    );
+    let mut e = Event::new(source, Service::Multistreamer, kind, id, room, at);
+    e.text = m.text.into_owned();
+    e.markdown = m.markdown.map(Cow::into_owned);
+    if let Some(to) = m.to {
+        e.private = true;
+        let mut recipient = Author::new(to.id.map(Cow::into_owned), to.name.map(Cow::into_owned));
+        recipient.network = network.clone();
+        e.to = Some(recipient);
+    }
+    author.network = network;
+    e.author = author;
     e.detail = Some(Value::Object(detail));
     e
 }
@@ -101,7 +152,7 @@ pub fn status_event(
     source: &str,
     stream: u64,
     s: &Status,
-    raw: &Value,
+    raw: Option<Value>,
     received: Timestamp,
 ) -> Event {
     let snapshot = serde_json::to_value(s).unwrap_or(Value::Null);
@@ -110,7 +161,7 @@ pub fn status_event(
         received.timestamp_millis(),
         fnv1a64(snapshot.to_string().as_bytes()) as u32
     );
-    Event::new(
+    let mut e = Event::new(
         source,
         Service::Multistreamer,
         Kind::Status,
@@ -119,8 +170,9 @@ pub fn status_event(
         received,
     )
     .with_text(s.summary())
-    .with_detail(snapshot)
-    .with_raw(raw.clone())
+    .with_detail(snapshot);
+    e.raw = raw;
+    e
 }
 
 /// Maps a `viewcountresult` to a [`Kind::Viewers`] event.
@@ -128,7 +180,7 @@ pub fn viewers_event(
     source: &str,
     stream: u64,
     v: &ViewCountResult,
-    raw: &Value,
+    raw: Option<Value>,
     received: Timestamp,
 ) -> Event {
     let account = v
@@ -157,9 +209,9 @@ pub fn viewers_event(
         "type": "viewcountresult",
         "account_id": v.account_id,
         "stream_id": v.stream_id,
-    }))
-    .with_raw(raw.clone());
+    }));
     e.viewers = Some(v.viewer_count);
+    e.raw = raw;
     e
 }
 
@@ -168,7 +220,7 @@ pub fn writer_event(
     source: &str,
     stream: u64,
     w: &WriterResult,
-    raw: &Value,
+    raw: Option<Value>,
     received: Timestamp,
 ) -> Event {
     let id = format!(
@@ -177,7 +229,7 @@ pub fn writer_event(
         w.cur_stream_account_id,
         received.timestamp_millis()
     );
-    Event::new(
+    let mut e = Event::new(
         source,
         Service::Multistreamer,
         Kind::System,
@@ -193,30 +245,33 @@ pub fn writer_event(
         "type": "writerresult",
         "account_id": w.account_id,
         "cur_stream_account_id": w.cur_stream_account_id,
-    }))
-    .with_raw(raw.clone())
+    }));
+    e.raw = raw;
+    e
 }
 
 /// Maps a message of a type this crate does not know to a [`Kind::System`] event whose
 /// `detail.type` is the wire type; `text` is the message's `text` field when it has one.
+/// `wire` is the message's JSON; `raw` gets a copy of it when `keep_raw`.
 pub fn unknown_event(
     source: &str,
     stream: u64,
     kind: &str,
-    raw: &Value,
+    wire: &Value,
+    keep_raw: bool,
     received: Timestamp,
 ) -> Event {
     let id = format!(
         "multistreamer:{stream}:{kind}:{}:{:08x}",
         received.timestamp_millis(),
-        fnv1a64(raw.to_string().as_bytes()) as u32
+        fnv1a64(wire.to_string().as_bytes()) as u32
     );
-    let text = raw
+    let text = wire
         .get("text")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    Event::new(
+    let mut e = Event::new(
         source,
         Service::Multistreamer,
         Kind::System,
@@ -225,26 +280,32 @@ pub fn unknown_event(
         received,
     )
     .with_text(text)
-    .with_detail(json!({ "type": kind }))
-    .with_raw(raw.clone())
+    .with_detail(json!({ "type": kind }));
+    e.raw = keep_raw.then(|| wire.clone());
+    e
 }
 
 /// Maps any server message to its event (status messages always map; deciding whether a
-/// status *changed* is [`crate::Session`]'s job).
+/// status *changed* is [`crate::Session`]'s job). `wire` is the message's JSON; the event's
+/// `raw` gets a copy of it when `keep_raw`.
 pub fn to_event(
     source: &str,
     stream: u64,
     msg: &ServerMessage,
-    raw: &Value,
+    wire: &Value,
+    keep_raw: bool,
     received: Timestamp,
 ) -> Event {
+    let raw = || keep_raw.then(|| wire.clone());
     match msg {
-        ServerMessage::Status(s) => status_event(source, stream, s, raw, received),
-        ServerMessage::WriterResult(w) => writer_event(source, stream, w, raw, received),
-        ServerMessage::ViewCountResult(v) => viewers_event(source, stream, v, raw, received),
-        ServerMessage::Text(m) => chat_event(source, stream, false, m, raw, received),
-        ServerMessage::Emote(m) => chat_event(source, stream, true, m, raw, received),
-        ServerMessage::Unknown { kind } => unknown_event(source, stream, kind, raw, received),
+        ServerMessage::Status(s) => status_event(source, stream, s, raw(), received),
+        ServerMessage::WriterResult(w) => writer_event(source, stream, w, raw(), received),
+        ServerMessage::ViewCountResult(v) => viewers_event(source, stream, v, raw(), received),
+        ServerMessage::Text(m) => chat_event(source, stream, false, m, raw(), received),
+        ServerMessage::Emote(m) => chat_event(source, stream, true, m, raw(), received),
+        ServerMessage::Unknown { kind } => {
+            unknown_event(source, stream, kind, wire, keep_raw, received)
+        }
     }
 }
 
@@ -271,7 +332,7 @@ mod tests {
             "from":{"id":"146521877","name":"gamethattunedev","picture":"https://p/x.png"},
             "timestamp":1764504000123}"#,
         );
-        let e = to_event("ms", 21, &m, &raw, now());
+        let e = to_event("ms", 21, &m, &raw, true, now());
         assert_eq!(e.kind, Kind::Message);
         assert_eq!(e.room, "21");
         assert_eq!(e.author.id.as_deref(), Some("146521877"));
@@ -286,7 +347,14 @@ mod tests {
         assert!(e.id.starts_with("multistreamer:21:"));
         assert_eq!(e.id.len(), "multistreamer:21:".len() + 16);
         // Stable: the same frame received later maps to the same id.
-        let later = to_event("ms", 21, &m, &raw, now() + chrono::Duration::seconds(90));
+        let later = to_event(
+            "ms",
+            21,
+            &m,
+            &raw,
+            true,
+            now() + chrono::Duration::seconds(90),
+        );
         assert_eq!(later.id, e.id);
     }
 
@@ -296,7 +364,7 @@ mod tests {
             r#"{"type":"text","account_id":0,"network":"irc","from":{"id":2,"name":"test"},
             "to":{"name":"john","id":1},"text":"hey ban this guy","markdown":"hey ban this guy"}"#,
         );
-        let e = to_event("ms", 21, &m, &raw, now());
+        let e = to_event("ms", 21, &m, &raw, true, now());
         assert!(e.private);
         let to = e.to.unwrap();
         assert_eq!(to.name.as_deref(), Some("john"));
@@ -350,13 +418,13 @@ mod tests {
         let (m, raw) = parse(
             r#"{"type":"emote","stream_id":21,"account_id":14,"network":"twitch","text":"is loving this","from":{"name":"g","id":"1"}}"#,
         );
-        assert_eq!(to_event("ms", 21, &m, &raw, now()).kind, Kind::Emote);
+        assert_eq!(to_event("ms", 21, &m, &raw, true, now()).kind, Kind::Emote);
 
         let (m, raw) = parse(
             r#"{"type":"status","status":{"data_pulling":false,"data_pushing":false,"data_incoming":false},
             "accounts":{"0":{"writable":true,"name":"john","live":false,"ready":true,"network":{"name":"irc","displayName":"IRC"}}}}"#,
         );
-        let e = to_event("ms", 21, &m, &raw, now());
+        let e = to_event("ms", 21, &m, &raw, true, now());
         assert_eq!(e.kind, Kind::Status);
         assert_eq!(e.text, "offline; 1 accounts");
         let d = e.detail.unwrap();
@@ -365,7 +433,7 @@ mod tests {
 
         let (m, raw) =
             parse(r#"{"type":"viewcountresult","viewer_count":3,"stream_id":21,"account_id":14}"#);
-        let e = to_event("ms", 21, &m, &raw, now());
+        let e = to_event("ms", 21, &m, &raw, true, now());
         assert_eq!(e.kind, Kind::Viewers);
         assert_eq!(e.viewers, Some(3));
         assert_eq!(e.text, "3 viewers");
@@ -373,12 +441,12 @@ mod tests {
 
         let (m, raw) =
             parse(r#"{"type":"writerresult","account_id":17,"cur_stream_account_id":14}"#);
-        let e = to_event("ms", 21, &m, &raw, now());
+        let e = to_event("ms", 21, &m, &raw, true, now());
         assert_eq!(e.kind, Kind::System);
         assert_eq!(e.detail.unwrap()["type"], "writerresult");
 
         let (m, raw) = parse(r#"{"type":"hostmode","text":"now hosting"}"#);
-        let e = to_event("ms", 21, &m, &raw, now());
+        let e = to_event("ms", 21, &m, &raw, true, now());
         assert_eq!(e.kind, Kind::System);
         assert_eq!(e.text, "now hosting");
         assert_eq!(e.detail.unwrap()["type"], "hostmode");

@@ -41,6 +41,8 @@ pub struct ConnectOptions {
     /// The status snapshot already reported by an earlier connection: an identical first
     /// status is not emitted again.
     pub known_status: Option<Status>,
+    /// Keep each event's wire JSON in [`chat_model::Event::raw`] (default: true).
+    pub keep_raw: bool,
 }
 
 impl ConnectOptions {
@@ -58,6 +60,7 @@ impl ConnectOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             viewcount_interval: None,
             known_status: None,
+            keep_raw: true,
         }
     }
 
@@ -110,6 +113,7 @@ impl ConnectOptions {
             ping_interval: self.ping_interval,
             pong_timeout: self.pong_timeout,
             viewcount_interval: self.viewcount_interval,
+            keep_raw: self.keep_raw,
         }
     }
 

@@ -16,7 +16,8 @@ use crate::map;
 use crate::send::{
     DEFAULT_ECHO_WAIT, SendConfirmation, SendError, SendPlan, SendRequest, plan_send,
 };
-use crate::wire::{ClientMessage, ServerMessage, Status};
+use crate::wire::{ChatFrame, ClientMessage, ServerMessage, Status, WireError};
+use serde_json::Value;
 
 /// Default interval of silence after which the client pings.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -38,11 +39,13 @@ pub struct SessionConfig {
     pub pong_timeout: Duration,
     /// Ask for the viewer count this often (never when None).
     pub viewcount_interval: Option<Duration>,
+    /// Keep each event's wire JSON in [`Event::raw`].
+    pub keep_raw: bool,
 }
 
 impl SessionConfig {
     /// The defaults for `stream`: source `multistreamer`, the default ping schedule, no
-    /// viewcount requests.
+    /// viewcount requests, `raw` kept.
     pub fn new(stream: u64) -> Self {
         SessionConfig {
             source: "multistreamer".to_owned(),
@@ -51,6 +54,7 @@ impl SessionConfig {
             ping_interval: DEFAULT_PING_INTERVAL,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             viewcount_interval: None,
+            keep_raw: true,
         }
     }
 }
@@ -290,6 +294,22 @@ impl Session {
         now: Instant,
         wall: Timestamp,
     ) -> Option<ServerMessage> {
+        self.on_frame(frame, now, wall, true)
+    }
+
+    /// [`Session::handle_frame`] without handing back the typed message: the same items and
+    /// effects, without copying a chat message's strings a second time.
+    pub fn receive(&mut self, frame: Frame<'_>, now: Instant, wall: Timestamp) {
+        self.on_frame(frame, now, wall, false);
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        now: Instant,
+        wall: Timestamp,
+        want_message: bool,
+    ) -> Option<ServerMessage> {
         if self.failed.is_some() {
             return None;
         }
@@ -297,7 +317,7 @@ impl Session {
         self.last_rx = Some(now);
         self.ping_sent = None;
         match frame {
-            Frame::Text(text) => return self.on_text(text, now, wall),
+            Frame::Text(text) => return self.on_text(text, now, wall, want_message),
             Frame::Binary(bytes) => {
                 self.frames += 1;
                 self.items.push_back(SourceItem::Malformed {
@@ -413,9 +433,40 @@ impl Session {
         }
     }
 
-    fn on_text(&mut self, text: &str, now: Instant, wall: Timestamp) -> Option<ServerMessage> {
+    fn on_text(
+        &mut self,
+        text: &str,
+        now: Instant,
+        wall: Timestamp,
+        want_message: bool,
+    ) -> Option<ServerMessage> {
         self.frames += 1;
-        let (msg, raw) = match ServerMessage::parse(text) {
+        let (source, stream) = (self.config.source.as_str(), self.config.stream);
+        // A chat frame is read straight into its event's fields; anything else (or a chat
+        // frame the fast path declines) takes the general path, which reads it the same way.
+        let want_typed = want_message || !self.sends.is_empty();
+        let parsed = if self.config.keep_raw {
+            match serde_json::from_str::<Value>(text) {
+                Err(e) => Err(WireError::NotJson(e.to_string())),
+                Ok(raw) => match ChatFrame::from_value(&raw) {
+                    Some(chat) => {
+                        let msg = want_typed.then(|| chat.to_message());
+                        let mut event = map::frame_event(source, stream, chat, wall);
+                        event.raw = Some(raw);
+                        return self.on_chat(msg, event, now, want_message);
+                    }
+                    None => ServerMessage::from_value(&raw).map(|msg| (msg, raw)),
+                },
+            }
+        } else {
+            if let Some(chat) = ChatFrame::parse(text) {
+                let msg = want_typed.then(|| chat.to_message());
+                let event = map::frame_event(source, stream, chat, wall);
+                return self.on_chat(msg, event, now, want_message);
+            }
+            ServerMessage::parse(text)
+        };
+        let (msg, raw) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => {
                 self.items.push_back(SourceItem::Malformed {
@@ -432,7 +483,14 @@ impl Session {
         let (source, stream) = (self.config.source.as_str(), self.config.stream);
         let event = match &msg {
             ServerMessage::Status(s) if self.last_emitted.as_ref() == Some(s) => None,
-            _ => Some(map::to_event(source, stream, &msg, &raw, wall)),
+            _ => Some(map::to_event(
+                source,
+                stream,
+                &msg,
+                &raw,
+                self.config.keep_raw,
+                wall,
+            )),
         };
         if let ServerMessage::Status(s) = &msg {
             self.status = Some(s.clone());
@@ -444,6 +502,21 @@ impl Session {
         self.items
             .push_back(event.map_or(SourceItem::KeepAlive, SourceItem::event));
         Some(msg)
+    }
+
+    /// A chat frame became `event`; `msg` is its typed message when a caller or a send wants it.
+    fn on_chat(
+        &mut self,
+        msg: Option<ServerMessage>,
+        event: Event,
+        now: Instant,
+        want_message: bool,
+    ) -> Option<ServerMessage> {
+        if let Some(msg) = &msg {
+            self.advance_sends(msg, Some(&event), now);
+        }
+        self.items.push_back(SourceItem::event(event));
+        msg.filter(|_| want_message)
     }
 
     /// Moves sends along on a message: a status lets waiting sends plan, a `writerresult`
@@ -949,6 +1022,85 @@ mod tests {
         assert_eq!(s.poll_send(b), None);
         text(&mut s, &chat_frame(14, "jprjrdev", "same"), start + secs(1));
         assert!(s.poll_send(b).unwrap().unwrap().confirmed());
+    }
+
+    #[test]
+    fn raw_is_kept_only_when_asked_and_nothing_else_changes() {
+        let start = Instant::now();
+        let frames = [
+            DOC.to_owned(),
+            chat_frame(14, "jprjrdev", "hello \"there\" 日"),
+            VIEWERS.to_owned(),
+            WRITER_17.to_owned(),
+            r#"{"type":"hostmode","text":"now hosting"}"#.to_owned(),
+            r#"{"type":"emote","text":"waves","text":"dup"}"#.to_owned(),
+        ];
+        let run = |keep_raw: bool| {
+            let mut s = Session::new(
+                SessionConfig {
+                    keep_raw,
+                    ..config()
+                },
+                None,
+            );
+            s.handle_open(start);
+            frames
+                .iter()
+                .map(|f| {
+                    s.receive(Frame::Text(f), start, wall());
+                    s.poll_item().unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        let (kept, bare) = (run(true), run(false));
+        assert_eq!(kept.len(), frames.len());
+        for ((f, kept), bare) in frames.iter().zip(kept).zip(bare) {
+            let (
+                SourceItem::Event {
+                    event: mut kept, ..
+                },
+                SourceItem::Event { event: bare, .. },
+            ) = (kept, bare)
+            else {
+                panic!("{f}: not events")
+            };
+            let wire: Value = serde_json::from_str(f).unwrap();
+            assert_eq!(kept.raw.take(), Some(wire), "{f}");
+            assert_eq!(bare.raw, None, "{f}");
+            assert_eq!(kept, bare, "{f}");
+        }
+    }
+
+    #[test]
+    fn receive_and_handle_frame_yield_the_same_items_and_sends() {
+        let start = Instant::now();
+        let run = |typed: bool| {
+            let mut s = opened(start);
+            let id = s.send_chat(send_req(None, "hello"), secs(10), start);
+            let mut items = Vec::new();
+            let mut messages = Vec::new();
+            for f in [
+                DOC.to_owned(),
+                chat_frame(14, "jprjrdev", "hello"),
+                VIEWERS.to_owned(),
+            ] {
+                if typed {
+                    messages.extend(s.handle_frame(Frame::Text(&f), start + secs(1), wall()));
+                } else {
+                    s.receive(Frame::Text(&f), start + secs(1), wall());
+                }
+                items.extend(std::iter::from_fn(|| s.poll_item()));
+            }
+            (items, s.poll_send(id), messages.len(), transmits(&mut s))
+        };
+        let (typed, untyped) = (run(true), run(false));
+        assert_eq!(typed.2, 3, "handle_frame hands back every typed message");
+        assert_eq!(untyped.2, 0);
+        assert!(typed.1.as_ref().unwrap().as_ref().unwrap().confirmed());
+        assert_eq!(
+            (&typed.0, &typed.1, &typed.3),
+            (&untyped.0, &untyped.1, &untyped.3)
+        );
     }
 
     /// A frame for the arbitrary-sequence test.

@@ -60,6 +60,7 @@ pub fn connect_options(
 ) -> Result<ConnectOptions, String> {
     let mut options = ConnectOptions::new(cfg.url.clone(), cfg.stream, cfg.token.clone());
     options.source = name.to_owned();
+    options.keep_raw = common.keep_raw;
     options.viewcount_interval = Some(VIEWCOUNT_INTERVAL);
     // The supervisor applies the same override (`sources::overrides`) to the policy.
     options.fit_stall_timeout(effective_stall_timeout(common));
