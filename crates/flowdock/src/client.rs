@@ -178,6 +178,7 @@ impl Client {
             resp,
             session,
             names: self.names.clone(),
+            read_at: Instant::now(),
         })
     }
 
@@ -254,6 +255,8 @@ pub struct FlowdockStream {
     resp: reqwest::Response,
     session: Session,
     names: Names,
+    /// When the last chunk was read (the time the names of its events are checked at).
+    read_at: Instant,
 }
 
 impl FlowdockStream {
@@ -264,20 +267,23 @@ impl FlowdockStream {
     pub async fn next_item(&mut self) -> Result<SourceItem, DisconnectReason> {
         // Bounded: every turn either returns or consumes one chunk of the response.
         loop {
-            if let Some(front) = self.session.peek_item() {
-                // Names first (at most one lookup); the item stays queued while it waits.
-                self.names.prepare(front).await;
-                let mut item = self.session.poll_item().expect("the front item");
-                self.names.apply(&mut item);
-                return Ok(item);
+            if let Some(front) = self.session.peek_item_mut() {
+                // Names first: put on at once when the cache knows them (the common case),
+                // else after at most one lookup, the item staying queued while it waits.
+                if !self.names.apply_settled(front, self.read_at) {
+                    self.names.prepare(front).await;
+                    self.names.apply(front);
+                }
+                return Ok(self.session.poll_item().expect("the front item"));
             }
             if let Some(e) = self.session.error() {
                 return Err(e.to_disconnect_reason());
             }
             match self.resp.chunk().await {
                 Ok(Some(chunk)) => {
+                    self.read_at = Instant::now();
                     self.session
-                        .handle_chunk(&chunk, Instant::now(), chrono::Utc::now())
+                        .handle_chunk(&chunk, self.read_at, chrono::Utc::now())
                 }
                 Ok(None) => self.session.handle_end(Instant::now()),
                 Err(e) => self.session.handle_network_error(error_chain(&e)),

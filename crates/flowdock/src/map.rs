@@ -1,10 +1,12 @@
 //! The pure mapping from a Flowdock wire message to a [`chat_model::Event`].
 
+use std::borrow::Cow;
+
 use chat_model::{Author, Event, Kind, Service, Timestamp};
 use chrono::TimeZone;
 use serde_json::{Value, json};
 
-use crate::wire::{NumOrStr, Payload, WireMessage};
+use crate::wire::{Json, NumOrStrRef, Payload, Sent, WireMessage, WireRef};
 
 /// The room name of private messages (streamed with `user=1`; they have no flow).
 pub const PRIVATE_ROOM: &str = "private";
@@ -12,24 +14,34 @@ pub const PRIVATE_ROOM: &str = "private";
 /// The room a message belongs to: its flow as `org/flow` (the stream's `org:flow` form is
 /// rewritten), [`PRIVATE_ROOM`] for private messages, or `"-"` when the message names none.
 pub fn room_of(msg: &WireMessage) -> String {
-    match msg.flow.as_deref().map(str::trim) {
-        Some(flow) if !flow.is_empty() => normalize_flow(flow),
-        _ if msg.to.is_some() => PRIVATE_ROOM.to_owned(),
-        _ => "-".to_owned(),
+    room_of_parts(msg.flow.as_deref(), msg.to.is_some()).into_owned()
+}
+
+/// [`room_of`] of a message's `flow` and whether it has a recipient (`to`).
+pub(crate) fn room_of_parts(flow: Option<&str>, private: bool) -> Cow<'_, str> {
+    match flow.map(str::trim) {
+        Some(flow) if !flow.is_empty() => normalize_flow_cow(flow),
+        _ if private => Cow::Borrowed(PRIVATE_ROOM),
+        _ => Cow::Borrowed("-"),
     }
 }
 
 /// Rewrites a flow reference to `org/flow`: `org:flow` becomes `org/flow`; flow ids and
 /// `org/flow` stay as they are.
 pub fn normalize_flow(flow: &str) -> String {
+    normalize_flow_cow(flow).into_owned()
+}
+
+/// [`normalize_flow`], borrowing what needs no rewrite.
+pub(crate) fn normalize_flow_cow(flow: &str) -> Cow<'_, str> {
     if !flow.contains('/') {
         if let Some((org, name)) = flow.split_once(':') {
             if !org.is_empty() && !name.is_empty() {
-                return format!("{org}/{name}");
+                return Cow::Owned(format!("{org}/{name}"));
             }
         }
     }
-    flow.to_owned()
+    Cow::Borrowed(flow)
 }
 
 /// The stable event id of a message with native id `native` in `room`:
@@ -41,8 +53,20 @@ pub fn event_id(room: &str, native: &str) -> String {
 /// The stable event id of a message: from its native id; else from its `uuid`; else from a
 /// hash of its wire bytes (presence events, which the service does not store).
 pub fn stable_id(msg: &WireMessage, room: &str, raw: &Value) -> String {
-    if let Some(id) = &msg.id {
-        return event_id(room, &id.as_string());
+    stable_id_of(&msg.view(), room, || raw.to_string())
+}
+
+/// [`stable_id`]: `raw_text` gives the wire object as compact JSON (sorted keys), needed only
+/// for a message with neither an id nor a uuid.
+pub(crate) fn stable_id_of(
+    msg: &WireRef<'_>,
+    room: &str,
+    raw_text: impl FnOnce() -> String,
+) -> String {
+    match &msg.id {
+        Some(NumOrStrRef::Num(n)) => return format!("flowdock:{room}:{n}"),
+        Some(NumOrStrRef::Str(s)) => return event_id(room, s),
+        None => {}
     }
     if let Some(uuid) = msg.uuid.as_deref().filter(|u| !u.is_empty()) {
         return format!("flowdock:{room}:{}:{uuid}", msg.event);
@@ -50,8 +74,13 @@ pub fn stable_id(msg: &WireMessage, room: &str, raw: &Value) -> String {
     format!(
         "flowdock:{room}:{}:{:016x}",
         msg.event,
-        fnv1a(raw.to_string().as_bytes())
+        fnv1a(raw_text().as_bytes())
     )
+}
+
+/// Whether [`stable_id_of`] needs the wire object's text (no id, no uuid).
+pub(crate) fn id_needs_raw(msg: &WireRef<'_>) -> bool {
+    msg.id.is_none() && msg.uuid.as_deref().is_none_or(str::is_empty)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -66,6 +95,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// When a message was sent: `sent` (epoch ms, also as a numeric string, or RFC 3339), else
 /// `created_at`, else `received_at`.
 pub fn sent_at(msg: &WireMessage, received_at: Timestamp) -> Timestamp {
+    sent_at_of(&msg.view(), received_at)
+}
+
+fn sent_at_of(msg: &WireRef<'_>, received_at: Timestamp) -> Timestamp {
     let from_ms = |ms: i64| chrono::Utc.timestamp_millis_opt(ms).single();
     let from_text = |s: &str| {
         s.trim().parse::<i64>().ok().and_then(from_ms).or_else(|| {
@@ -75,11 +108,11 @@ pub fn sent_at(msg: &WireMessage, received_at: Timestamp) -> Timestamp {
         })
     };
     let sent = match &msg.sent {
-        Some(Value::Number(n)) => n
+        Some(Sent::Num(n)) => n
             .as_i64()
             .or_else(|| n.as_f64().map(|f| f as i64))
             .and_then(from_ms),
-        Some(Value::String(s)) => from_text(s),
+        Some(Sent::Str(s)) => from_text(s),
         _ => None,
     };
     sent.or_else(|| msg.created_at.as_deref().and_then(from_text))
@@ -93,41 +126,45 @@ pub fn sent_at(msg: &WireMessage, received_at: Timestamp) -> Timestamp {
 /// missing timestamp. Ids are stable (`flowdock:<room>:<id>`), so a replayed or backfilled
 /// message maps to the same id as the live one.
 pub fn to_event(source: &str, msg: &WireMessage, raw: Value, received_at: Timestamp) -> Event {
+    let view = msg.view();
     let room = room_of(msg);
-    let id = stable_id(msg, &room, &raw);
-    let at = sent_at(msg, received_at);
-    let refer = |native: &NumOrStr| event_id(&room, &native.as_string());
-    let author_name = msg.external_user_name.clone().or_else(|| {
-        msg.author
-            .as_ref()
-            .and_then(|a| a.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
-    let author = Author::new(msg.user_id(), author_name);
+    let id = stable_id_of(&view, &room, || raw.to_string());
+    let mut event = event_of(source, view, room, id, received_at);
+    event.raw = Some(raw);
+    event
+}
 
-    let mut event = Event::new(
-        source,
-        Service::Flowdock,
-        Kind::System,
-        id,
-        room.clone(),
-        at,
-    )
-    .with_author(author);
-    event.native_id = msg.id.as_ref().map(NumOrStr::as_string);
-    event.tags = msg.tags.clone();
+/// Maps a message of `room` with stable id `id` (see [`to_event`]); `raw` is not set.
+pub(crate) fn event_of(
+    source: &str,
+    mut msg: WireRef<'_>,
+    room: String,
+    id: String,
+    received_at: Timestamp,
+) -> Event {
+    let at = sent_at_of(&msg, received_at);
+    let author_name = msg
+        .external_user_name
+        .take()
+        .or_else(|| msg.author_name.take())
+        .map(Cow::into_owned);
+    let author = Author::new(msg.user_id(), author_name);
+    let native_id = msg.id.as_ref().map(|n| n.as_text().into_owned());
+
+    let mut event =
+        Event::new(source, Service::Flowdock, Kind::System, id, room, at).with_author(author);
+    event.native_id = native_id;
+    event.tags = msg.tags.iter().map(|t| t.as_ref().to_owned()).collect();
     if let Some(to) = &msg.to {
         event.private = true;
-        event.to = Some(Author::new(Some(to.as_string()), None));
+        event.to = Some(Author::new(Some(to.as_text().into_owned()), None));
     }
-    let thread_id = msg.thread_id.clone();
-    let mut detail = json!({ "type": msg.event });
-    if let Some(t) = &thread_id {
-        detail["thread_id"] = json!(t);
+    let mut detail = json!({ "type": msg.event.as_ref() });
+    if let Some(t) = &msg.thread_id {
+        detail["thread_id"] = json!(t.as_ref());
     }
 
-    match msg.payload() {
+    match msg.take_payload() {
         Payload::Message(text) | Payload::Line(text) => {
             event.kind = Kind::Message;
             event.text = text;
@@ -137,18 +174,18 @@ pub fn to_event(source: &str, msg: &WireMessage, raw: Value, received_at: Timest
             event.text = c.text;
             detail["title"] = json!(c.title);
             if let Some(parent) = msg.influx_parent() {
-                event.refers_to = Some(event_id(&room, &parent));
+                event.refers_to = Some(event_id(&event.room, parent));
             }
         }
         Payload::MessageEdit(e) => {
             event.kind = Kind::Edit;
             event.text = e.updated_content;
-            event.refers_to = Some(refer(&e.message));
+            event.refers_to = Some(event_id(&event.room, &e.message.as_string()));
         }
         Payload::TagChange(t) => {
             // Not a text edit: the tagged message keeps its text.
             event.kind = Kind::TagChange;
-            event.refers_to = Some(refer(&t.message));
+            event.refers_to = Some(event_id(&event.room, &t.message.as_string()));
             event.tags = t.add.clone();
             event.tags_removed = t.remove.clone();
             detail["add"] = json!(t.add);
@@ -186,25 +223,25 @@ pub fn to_event(source: &str, msg: &WireMessage, raw: Value, received_at: Timest
         Payload::Activity => {
             event.kind = Kind::System;
             event.text = strip_html(msg.title.as_deref().unwrap_or_default());
-            add_thread(&mut detail, msg);
+            add_thread(&mut detail, &msg);
         }
         Payload::Discussion => {
             event.kind = Kind::Message;
             let title = strip_html(msg.title.as_deref().unwrap_or_default());
             event.text = msg
                 .body
-                .clone()
+                .as_deref()
                 .filter(|b| !b.is_empty())
-                .unwrap_or_else(|| title.clone());
+                .map_or_else(|| title.clone(), str::to_owned);
             detail["title"] = json!(title);
-            add_thread(&mut detail, msg);
+            add_thread(&mut detail, &msg);
             if let Some(initial) = msg
                 .thread
                 .as_ref()
-                .and_then(|t| t.get("initial_message"))
-                .and_then(|v| serde_json::from_value::<NumOrStr>(v.clone()).ok())
+                .and_then(|t| t.initial_message.as_ref())
+                .and_then(Json::num_or_str)
             {
-                event.refers_to = Some(refer(&initial));
+                event.refers_to = Some(event_id(&event.room, &initial.as_text()));
             }
         }
         Payload::Other(content) => {
@@ -213,15 +250,18 @@ pub fn to_event(source: &str, msg: &WireMessage, raw: Value, received_at: Timest
         } // `Payload` is non-exhaustive for users of the crate, not for the crate itself.
     }
     event.detail = Some(detail);
-    event.raw = Some(raw);
     event
 }
 
-fn add_thread(detail: &mut Value, msg: &WireMessage) {
+fn add_thread(detail: &mut Value, msg: &WireRef<'_>) {
     if let Some(thread) = &msg.thread {
-        for key in ["title", "id", "initial_message"] {
-            if let Some(v) = thread.get(key) {
-                detail[format!("thread_{key}")] = v.clone();
+        for (key, v) in [
+            ("title", &thread.title),
+            ("id", &thread.id),
+            ("initial_message", &thread.initial_message),
+        ] {
+            if let Some(v) = v {
+                detail[format!("thread_{key}")] = v.clone().into_value();
             }
         }
     }

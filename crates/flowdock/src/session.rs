@@ -23,6 +23,7 @@
 //! 4. **Live**: chunks are framed (`\r`-delimited JSON, or SSE), parsed, mapped and
 //!    de-duplicated by message id per flow.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,10 @@ use stream_frame::{
 };
 
 use crate::error::Error;
-use crate::map::{normalize_flow, room_of, to_event};
-use crate::wire::WireMessage;
+use crate::map::{
+    event_of, id_needs_raw, normalize_flow, normalize_flow_cow, room_of_parts, stable_id_of,
+};
+use crate::wire::{WireMessage, WireRef};
 
 /// The real streaming host.
 pub const DEFAULT_STREAM_URL: &str = "https://stream.flowdock.com";
@@ -129,12 +132,16 @@ impl FlowdockCursor {
     /// Records that message `id` of `room` was delivered; returns false when it was not newer
     /// than what the cursor already holds.
     pub fn advance(&mut self, room: &str, id: u64) -> bool {
-        let last = self.last_message_id.entry(room.to_owned()).or_insert(0);
-        if id > *last {
-            *last = id;
-            true
-        } else {
-            false
+        match self.last_message_id.get_mut(room) {
+            Some(last) if id > *last => {
+                *last = id;
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.last_message_id.insert(room.to_owned(), id);
+                id > 0
+            }
         }
     }
 }
@@ -180,6 +187,9 @@ pub struct Settings {
     pub max_frame: usize,
     /// Messages per REST backfill request (1-100).
     pub backfill_limit: u32,
+    /// Keep each message's wire object on its event ([`chat_model::Event::raw`]); without it
+    /// frames are read straight into typed fields, never into a JSON tree (default true).
+    pub keep_raw: bool,
 }
 
 impl Settings {
@@ -195,6 +205,7 @@ impl Settings {
             transport: Transport::EventStream,
             max_frame: 1024 * 1024,
             backfill_limit: MAX_BACKFILL_LIMIT,
+            keep_raw: true,
         }
     }
 
@@ -500,18 +511,24 @@ enum End {
 }
 
 enum Framer {
+    /// The decoder and the frames of the chunk being handled (kept for reuse).
     Json(JsonLinesDecoder, Vec<Item<Frame>>),
-    Sse(Box<SseDecoder>, Vec<Item<SseItem>>),
+    /// SSE events are handled as the decoder finds them (its text windows are then reused).
+    Sse(Box<SseDecoder>),
 }
 
 impl Framer {
     fn buffered_len(&self) -> usize {
         match self {
             Framer::Json(d, _) => d.buffered_len(),
-            Framer::Sse(d, _) => d.buffered_len(),
+            Framer::Sse(d) => d.buffered_len(),
         }
     }
 }
+
+/// A chunk smaller than this is not part of a burst: the item queue and the frame list give
+/// their memory back once drained (an idle stream keeps no buffers between keep-alives).
+const SMALL_CHUNK: usize = 1024;
 
 /// Where the connection plan stands.
 #[derive(Debug)]
@@ -561,6 +578,8 @@ pub struct Session {
     /// The flow a message that names none belongs to (a single-flow stream).
     only_flow: Option<String>,
     items: VecDeque<SourceItem>,
+    /// The last chunk was small (see [`SMALL_CHUNK`]).
+    small_chunk: bool,
     /// Sticky: once set, the session is over and says so again on every ask.
     error: Option<Error>,
 }
@@ -606,6 +625,7 @@ impl Session {
             aliases: HashMap::new(),
             only_flow,
             items: VecDeque::new(),
+            small_chunk: true,
             error: None,
         }
     }
@@ -763,6 +783,7 @@ impl Session {
             return;
         }
         self.received = Some(received);
+        self.small_chunk = chunk.as_slice().len() < SMALL_CHUNK;
         if !matches!(self.phase, Phase::Live) {
             self.held.extend_from_slice(chunk.as_slice());
             return;
@@ -814,12 +835,23 @@ impl Session {
     /// moved), then backfilled events, then live events, keep-alives, retry hints and
     /// malformed-frame reports.
     pub fn poll_item(&mut self) -> Option<SourceItem> {
-        self.items.pop_front()
+        let item = self.items.pop_front();
+        if self.items.is_empty() && self.small_chunk && self.items.capacity() > 0 {
+            // Not in a burst: an idle connection holds no queue.
+            self.items = VecDeque::new();
+        }
+        item
     }
 
     /// The item [`Session::poll_item`] would return next.
     pub fn peek_item(&self) -> Option<&SourceItem> {
         self.items.front()
+    }
+
+    /// The item [`Session::poll_item`] would return next, to change in place (e.g. to put
+    /// names on it) before it is taken.
+    pub fn peek_item_mut(&mut self) -> Option<&mut SourceItem> {
+        self.items.front_mut()
     }
 
     /// Why the session is over, once it is (sticky: the same error on every call). Items
@@ -957,7 +989,7 @@ impl Session {
                 if let Some(id) = &self.cursor.last_event_id {
                     dec.set_last_event_id(id);
                 }
-                Framer::Sse(Box::new(dec), vec![])
+                Framer::Sse(Box::new(dec))
             }
         });
         let changed = self.cursor != self.resumed;
@@ -999,7 +1031,7 @@ impl Session {
         let n = page.len();
         let mut msgs: Vec<(WireMessage, Value)> = Vec::with_capacity(n);
         for raw in page {
-            match serde_json::from_value::<WireMessage>(raw.clone()) {
+            match WireMessage::deserialize(&raw) {
                 Ok(m) => msgs.push((m, raw)),
                 Err(e) => self.items.push_back(SourceItem::Malformed {
                     error: format!("flowdock backfill of {flow}: bad message ({e})"),
@@ -1022,7 +1054,7 @@ impl Session {
                 self.learn_alias(&reference, flow);
             }
             m.flow = Some(flow.to_owned());
-            self.deliver(m, raw, received);
+            self.deliver(m.view(), Some(raw), received);
         }
         tracing::debug!(flow, since, delivered, "flowdock: backfilled");
         let limit = self.settings.limit() as usize;
@@ -1072,15 +1104,23 @@ impl Session {
                     None => dec.finish_stream(&mut items),
                 }
                 self.json_items(&mut items, received);
+                if self.small_chunk && items.capacity() > 0 {
+                    items = Vec::new();
+                }
                 self.framer = Some(Framer::Json(dec, items));
             }
-            Some(Framer::Sse(mut dec, mut items)) => {
+            Some(Framer::Sse(mut dec)) => {
                 match chunk {
-                    Some(c) => dec.feed_chunk(c, &mut items),
-                    None => dec.finish_stream(&mut items),
+                    Some(c) => dec.feed_each(c, |item| self.sse_item(item, base, received)),
+                    None => {
+                        let mut items = Vec::new();
+                        dec.finish_stream(&mut items);
+                        for item in items {
+                            self.sse_item(item, base, received);
+                        }
+                    }
                 }
-                self.sse_items(&mut items, base, received);
-                self.framer = Some(Framer::Sse(dec, items));
+                self.framer = Some(Framer::Sse(dec));
             }
             None => {}
         }
@@ -1093,89 +1133,116 @@ impl Session {
                 Item::Error(e) => self.items.push_back(SourceItem::Malformed {
                     error: format!("flowdock JSON stream: {e}"),
                 }),
-                Item::Frame(frame) => match serde_json::from_slice::<Value>(&frame.bytes) {
-                    Ok(raw) => {
-                        self.message(raw, received, || format!("at byte offset {}", frame.offset))
+                Item::Frame(frame) => {
+                    if self.fast(WireRef::parse(&frame.bytes), received).is_some() {
+                        continue;
                     }
-                    Err(e) => self.items.push_back(SourceItem::Malformed {
-                        error: format!(
-                            "flowdock JSON stream: frame is not JSON ({e}) (at byte offset {})",
-                            frame.offset
-                        ),
-                    }),
-                },
-            }
-        }
-    }
-
-    fn sse_items(&mut self, items: &mut Vec<Item<SseItem>>, base: u64, received: Timestamp) {
-        for item in items.drain(..) {
-            match item {
-                Item::KeepAlive | Item::Frame(SseItem::Comment(_)) => {
-                    self.items.push_back(SourceItem::KeepAlive)
-                }
-                Item::Error(e) => self.items.push_back(SourceItem::Malformed {
-                    error: format!("flowdock event stream: {e}"),
-                }),
-                Item::Frame(SseItem::Retry(ms)) => self
-                    .items
-                    .push_back(SourceItem::RetryHint(Duration::from_millis(ms))),
-                Item::Frame(SseItem::Event(ev)) => {
-                    let id_changed = !ev.id.is_empty()
-                        && self.cursor.last_event_id.as_deref() != Some(ev.id.as_str());
-                    if !ev.id.is_empty() {
-                        self.cursor.last_event_id = Some(ev.id.to_string());
-                    }
-                    let before = self.items.len();
-                    match serde_json::from_str::<Value>(&ev.data) {
-                        Ok(raw) => self.message(raw, received, || {
-                            format!("event id {:?}, in the chunk at byte offset {base}", ev.id)
-                        }),
+                    match serde_json::from_slice::<Value>(&frame.bytes) {
+                        Ok(raw) => {
+                            self.message(raw, received, || {
+                                format!("at byte offset {}", frame.offset)
+                            });
+                        }
                         Err(e) => self.items.push_back(SourceItem::Malformed {
                             error: format!(
-                                "flowdock event stream: event data is not JSON ({e}) (event id {:?}, in the chunk at byte offset {base})",
-                                ev.id
+                                "flowdock JSON stream: frame is not JSON ({e}) (at byte offset {})",
+                                frame.offset
                             ),
                         }),
                     }
-                    // The id advanced but no event carried the cursor: report it alone.
-                    let carried = self.items.iter().skip(before).any(|i| {
-                        matches!(
-                            i,
-                            SourceItem::Event {
-                                cursor: Some(_),
-                                ..
-                            }
-                        )
-                    });
-                    if id_changed && !carried {
-                        self.items
-                            .push_back(SourceItem::Cursor(self.cursor.to_cursor()));
-                    }
                 }
             }
         }
     }
 
-    /// Handles one parsed wire object of the stream.
-    fn message(&mut self, raw: Value, received: Timestamp, where_: impl FnOnce() -> String) {
+    fn sse_item(&mut self, item: Item<SseItem>, base: u64, received: Timestamp) {
+        match item {
+            Item::KeepAlive | Item::Frame(SseItem::Comment(_)) => {
+                self.items.push_back(SourceItem::KeepAlive)
+            }
+            Item::Error(e) => self.items.push_back(SourceItem::Malformed {
+                error: format!("flowdock event stream: {e}"),
+            }),
+            Item::Frame(SseItem::Retry(ms)) => self
+                .items
+                .push_back(SourceItem::RetryHint(Duration::from_millis(ms))),
+            Item::Frame(SseItem::Event(ev)) => {
+                let id_changed = !ev.id.is_empty()
+                    && self.cursor.last_event_id.as_deref() != Some(ev.id.as_str());
+                if id_changed {
+                    match &mut self.cursor.last_event_id {
+                        // The old id's buffer takes the new one (no allocation per event).
+                        Some(last) => {
+                            last.clear();
+                            last.push_str(&ev.id);
+                        }
+                        None => self.cursor.last_event_id = Some(ev.id.to_string()),
+                    }
+                }
+                let carried = match self.fast(WireRef::parse_str(&ev.data), received) {
+                    Some(carried) => carried,
+                    None => match serde_json::from_str::<Value>(&ev.data) {
+                        Ok(raw) => self.message(raw, received, || {
+                            format!("event id {:?}, in the chunk at byte offset {base}", ev.id)
+                        }),
+                        Err(e) => {
+                            self.items.push_back(SourceItem::Malformed {
+                                error: format!(
+                                    "flowdock event stream: event data is not JSON ({e}) (event id {:?}, in the chunk at byte offset {base})",
+                                    ev.id
+                                ),
+                            });
+                            false
+                        }
+                    },
+                };
+                // The id advanced but no event carried the cursor: report it alone.
+                if id_changed && !carried {
+                    self.items
+                        .push_back(SourceItem::Cursor(self.cursor.to_cursor()));
+                }
+            }
+        }
+    }
+
+    /// The streaming hot path: a message read straight from its frame into typed fields
+    /// (`msg`, None when that read did not take it). Taken only when the event needs no JSON
+    /// tree: no `raw` is kept and its id does not hash the wire object. Returns whether an
+    /// event (with the cursor) was queued, or None when the frame is left to
+    /// [`Session::message`], which reads it through a `Value` as before.
+    fn fast(&mut self, msg: Option<WireRef<'_>>, received: Timestamp) -> Option<bool> {
+        let msg = msg.filter(|m| !self.settings.keep_raw && !id_needs_raw(m))?;
+        Some(self.deliver(msg, None, received))
+    }
+
+    /// Handles one parsed wire object of the stream; returns whether an event was queued.
+    fn message(
+        &mut self,
+        raw: Value,
+        received: Timestamp,
+        where_: impl FnOnce() -> String,
+    ) -> bool {
         let transport = self.settings.transport.name();
         if !raw.is_object() {
-            return self.items.push_back(SourceItem::Malformed {
+            self.items.push_back(SourceItem::Malformed {
                 error: format!(
                     "flowdock {transport}: message is not a JSON object ({})",
                     where_()
                 ),
             });
+            return false;
         }
-        match serde_json::from_value::<WireMessage>(raw.clone()) {
-            Ok(msg) => self.deliver(msg, raw, received),
-            Err(e) => self.items.push_back(SourceItem::Malformed {
-                error: format!(
-                    "flowdock {transport}: message has an unexpected shape ({e}) ({})",
-                    where_()
-                ),
-            }),
+        match WireMessage::deserialize(&raw) {
+            Ok(msg) => self.deliver(msg.view(), Some(raw), received),
+            Err(e) => {
+                self.items.push_back(SourceItem::Malformed {
+                    error: format!(
+                        "flowdock {transport}: message has an unexpected shape ({e}) ({})",
+                        where_()
+                    ),
+                });
+                false
+            }
         }
     }
 
@@ -1194,11 +1261,14 @@ impl Session {
     }
 
     /// The configured flow a message belongs to, when it names one (or the stream has one).
-    fn flow_of(&self, msg: &WireMessage) -> Option<String> {
+    fn flow_of(&self, msg: &WireRef<'_>) -> Option<String> {
         match msg.flow.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
             Some(f) => {
-                let f = normalize_flow(f);
-                Some(self.aliases.get(&f).cloned().unwrap_or(f))
+                let f = normalize_flow_cow(f);
+                match self.aliases.get(f.as_ref()) {
+                    Some(alias) => Some(alias.clone()),
+                    None => Some(f.into_owned()),
+                }
             }
             None if msg.to.is_none() => self.only_flow.clone(),
             None => None,
@@ -1207,29 +1277,51 @@ impl Session {
 
     /// Maps and queues one message, advancing the cursor; drops a message already delivered
     /// (by id, per flow) when replays overlap (Flowdock message ids grow within a flow).
+    /// `raw` is its wire object when it was read as one (kept on the event when
+    /// [`Settings::keep_raw`]). Returns whether an event was queued.
     ///
     /// The position is kept under the configured flow the message belongs to (its `flow`
     /// field, an alias of it, or the stream's only flow), the same key the REST backfill
     /// resumes from: so the cursor attached to each event names the last delivered id of its
     /// flow, whichever form the server used.
-    fn deliver(&mut self, mut msg: WireMessage, raw: Value, received: Timestamp) {
-        if let Some(flow) = self.flow_of(&msg) {
-            if msg.flow.as_deref() != Some(flow.as_str()) {
-                msg.flow = Some(flow);
+    fn deliver(&mut self, msg: WireRef<'_>, raw: Option<Value>, received: Timestamp) -> bool {
+        let private = msg.to.is_some();
+        let (room, has_flow) = match self.flow_of(&msg) {
+            // The message is named by its configured flow from here on.
+            Some(flow) => {
+                let room = match room_of_parts(Some(&flow), private) {
+                    Cow::Borrowed(r) if r.len() == flow.len() => None,
+                    other => Some(other.into_owned()),
+                };
+                (room.unwrap_or(flow), true)
             }
-        }
-        let room = room_of(&msg);
-        if let (Some(id), true) = (msg.id_u64(), msg.flow.is_some()) {
+            None => (
+                room_of_parts(msg.flow.as_deref(), private).into_owned(),
+                msg.flow.is_some(),
+            ),
+        };
+        if let (Some(id), true) = (msg.id_u64(), has_flow) {
             if !self.cursor.advance(&room, id) {
                 tracing::debug!(room, id, "flowdock: dropping a message already delivered");
-                return;
+                return false;
             }
         }
-        let event = to_event(&self.settings.source, &msg, raw, received);
+        debug_assert!(
+            raw.is_some() || !id_needs_raw(&msg),
+            "the id hashes the wire object"
+        );
+        let id = stable_id_of(&msg, &room, || {
+            raw.as_ref().map(Value::to_string).unwrap_or_default()
+        });
+        let mut event = event_of(&self.settings.source, msg, room, id, received);
+        if self.settings.keep_raw {
+            event.raw = raw;
+        }
         self.items.push_back(SourceItem::Event {
             event,
             cursor: Some(self.cursor.to_cursor()),
         });
+        true
     }
 }
 

@@ -250,6 +250,37 @@ impl UserCache {
         }
     }
 
+    /// Puts the known names on `event` when no id it names needs a lookup at `now` (then
+    /// [`UserCache::round_for`] gives None) and returns true; else returns false and leaves
+    /// `event` as it is. Allocates nothing but the names it puts on.
+    pub fn apply_if_settled(&self, event: &mut Event, now: Instant) -> bool {
+        let due = |id: Option<&str>| id.is_some_and(|id| self.needs_lookup(id, now));
+        if event.author.name.is_none() && due(event.author.id.as_deref()) {
+            return false;
+        }
+        if let Some(to) = event.to.as_ref().filter(|t| t.name.is_none()) {
+            if due(to.id.as_deref()) {
+                return false;
+            }
+        }
+        let action = event
+            .detail
+            .as_ref()
+            .is_some_and(|d| d.get("type").and_then(Value::as_str) == Some("action"));
+        if action
+            && event
+                .detail
+                .as_ref()
+                .and_then(|d| d.get("user_name"))
+                .is_none()
+            && due(action_user(event).as_deref())
+        {
+            return false;
+        }
+        self.apply(event);
+        true
+    }
+
     /// Puts the known names on `event`: its author, the recipient of a private message, and
     /// the user an action is about (`detail.user_name`; its text names them too).
     pub fn apply(&self, event: &mut Event) {
@@ -328,23 +359,28 @@ fn unnamed_ids(event: &Event) -> Vec<String> {
 }
 
 /// Resolves user names for one client: the shared [`UserCache`] and the REST calls.
+/// Cheap to clone (one shared allocation): every connection of a client holds one.
 #[derive(Clone)]
 pub struct Names {
+    shared: Arc<NamesShared>,
+}
+
+struct NamesShared {
     http: reqwest::Client,
     api: url::Url,
     token: Secret,
     source: String,
     timeout: Duration,
     enabled: bool,
-    cache: Arc<Mutex<UserCache>>,
+    cache: Mutex<UserCache>,
 }
 
 impl std::fmt::Debug for Names {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Names")
-            .field("api", &redact_url(self.api.as_str()))
-            .field("enabled", &self.enabled)
-            .field("timeout", &self.timeout)
+            .field("api", &redact_url(self.shared.api.as_str()))
+            .field("enabled", &self.shared.enabled)
+            .field("timeout", &self.shared.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -408,26 +444,28 @@ impl Names {
         enabled: bool,
     ) -> Self {
         Names {
-            http,
-            api,
-            token,
-            source,
-            timeout,
-            enabled,
-            cache: Arc::new(Mutex::new(UserCache::default())),
+            shared: Arc::new(NamesShared {
+                http,
+                api,
+                token,
+                source,
+                timeout,
+                enabled,
+                cache: Mutex::new(UserCache::default()),
+            }),
         }
     }
 
     /// The cache (shared by every connection of the client).
     pub fn cache(&self) -> MutexGuard<'_, UserCache> {
-        lock_ignoring_poison(&self.cache)
+        lock_ignoring_poison(&self.shared.cache)
     }
 
     /// Fetches the user lists of `flows` (`org/flow`) into the cache; failures are logged
     /// (and pause lookups), never returned. Bounded: at most one timeout in all, since a
     /// failure pauses the rest.
     pub(crate) async fn load_flows(&self, flows: &[String]) {
-        if !self.enabled {
+        if !self.shared.enabled {
             return;
         }
         for flow in flows {
@@ -439,12 +477,12 @@ impl Names {
             };
             let url = format!(
                 "{}/flows/{}/{}/users",
-                self.api.as_str().trim_end_matches('/'),
+                self.shared.api.as_str().trim_end_matches('/'),
                 crate::session::encode_segment(org),
                 crate::session::encode_segment(name)
             );
             let what = format!("the users of flow {flow}");
-            let guard = Unfinished(Some(&self.cache));
+            let guard = Unfinished(Some(&self.shared.cache));
             let got = self.get_json(&url, &what).await;
             guard.done();
             let now = Instant::now();
@@ -455,7 +493,7 @@ impl Names {
                         cache.insert(u, now);
                     }
                     cache.flow_fetched(flow, now);
-                    tracing::debug!(source = %self.source, flow, users = users.len(), "flowdock: flow users");
+                    tracing::debug!(source = %self.shared.source, flow, users = users.len(), "flowdock: flow users");
                 }
                 Err(e) => {
                     let pauses = pauses_lookups(&e);
@@ -465,7 +503,7 @@ impl Names {
                         cache.lookup_failed(now);
                     }
                     drop(cache);
-                    tracing::warn!(source = %self.source, error = %e, "flowdock: cannot list the users of flow {flow}; authors are shown by id until their names are found");
+                    tracing::warn!(source = %self.shared.source, error = %e, "flowdock: cannot list the users of flow {flow}; authors are shown by id until their names are found");
                 }
             }
         }
@@ -478,13 +516,16 @@ impl Names {
         let SourceItem::Event { event, .. } = item else {
             return;
         };
-        if !self.enabled {
+        if !self.shared.enabled {
             return;
         }
-        let Some(round) = self.cache().round_for(event, Instant::now(), self.timeout) else {
+        let Some(round) = self
+            .cache()
+            .round_for(event, Instant::now(), self.shared.timeout)
+        else {
             return;
         };
-        let guard = Unfinished(Some(&self.cache));
+        let guard = Unfinished(Some(&self.shared.cache));
         let all = tokio::time::timeout_at(round.deadline.into(), async {
             let mut found = Vec::with_capacity(round.ids.len());
             for id in &round.ids {
@@ -497,15 +538,15 @@ impl Names {
         let outcome = match all {
             Ok(Ok(found)) => RoundOutcome::Done(found),
             Ok(Err(e)) => {
-                tracing::warn!(source = %self.source, error = %e, "flowdock: user lookup failed; events show user ids until it works again");
+                tracing::warn!(source = %self.shared.source, error = %e, "flowdock: user lookup failed; events show user ids until it works again");
                 RoundOutcome::Failed
             }
             Err(_) => {
                 tracing::warn!(
-                    source = %self.source,
+                    source = %self.shared.source,
                     "flowdock: user lookup of {} timed out after {:?}; events show user ids until it works again",
                     round.ids.join(", "),
-                    self.timeout
+                    self.shared.timeout
                 );
                 RoundOutcome::TimedOut
             }
@@ -513,9 +554,21 @@ impl Names {
         self.cache().finish_round(outcome, Instant::now());
     }
 
+    /// Puts the names on `item` at once when none needs a lookup at `now` (one lock, no
+    /// allocation but the names) and returns true; false when a lookup is due (then
+    /// [`Names::prepare`] and [`Names::apply`]).
+    pub(crate) fn apply_settled(&self, item: &mut SourceItem, now: Instant) -> bool {
+        match item {
+            SourceItem::Event { event, .. } if self.shared.enabled => {
+                self.cache().apply_if_settled(event, now)
+            }
+            _ => true,
+        }
+    }
+
     /// Puts the names the cache knows on `item`'s event.
     pub(crate) fn apply(&self, item: &mut SourceItem) {
-        if let (true, SourceItem::Event { event, .. }) = (self.enabled, item) {
+        if let (true, SourceItem::Event { event, .. }) = (self.shared.enabled, item) {
             self.cache().apply(event);
         }
     }
@@ -523,7 +576,7 @@ impl Names {
     async fn fetch_user(&self, id: &str) -> Result<Found, Error> {
         let url = format!(
             "{}/users/{}",
-            self.api.as_str().trim_end_matches('/'),
+            self.shared.api.as_str().trim_end_matches('/'),
             crate::session::encode_segment(id)
         );
         let what = format!("user {id}");
@@ -536,7 +589,7 @@ impl Names {
                     detail: e.to_string(),
                 }),
             Err(e) if !pauses_lookups(&e) => {
-                tracing::debug!(source = %self.source, error = %e, "flowdock: no such user {id}");
+                tracing::debug!(source = %self.shared.source, error = %e, "flowdock: no such user {id}");
                 Ok(Found::Missing)
             }
             Err(e) => Err(e),
@@ -550,11 +603,12 @@ impl Names {
             detail: chat_model::error_chain(&e),
         };
         let resp = self
+            .shared
             .http
             .get(url)
-            .basic_auth(self.token.expose(), Some(""))
+            .basic_auth(self.shared.token.expose(), Some(""))
             .header(ACCEPT, "application/json")
-            .timeout(self.timeout)
+            .timeout(self.shared.timeout)
             .send()
             .await
             .map_err(network)?;

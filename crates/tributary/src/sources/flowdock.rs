@@ -53,6 +53,7 @@ pub fn build(
     c.settings.private = cfg.private;
     c.settings.transport = cfg.transport;
     c.settings.active = cfg.active;
+    c.settings.keep_raw = common.keep_raw;
     let http = super::http_client(name, common, tls)?;
     let client = Client::with_http_client(c, http).map_err(|e| format!("source `{name}`: {e}"))?;
     Ok(FlowdockSource {
