@@ -78,7 +78,15 @@ mod tests {
     #[test]
     fn matches_chrono_on_every_fraction_width_and_outside_the_fast_range() {
         let base = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        for nanos in [0, 7_000_000, 7_000, 7, 999_999_999, 120_000_000, 123_456_000] {
+        for nanos in [
+            0,
+            7_000_000,
+            7_000,
+            7,
+            999_999_999,
+            120_000_000,
+            123_456_000,
+        ] {
             let at = base + chrono::Duration::nanoseconds(nanos);
             assert_eq!(fast(&at), serde_json::to_string(&at).unwrap(), "{nanos}");
         }

@@ -136,7 +136,10 @@ fn runtime() -> tokio::runtime::Runtime {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         builder.worker_threads(cores.saturating_sub(1).max(1));
     }
-    builder.enable_all().build().expect("the tokio runtime starts")
+    builder
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
 }
 
 fn init_logging() {
