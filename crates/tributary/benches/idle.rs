@@ -12,6 +12,9 @@
 //!   (utime + stime of `/proc/PID/stat`), and its RSS (`VmRSS` of `/proc/PID/status`) at the
 //!   end, divided by N.
 //!
+//! `IDLE_BENCH_WRAP="CMD ARGS"` runs tributary under a profiler such as heaptrack (then the
+//! figures printed are the wrapper process's, not tributary's).
+//!
 //! The result is one markdown table row. Each open stream costs the child one fd and the
 //! bench one fd (plus those of the REST connections): the bench raises the soft fd limit of
 //! itself and of the child to the hard limit (`prlimit`), and says so when that is not enough.
@@ -335,7 +338,19 @@ fn run(args: &Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary dir: {e}"))?;
     write_config(dir.path(), &format!("http://{addr}"), n)?;
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+    // Profiling only (e.g. `IDLE_BENCH_WRAP="heaptrack -o /tmp/idle"`): tributary runs under
+    // the wrapper, and the figures printed are then the wrapper's, not tributary's.
+    let wrap = std::env::var("IDLE_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.args(words).arg(env!("CARGO_BIN_EXE_tributary"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_tributary")),
+    };
+    let mut child = cmd
         .arg("run")
         .arg("--config")
         .arg(dir.path().join("t.toml"))

@@ -101,6 +101,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    raise_fd_limit();
     let code = match cli.command {
         Command::Run(args) => runtime().block_on(cmd::run::run(args)),
         Command::Decode(args) => cmd::decode::run(&args),
@@ -124,6 +125,68 @@ fn main() -> ExitCode {
     alloc_count::report();
     code
 }
+
+/// Raises the soft limit of open files to the hard limit: every stream holds a socket, and
+/// the usual soft limit (1024) is far below what thousands of sources need. Best effort: a
+/// refusal is logged at debug level and the old limit stays.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )
+))]
+#[allow(unsafe_code)]
+fn raise_fd_limit() {
+    /// `struct rlimit` (`rlim_t` is 64 bits on these targets, in glibc and musl alike).
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+    /// `RLIMIT_NOFILE` on these targets.
+    const RLIMIT_NOFILE: std::ffi::c_int = 7;
+    // The C library std links anyway; no crate needed for two calls.
+    unsafe extern "C" {
+        fn getrlimit(resource: std::ffi::c_int, rlim: *mut Rlimit) -> std::ffi::c_int;
+        fn setrlimit(resource: std::ffi::c_int, rlim: *const Rlimit) -> std::ffi::c_int;
+    }
+    let mut limit = Rlimit { cur: 0, max: 0 };
+    // SAFETY: `limit` is a valid, writable `struct rlimit`.
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } != 0 || limit.cur >= limit.max {
+        return;
+    }
+    // An unlimited hard limit cannot be the soft one: the kernel's ceiling is fs.nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let raised = Rlimit {
+        cur: limit.max.min(ceiling).max(limit.cur),
+        max: limit.max,
+    };
+    // SAFETY: `raised` is a valid `struct rlimit`; the call only reads it.
+    if unsafe { setrlimit(RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::debug!(
+            "cannot raise the open-files limit from {} to {}: {}",
+            limit.cur,
+            raised.cur,
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Elsewhere the limit is left as it is.
+#[cfg(not(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )
+)))]
+fn raise_fd_limit() {}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
