@@ -131,6 +131,27 @@ struct Entry {
     recent_ids: VecDeque<String>,
     /// Commits forwarded to the consumer and not yet committed.
     in_flight: usize,
+    /// Changed since the last snapshot taken (or reused from the state file and not yet
+    /// written back with its identity).
+    changed: bool,
+}
+
+impl Entry {
+    /// Whether there is anything to save.
+    fn has_something(&self) -> bool {
+        self.cursor.is_some() || self.last_delivery_at.is_some() || !self.recent_ids.is_empty()
+    }
+
+    fn saved(&self) -> (String, SavedSource) {
+        let saved = SavedSource {
+            service: self.service.as_str().to_owned(),
+            identity: self.identity.clone(),
+            cursor: self.cursor.clone(),
+            last_delivery_at: self.last_delivery_at,
+            recent_ids: self.recent_ids.iter().cloned().collect(),
+        };
+        (self.name.clone(), saved)
+    }
 }
 
 /// Every source's durable position, from the commits the consumer has reached.
@@ -181,6 +202,7 @@ impl Ledger {
             service,
             identity,
             in_flight: 0,
+            changed: saved.is_some(),
         };
         let warning = problem.map(|p| format!("source {:?}: {p}", entry.name));
         self.sources.push(entry);
@@ -249,36 +271,40 @@ impl Ledger {
     pub fn snapshot(&self) -> Vec<(String, SavedSource)> {
         self.sources
             .iter()
-            .filter(|e| {
-                e.cursor.is_some() || e.last_delivery_at.is_some() || !e.recent_ids.is_empty()
-            })
-            .map(|e| {
-                let saved = SavedSource {
-                    service: e.service.as_str().to_owned(),
-                    identity: e.identity.clone(),
-                    cursor: e.cursor.clone(),
-                    last_delivery_at: e.last_delivery_at,
-                    recent_ids: e.recent_ids.iter().cloned().collect(),
-                };
-                (e.name.clone(), saved)
-            })
+            .filter(|e| e.has_something())
+            .map(Entry::saved)
             .collect()
     }
 
-    /// The [`snapshot`](Self::snapshot) when something changed since the last one (or when
-    /// `force`), marking the ledger clean; [`mark_dirty`](Self::mark_dirty) if writing fails.
+    /// What changed since the last snapshot taken, when something did (with `force`: the
+    /// whole [`snapshot`](Self::snapshot)), marking the ledger clean. The entries left out
+    /// are those the state file already holds from earlier snapshots (so a save costs what
+    /// changed, not every source): [`StateFile::set`] each entry into the same
+    /// [`StateFile`], and call [`mark_dirty`](Self::mark_dirty) if writing fails.
     pub fn take_snapshot(&mut self, force: bool) -> Option<Vec<(String, SavedSource)>> {
         if !(self.dirty || force) {
             return None;
         }
         self.dirty = false;
-        Some(self.snapshot())
+        let snapshot = self
+            .sources
+            .iter_mut()
+            .filter(|e| e.has_something() && (force || e.changed))
+            .map(|e| {
+                e.changed = false;
+                e.saved()
+            })
+            .collect();
+        // Unchanged entries with nothing to save are not written either.
+        self.sources.iter_mut().for_each(|e| e.changed = false);
+        Some(snapshot)
     }
 
     /// The last snapshot was not written: the next [`take_snapshot`](Self::take_snapshot)
-    /// gives one again.
+    /// gives the whole snapshot again.
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
+        self.sources.iter_mut().for_each(|e| e.changed = true);
     }
 
     /// Records a commit; returns whether it is the source's first durable position (a
@@ -305,6 +331,7 @@ impl Ledger {
             }
         }
         e.last_delivery_at = Some(commit.at);
+        e.changed = true;
         self.dirty = true;
         urgent
     }
@@ -388,6 +415,36 @@ mod tests {
         l.mark_dirty();
         assert_eq!(l.take_snapshot(false), Some(snap.clone()));
         assert_eq!(l.take_snapshot(true), Some(snap));
+    }
+
+    #[test]
+    fn a_snapshot_taken_holds_what_changed_since_the_last_one() {
+        let mut l = Ledger::new(16);
+        let old = saved("campfire", "", 7);
+        let a = l
+            .restore("a", Service::Campfire, "room a", Some(&old))
+            .index;
+        let b = l.restore("b", Service::Campfire, "room b", None).index;
+        let c = l.restore("c", Service::Campfire, "room c", None).index;
+        for s in [b, c] {
+            l.forwarded(s);
+            let _ = l.commit(s, Commit::delivered(Some(pos(1)), "m1", at(1)));
+        }
+        let names = |snap: Option<Vec<(String, SavedSource)>>| -> Vec<String> {
+            snap.unwrap().into_iter().map(|(n, _)| n).collect()
+        };
+        // The reused entry is written back once, with its identity now.
+        let first = l.take_snapshot(false).unwrap();
+        assert_eq!(first[0].1.identity, "room a");
+        assert_eq!(first.len(), 3);
+        l.forwarded(c);
+        let _ = l.commit(c, Commit::delivered(Some(pos(2)), "m2", at(2)));
+        assert_eq!(names(l.take_snapshot(false)), ["c"]);
+        assert_eq!(l.take_snapshot(false), None);
+        assert_eq!(names(l.take_snapshot(true)), ["a", "b", "c"]);
+        l.mark_dirty();
+        assert_eq!(names(l.take_snapshot(false)), ["a", "b", "c"]);
+        assert_eq!(l.cursor(a), Some(&pos(7)));
     }
 
     #[test]

@@ -72,10 +72,15 @@ impl StatsReader {
         lock(&self.stats[index]).clone()
     }
 
-    /// Replaces the counters of the source `index`.
+    /// Replaces the counters of the source `index`. The driver calls this after every item,
+    /// keep-alives included: unchanged counters (the common case) are only compared, not
+    /// copied (a copy would allocate the name and the last error again).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn set(&self, index: usize, stats: &SourceStats) {
-        lock(&self.stats[index]).clone_from(stats);
+        let mut slot = lock(&self.stats[index]);
+        if *slot != *stats {
+            slot.clone_from(stats);
+        }
     }
 
     /// Records that the task of the source `index` crashed with `message`; returns its name.

@@ -72,6 +72,13 @@ struct Document {
     sources: BTreeMap<String, SavedSource>,
 }
 
+/// [`Document`] as written, borrowing the sources instead of copying them for every save.
+#[derive(Serialize)]
+struct DocumentRef<'a> {
+    version: u32,
+    sources: &'a BTreeMap<String, SavedSource>,
+}
+
 /// The state file: its path and the saved state of every source, including sources that are
 /// not configured now (kept so that commenting a source out does not lose its cursor).
 #[derive(Clone, Debug, PartialEq)]
@@ -160,9 +167,9 @@ impl StateFile {
     /// Writes the state atomically (temporary file, fsync, rename; mode 0600 on unix),
     /// creating the parent directory when missing.
     pub fn save(&self) -> Result<(), SupervisorError> {
-        let doc = Document {
+        let doc = DocumentRef {
             version: STATE_VERSION,
-            sources: self.sources.clone(),
+            sources: &self.sources,
         };
         let mut text =
             serde_json::to_vec_pretty(&doc).map_err(|e| SupervisorError::StateWrite {

@@ -102,6 +102,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    raise_fd_limit();
     let code = match cli.command {
         Command::Run(args) => runtime().block_on(cmd::run::run(args)),
         Command::Decode(args) => cmd::decode::run(&args),
@@ -125,6 +126,46 @@ fn main() -> ExitCode {
     alloc_count::report();
     code
 }
+
+/// Raises the soft limit of open files to the hard limit: every stream holds a socket, and
+/// the usual soft limit (1024) is far below what thousands of sources need. Best effort: a
+/// refusal is logged at debug level and the old limit stays.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `struct rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return;
+    }
+    // An unlimited hard limit cannot be the soft one: the kernel's ceiling is fs.nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(1 << 20);
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max.min(ceiling).max(limit.rlim_cur),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: `raised` is a valid `struct rlimit`; the call only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::debug!(
+            "cannot raise the open-files limit from {} to {}: {}",
+            limit.rlim_cur,
+            raised.rlim_cur,
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Elsewhere the limit is left as it is.
+#[cfg(not(unix))]
+fn raise_fd_limit() {}
 
 /// The runtime: the command's own loop (the output writer) runs on the main thread, so the
 /// workers that run the sources number one less than the cores (at least one), unless
