@@ -65,24 +65,59 @@ enum Woke<T> {
     Done(T),
 }
 
-/// Waits for `work`, the machine's `deadline` (none: no timeout) or a shutdown, whichever
-/// comes first (a shutdown wins ties).
-async fn race<T>(
-    shutdown: &mut watch::Receiver<bool>,
-    deadline: Option<std::time::Instant>,
-    work: impl Future<Output = T>,
-) -> Woke<T> {
-    let timeout = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(TokioInstant::from_std(d)).await,
-            None => std::future::pending().await,
+/// What every wait of a source races against: a shutdown and the machine's deadline. Both
+/// are registered once per source and the timer is moved only when the deadline changes (a
+/// later one is a cheap update), so an idle source's keep-alive costs no timer or watch
+/// registration.
+struct Waits {
+    shutdown: watch::Receiver<bool>,
+    stop: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    stopped: bool,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Waits {
+    fn new(shutdown: &watch::Receiver<bool>) -> Waits {
+        let mut rx = shutdown.clone();
+        Waits {
+            shutdown: shutdown.clone(),
+            stop: Box::pin(async move { stopped(&mut rx).await }),
+            stopped: false,
+            // Far away until the machine asks for a deadline.
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(365 * 86_400))),
         }
-    };
-    tokio::select! {
-        biased;
-        _ = stopped(shutdown) => Woke::Stopped,
-        done = work => Woke::Done(done),
-        _ = timeout => Woke::Timeout,
+    }
+
+    /// Whether a shutdown has been asked for.
+    fn stopping(&self) -> bool {
+        self.stopped || *self.shutdown.borrow()
+    }
+
+    /// Waits for `work`, the machine's `deadline` (none: no timeout) or a shutdown, whichever
+    /// comes first (a shutdown wins ties).
+    async fn race<T>(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        work: impl Future<Output = T>,
+    ) -> Woke<T> {
+        if self.stopped {
+            return Woke::Stopped;
+        }
+        if let Some(d) = deadline.map(TokioInstant::from_std) {
+            if self.timer.deadline() != d {
+                self.timer.as_mut().reset(d);
+            }
+        }
+        let (stop, timer) = (self.stop.as_mut(), self.timer.as_mut());
+        let woke = tokio::select! {
+            biased;
+            () = stop => Woke::Stopped,
+            done = work => Woke::Done(done),
+            () = timer, if deadline.is_some() => Woke::Timeout,
+        };
+        // The stop future is done once it fired: never poll it again.
+        self.stopped |= matches!(woke, Woke::Stopped);
+        woke
     }
 }
 
@@ -113,9 +148,11 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
         index,
         mut machine,
         tx,
-        mut shutdown,
+        shutdown,
         shared,
     } = ctx;
+    let mut waits = Waits::new(&shutdown);
+    drop(shutdown);
     let name = machine.name().to_owned();
     let mut conn: Option<S::Connection> = None;
     // What goes to the consumer in one send: a whole chunk's events cost one channel hand-off.
@@ -173,15 +210,7 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
                 }
                 Action::GiveUp(outcome) => {
                     // What was queued before giving up still reaches the consumer.
-                    send(
-                        &mut batch,
-                        &mut uncounted,
-                        &tx,
-                        &shared,
-                        index,
-                        &mut shutdown,
-                    )
-                    .await;
+                    send(&mut batch, &mut uncounted, &tx, &shared, index, &mut waits).await;
                     break 'run outcome;
                 }
                 other => {
@@ -213,16 +242,7 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
 
         // About to wait: hand over what was collected first.
         if !batch.is_empty() {
-            if !send(
-                &mut batch,
-                &mut uncounted,
-                &tx,
-                &shared,
-                index,
-                &mut shutdown,
-            )
-            .await
-            {
+            if !send(&mut batch, &mut uncounted, &tx, &shared, index, &mut waits).await {
                 machine.on_shutdown();
                 break 'run Outcome::Running;
             }
@@ -241,14 +261,13 @@ pub(super) async fn run_source<S: Source>(mut source: S, ctx: SourceCtx) -> Outc
             // Boxed: the connect plan's state lives on the heap only while connecting,
             // not in every idle source's task.
             let connecting = Box::pin(async { Io::Connected(source.connect(resume).await) });
-            race(&mut shutdown, deadline, connecting).await
+            waits.race(deadline, connecting).await
         } else if let Some(c) = conn.as_mut() {
-            race(&mut shutdown, deadline, async {
-                Io::Item(c.next_item().await)
-            })
-            .await
+            waits
+                .race(deadline, async { Io::Item(c.next_item().await) })
+                .await
         } else if deadline.is_some() {
-            race(&mut shutdown, deadline, std::future::pending()).await
+            waits.race(deadline, std::future::pending()).await
         } else {
             // Nothing to wait for and nothing to do: the machine has stopped.
             break Outcome::Running;
@@ -314,7 +333,7 @@ async fn send(
     tx: &mpsc::UnboundedSender<Vec<Envelope>>,
     shared: &Shared,
     index: usize,
-    shutdown: &mut watch::Receiver<bool>,
+    waits: &mut Waits,
 ) -> bool {
     if batch.is_empty() {
         return true;
@@ -322,7 +341,7 @@ async fn send(
     if *uncounted > 0 {
         count_forwarded(&mut lock(&shared.ledger), index, uncounted);
     }
-    if *shutdown.borrow() {
+    if waits.stopping() {
         return false;
     }
     // Room in the channel for this many events (the consumer gives it back as it takes them).
@@ -333,7 +352,7 @@ async fn send(
             () = tx.closed() => None,
         }
     };
-    let Woke::Done(Some(permit)) = race(shutdown, None, admitted).await else {
+    let Woke::Done(Some(permit)) = waits.race(None, admitted).await else {
         return false;
     };
     permit.forget();
