@@ -336,13 +336,25 @@ pub fn order_payload(payload: &[Value], fallback_at: i64) -> Vec<Ordered> {
 
 /// [`order_payload`] of a payload that is not needed afterwards (its items move, uncopied).
 pub(crate) fn order_owned_payload(payload: Vec<Value>, fallback_at: i64) -> Vec<Ordered> {
+    let items = payload.into_iter().map(|raw| {
+        let item = Item::from_json(&raw).map_err(|e| e.to_string());
+        (item, created_at_of(&raw), raw)
+    });
+    order_items(items.collect(), fallback_at)
+}
+
+/// [`order_payload`] of items read already: `(item, createdAt, wire JSON)`, newest first.
+pub(crate) fn order_items(
+    payload: Vec<(Result<Item, String>, Option<i64>, Value)>,
+    fallback_at: i64,
+) -> Vec<Ordered> {
     let mut out: Vec<Ordered> = Vec::with_capacity(payload.len());
     let mut last: Option<i64> = None;
-    for (position, raw) in payload.into_iter().enumerate().rev() {
-        let at = created_at_of(&raw).or(last);
+    for (position, (item, at, raw)) in payload.into_iter().enumerate().rev() {
+        let at = at.or(last);
         last = at.or(last);
         out.push(Ordered {
-            item: Item::from_json(&raw).map_err(|e| e.to_string()),
+            item,
             at: at.unwrap_or(i64::MIN),
             raw,
             position,

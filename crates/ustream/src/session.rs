@@ -14,8 +14,8 @@ use chat_model::{Cursor, SourceItem, lock_ignoring_poison, redact_url};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::map::{Context, accounts_of, message_id, order_owned_payload};
-use crate::wire::{Envelope, Item, NetworkAccount};
+use crate::map::{Context, accounts_of, message_id, order_items, order_owned_payload};
+use crate::wire::{Envelope, Item, NetworkAccount, typed};
 
 /// The default window cap: a widened timeslice never spans more than this many seconds.
 pub const DEFAULT_MAX_WINDOW: u64 = 3600;
@@ -456,7 +456,7 @@ impl Session {
     }
 
     /// The envelope of a response, or why there is none.
-    fn read(&self, r: Response, url: &str, wall_ms: i64) -> Result<Envelope, Error> {
+    fn read(&self, r: Response, url: &str, wall_ms: i64) -> Result<Read, Error> {
         let channel = self.config.channel.clone();
         if r.status != 200 {
             let wall =
@@ -478,6 +478,11 @@ impl Session {
                 limit: self.config.max_response_bytes,
             });
         }
+        if !self.config.keep_raw {
+            if let Some(read) = read_typed(&r.body) {
+                return Ok(read);
+            }
+        }
         let envelope: Envelope = serde_json::from_slice(&r.body).map_err(|e| Error::Protocol {
             channel: channel.clone(),
             url: url.to_owned(),
@@ -494,7 +499,12 @@ impl Session {
                     .unwrap_or_else(|| "(the server gave no message)".to_owned()),
             });
         }
-        Ok(envelope)
+        Ok(Read {
+            range: envelope.range,
+            refresh_interval: envelope.refresh_interval,
+            clean: envelope.is_suffix_cleaning_needed,
+            payload: Payload::Json(envelope.payload),
+        })
     }
 
     fn remember(&mut self, id: String) -> bool {
@@ -562,7 +572,7 @@ impl Session {
         &mut self,
         kind: RequestKind,
         sent_at: Instant,
-        resp: Envelope,
+        resp: Read,
         url: &str,
     ) -> Result<(), Error> {
         let channel = self.config.channel.clone();
@@ -596,10 +606,13 @@ impl Session {
             self.announced = Some(stall);
             self.queue.push_back(SourceItem::StallTimeout(stall));
         }
-        let clean = resp.is_suffix_cleaning_needed;
+        let clean = resp.clean;
         let mut new_host: Option<String> = None;
         let mut occurrences: HashMap<String, usize> = HashMap::new();
-        let ordered = order_owned_payload(resp.payload, range[1]);
+        let ordered = match resp.payload {
+            Payload::Json(payload) => order_owned_payload(payload, range[1]),
+            Payload::Typed(items) => order_items(items, range[1]),
+        };
         // A `/default` answers the recent history, which repeats what a session delivered
         // before (after a host switch, or a restart that must begin with `/default`). The
         // payload is one stretch of the timeline, so everything up to the last message
@@ -742,6 +755,44 @@ impl Session {
         self.queue.push_back(SourceItem::KeepAlive);
         Ok(())
     }
+}
+
+/// A successful response, read.
+struct Read {
+    range: Option<[i64; 2]>,
+    refresh_interval: Option<u64>,
+    clean: bool,
+    payload: Payload,
+}
+
+/// The payload of a [`Read`].
+enum Payload {
+    /// As JSON trees (kept as `raw`).
+    Json(Vec<serde_json::Value>),
+    /// Read straight from the body: `(item, createdAt, raw = null)`, newest first.
+    Typed(Vec<(Result<Item, String>, Option<i64>, serde_json::Value)>),
+}
+
+/// The typed reading of a successful response (see [`crate::wire::typed`]); `None` when it
+/// does not cover the body, which is then read as an [`Envelope`] (that reading reports
+/// whatever is wrong with it).
+fn read_typed(body: &[u8]) -> Option<Read> {
+    let envelope: typed::Envelope<'_> = serde_json::from_slice(body).ok()?;
+    if !envelope.success {
+        return None;
+    }
+    let payload = envelope.payload.unwrap_or_default();
+    let mut items = Vec::with_capacity(payload.len());
+    for typed::Obj(fields) in payload {
+        let (item, at) = typed::item(fields)?;
+        items.push((item.map_err(|e| e.to_string()), at, serde_json::Value::Null));
+    }
+    Some(Read {
+        range: envelope.range,
+        refresh_interval: envelope.refresh_interval,
+        clean: envelope.is_suffix_cleaning_needed,
+        payload: Payload::Typed(items),
+    })
 }
 
 fn check_base_url(base: &str) -> Result<(), Error> {
