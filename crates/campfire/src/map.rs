@@ -46,44 +46,66 @@ pub fn kind_of(kind: &MessageType) -> Kind {
 /// `source` is the configured source name; `room` is the room the client streams (used when
 /// the message carries no `room_id`); `raw` is the wire object, kept in [`Event::raw`].
 pub fn to_event(source: &str, room: u64, message: &Message, raw: Option<Value>) -> Event {
+    build(source, room, message, message.body.clone(), raw)
+}
+
+/// [`to_event`] for a message that is not needed afterwards: its body moves into the event.
+pub(crate) fn into_event(
+    source: &str,
+    room: u64,
+    mut message: Message,
+    raw: Option<Value>,
+) -> Event {
+    let body = message.body.take();
+    build(source, room, &message, body, raw)
+}
+
+/// The event of `message`, whose body (taken out of it, or cloned) is `body`.
+fn build(
+    source: &str,
+    room: u64,
+    message: &Message,
+    body: Option<String>,
+    raw: Option<Value>,
+) -> Event {
     let room = message.room_id.unwrap_or(room);
     let kind = kind_of(&message.kind);
-    let mut detail = json!({ "type": message.kind.as_str() });
-    let body = message.body.clone().unwrap_or_default();
-    let text = match &message.kind {
-        MessageType::Tweet => message
-            .tweet
-            .as_ref()
-            .and_then(|t| t.message.clone())
-            .unwrap_or(body),
-        _ => body,
+    let mut d = serde_json::Map::new();
+    d.insert(
+        "type".into(),
+        Value::String(message.kind.as_str().to_owned()),
+    );
+    match &message.kind {
+        MessageType::Idle => {
+            d.insert("presence".into(), json!("idle"));
+        }
+        MessageType::Unidle => {
+            d.insert("presence".into(), json!("active"));
+        }
+        MessageType::Sound => {
+            if let Some(sound) = &body {
+                d.insert("sound".into(), json!(sound));
+            }
+        }
+        MessageType::Tweet => {
+            if let Some(t) = &message.tweet {
+                d.insert("tweet".into(), json!(t));
+            }
+            if let Some(url) = &body {
+                d.insert("url".into(), json!(url));
+            }
+        }
+        _ => {}
+    }
+    let tweet_text = match &message.kind {
+        MessageType::Tweet => message.tweet.as_ref().and_then(|t| t.message.clone()),
+        _ => None,
     };
-    if let Value::Object(d) = &mut detail {
-        match &message.kind {
-            MessageType::Idle => {
-                d.insert("presence".into(), json!("idle"));
-            }
-            MessageType::Unidle => {
-                d.insert("presence".into(), json!("active"));
-            }
-            MessageType::Sound => {
-                if let Some(sound) = &message.body {
-                    d.insert("sound".into(), json!(sound));
-                }
-            }
-            MessageType::Tweet => {
-                if let Some(t) = &message.tweet {
-                    d.insert("tweet".into(), json!(t));
-                }
-                if let Some(url) = &message.body {
-                    d.insert("url".into(), json!(url));
-                }
-            }
-            _ => {}
-        }
-        if message.starred {
-            d.insert("starred".into(), json!(true));
-        }
+    let text = tweet_text.or(body).unwrap_or_default();
+    if message.starred {
+        d.insert("starred".into(), json!(true));
+    }
+    if !message.extra.is_empty() {
         for key in [
             "url",
             "full_url",
@@ -110,7 +132,7 @@ pub fn to_event(source: &str, room: u64, message: &Message, raw: Option<Value>) 
     )
     .with_author(author)
     .with_text(text)
-    .with_detail(detail);
+    .with_detail(Value::Object(d));
     event.native_id = Some(message.id.to_string());
     if message.starred {
         event.tags.push("starred".to_owned());

@@ -33,7 +33,7 @@ use serde_json::Value;
 use stream_frame::{Chunk, Decode, Delimiter, Frame, Item, JsonLinesDecoder, Limits};
 
 use crate::error::{Endpoint, Error};
-use crate::map::to_event;
+use crate::map::into_event;
 use crate::wire::{Message, RecentMessages};
 
 /// The most messages `recent.json` returns per request.
@@ -380,6 +380,19 @@ impl Pager {
     }
 }
 
+/// A decoded piece of the live stream waiting to become items.
+#[derive(Debug)]
+enum Pending {
+    /// A frame, keep-alive or framing error.
+    Frame(Item<Frame>),
+    /// The end of a chunk: one with `bytes` that yielded no keep-alive and no event yields a
+    /// keep-alive here.
+    ChunkEnd {
+        /// Whether the chunk had any bytes.
+        bytes: bool,
+    },
+}
+
 /// Where the connection plan is.
 #[derive(Debug)]
 enum Phase {
@@ -412,6 +425,10 @@ pub struct Session {
     baseline: Option<CampfireCursor>,
     backfilled: HashSet<u64>,
     items: VecDeque<SourceItem>,
+    /// Decoded frames of the live stream not yet turned into items, with the chunk ends.
+    pending: VecDeque<Pending>,
+    /// Whether the chunk being turned into items yielded a keep-alive or an event so far.
+    alive: bool,
     idle_since: Option<Instant>,
     error: Option<Error>,
     ended: Option<DisconnectReason>,
@@ -451,6 +468,8 @@ impl Session {
             start,
             backfilled: HashSet::new(),
             items: VecDeque::new(),
+            pending: VecDeque::new(),
+            alive: false,
             idle_since: None,
             error: None,
             ended: None,
@@ -507,9 +526,12 @@ impl Session {
             Phase::Join => Purpose::Join,
             Phase::Live => Purpose::Live,
             Phase::Backfill(pager) => pager.request().purpose,
-            Phase::Streaming => Purpose::User {
-                id: self.name_needed()?,
-            },
+            Phase::Streaming => {
+                while self.items.is_empty() && self.process_one() {}
+                Purpose::User {
+                    id: self.name_needed()?,
+                }
+            }
         };
         self.awaiting = Some(purpose);
         Some(Request::new(purpose, self.config.room))
@@ -569,13 +591,13 @@ impl Session {
         match self.phase {
             Phase::Streaming => {
                 self.idle_since = Some(now);
-                let mut out = Vec::new();
-                self.feed(chunk, &mut out);
-                self.items.extend(out);
+                self.take_chunk(chunk.into());
             }
             // Subscribed, still backfilling: decoded now, delivered after the backfill.
             Phase::Backfill(_) | Phase::ResetCheck => {
                 self.decoder.feed_chunk(chunk.into(), &mut self.frames);
+                self.pending
+                    .extend(self.frames.drain(..).map(Pending::Frame));
             }
             _ => tracing::debug!(room = self.config.room, "bytes before the stream ignored"),
         }
@@ -588,9 +610,7 @@ impl Session {
             return;
         }
         self.idle_since = Some(now);
-        let mut out = Vec::new();
-        self.finish(&mut out);
-        self.items.extend(out);
+        self.take_end();
         self.ended = Some(DisconnectReason::EndOfStream);
     }
 
@@ -620,18 +640,43 @@ impl Session {
     /// keep-alives and malformed-frame reports. An event whose author's name is being looked
     /// up waits for it (see [`Session::poll_request`]).
     pub fn poll_item(&mut self) -> Option<SourceItem> {
-        if self.name_needed().is_some() {
-            return None;
-        }
-        let mut item = self.items.pop_front()?;
+        let mut item = loop {
+            if self.name_needed().is_some() {
+                return None;
+            }
+            if let Some(item) = self.items.pop_front() {
+                break item;
+            }
+            // Frames are turned into items as they are asked for, so a chunk of many
+            // messages never sits in the queue as events.
+            if !(self.is_streaming() && self.process_one()) {
+                self.release();
+                return None;
+            }
+        };
         if let (true, SourceItem::Event { event, .. }) = (self.resolving(), &mut item) {
-            if let Some(id) = event.author.id.as_deref().and_then(|i| i.parse().ok()) {
-                if event.author.name.is_none() {
+            if event.author.name.is_none() {
+                if let Some(id) = event.author.id.as_deref().and_then(|i| i.parse().ok()) {
                     event.author.name = self.config.names.get(&id).cloned().flatten();
                 }
             }
         }
         Some(item)
+    }
+
+    /// Gives back the memory of a burst once its items are all taken: an idle connection
+    /// does not keep the queues at their peak size.
+    fn release(&mut self) {
+        const KEEP: usize = 16;
+        if self.items.capacity() > KEEP {
+            self.items.shrink_to_fit();
+        }
+        if self.pending.capacity() > KEEP {
+            self.pending.shrink_to_fit();
+        }
+        if self.frames.capacity() > KEEP {
+            self.frames.shrink_to_fit();
+        }
     }
 
     fn resolving(&self) -> bool {
@@ -643,9 +688,12 @@ impl Session {
         let SourceItem::Event { event, .. } = self.items.front()? else {
             return None;
         };
+        // Names known when the event was made are filled in already: no lookup here.
+        if event.author.name.is_some() || !self.resolving() {
+            return None;
+        }
         let id = event.author.id.as_deref()?.parse().ok()?;
-        let unknown = event.author.name.is_none() && !self.config.names.contains_key(&id);
-        (self.resolving() && unknown).then_some(id)
+        (!self.config.names.contains_key(&id)).then_some(id)
     }
 
     fn learn_name(&mut self, id: u64, name: Option<String>, now: Instant) {
@@ -757,13 +805,14 @@ impl Session {
     /// The plan is done: the start position, then the backfill, then what the live stream
     /// already sent.
     fn begin_streaming(&mut self, missed: Vec<Value>, now: Instant) {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.items);
         if let Some(start) = self.start {
-            out.push(SourceItem::Cursor(start.to_cursor()));
+            out.push_back(SourceItem::Cursor(start.to_cursor()));
         }
         self.backfill(missed, &mut out);
-        self.drain(&mut out);
-        self.items.extend(out);
+        self.items = out;
+        // What the stream sent during the backfill is no chunk of its own.
+        self.pending.push_back(Pending::ChunkEnd { bytes: false });
         self.phase = Phase::Streaming;
         self.idle_since = Some(now);
     }
@@ -778,12 +827,12 @@ impl Session {
 
     /// Delivers the messages of a `recent.json` answer: those after the resume position, in id
     /// order; unreadable ones are reported as malformed.
-    fn backfill(&mut self, messages: Vec<Value>, out: &mut Vec<SourceItem>) {
+    fn backfill(&mut self, messages: Vec<Value>, out: &mut VecDeque<SourceItem>) {
         let mut parsed = Vec::with_capacity(messages.len());
         for (index, raw) in messages.into_iter().enumerate() {
             match Message::deserialize(&raw) {
                 Ok(m) => parsed.push((m, raw)),
-                Err(e) => out.push(SourceItem::Malformed {
+                Err(e) => out.push_back(SourceItem::Malformed {
                     error: format!(
                         "Campfire room {}: backfilled message #{index} from recent.json skipped: {e}",
                         self.config.room
@@ -796,49 +845,86 @@ impl Session {
             if self.resume.is_some_and(|r| message.id <= r) || !self.backfilled.insert(message.id) {
                 continue;
             }
-            self.deliver(message, raw, out);
+            self.deliver(message, Some(raw), out);
         }
     }
 
-    /// Decodes one chunk of the live stream. The decoder reports every chunk of keep-alive
-    /// whitespace (each of Campfire's single spaces, seconds apart, is one
+    /// Decodes one chunk of the live stream into pending frames. The decoder reports every
+    /// chunk of keep-alive whitespace (each of Campfire's single spaces, seconds apart, is one
     /// [`SourceItem::KeepAlive`]); a chunk that only continues a frame (part of a long
-    /// message) completes nothing, so it yields one here, and a watchdog never mistakes a
-    /// quiet room or a slow long frame for a dead stream.
-    fn feed<'a>(&mut self, chunk: impl Into<Chunk<'a>>, out: &mut Vec<SourceItem>) {
-        let chunk = chunk.into();
-        let before = out.len();
+    /// message) completes nothing, so it yields one (see [`Pending::ChunkEnd`]), and a
+    /// watchdog never mistakes a quiet room or a slow long frame for a dead stream.
+    fn take_chunk(&mut self, chunk: Chunk<'_>) {
         self.decoder.feed_chunk(chunk, &mut self.frames);
-        self.drain(out);
-        let alive = out[before..]
-            .iter()
-            .any(|i| matches!(i, SourceItem::KeepAlive | SourceItem::Event { .. }));
-        if !chunk.as_slice().is_empty() && !alive {
-            out.push(SourceItem::KeepAlive);
-        }
+        self.pending
+            .extend(self.frames.drain(..).map(Pending::Frame));
+        self.pending.push_back(Pending::ChunkEnd {
+            bytes: !chunk.as_slice().is_empty(),
+        });
     }
 
     /// Ends the live stream: a last unterminated frame is still decoded.
-    fn finish(&mut self, out: &mut Vec<SourceItem>) {
+    fn take_end(&mut self) {
         self.decoder.finish_stream(&mut self.frames);
+        self.pending
+            .extend(self.frames.drain(..).map(Pending::Frame));
+    }
+
+    /// Turns the next pending frame into items; `false` when none is pending.
+    fn process_one(&mut self) -> bool {
+        let Some(next) = self.pending.pop_front() else {
+            return false;
+        };
+        let mut out = std::mem::take(&mut self.items);
+        match next {
+            Pending::Frame(Item::KeepAlive) => {
+                self.alive = true;
+                out.push_back(SourceItem::KeepAlive);
+            }
+            Pending::Frame(Item::Error(e)) => out.push_back(SourceItem::Malformed {
+                error: format!("Campfire room {}: {e}", self.config.room),
+            }),
+            Pending::Frame(Item::Frame(frame)) => self.frame(frame, &mut out),
+            Pending::ChunkEnd { bytes } => {
+                if bytes && !self.alive {
+                    out.push_back(SourceItem::KeepAlive);
+                }
+                self.alive = false;
+            }
+        }
+        self.items = out;
+        true
+    }
+
+    /// [`Session::take_chunk`], then every item of it (and of what was pending) into `out`.
+    #[cfg(test)]
+    fn feed<'a>(&mut self, chunk: impl Into<Chunk<'a>>, out: &mut Vec<SourceItem>) {
+        self.take_chunk(chunk.into());
         self.drain(out);
     }
 
-    fn drain(&mut self, out: &mut Vec<SourceItem>) {
-        let mut frames = std::mem::take(&mut self.frames);
-        for item in frames.drain(..) {
-            match item {
-                Item::KeepAlive => out.push(SourceItem::KeepAlive),
-                Item::Error(e) => out.push(SourceItem::Malformed {
-                    error: format!("Campfire room {}: {e}", self.config.room),
-                }),
-                Item::Frame(frame) => self.frame(frame, out),
-            }
-        }
-        self.frames = frames;
+    /// [`Session::take_end`], then every item into `out`.
+    #[cfg(test)]
+    fn finish(&mut self, out: &mut Vec<SourceItem>) {
+        self.take_end();
+        self.drain(out);
     }
 
-    fn frame(&mut self, frame: Frame, out: &mut Vec<SourceItem>) {
+    #[cfg(test)]
+    fn drain(&mut self, out: &mut Vec<SourceItem>) {
+        while self.process_one() {}
+        out.extend(self.items.drain(..));
+    }
+
+    fn frame(&mut self, frame: Frame, out: &mut VecDeque<SourceItem>) {
+        // Without `raw`, the common case (one strict JSON object) is read straight into a
+        // message; anything else (several objects, raw control characters, a duplicate
+        // field, an error to report) takes the general path, which reads it the same way.
+        if !self.config.keep_raw {
+            if let Ok(message) = serde_json::from_slice::<Message>(&frame.bytes) {
+                return self.live(message, None, out);
+            }
+        }
         let values = match parse_lenient(&frame.bytes) {
             Ok(values) => values,
             Err(e) => return self.malformed(frame.offset, &e.to_string(), out),
@@ -854,26 +940,28 @@ impl Session {
                 )),
             };
             match parsed {
-                Ok((message, raw)) => {
-                    if self.resume.is_some_and(|r| message.id <= r)
-                        || self.backfilled.contains(&message.id)
-                    {
-                        tracing::debug!(
-                            room = self.config.room,
-                            id = message.id,
-                            "already delivered"
-                        );
-                        continue;
-                    }
-                    self.deliver(message, raw, out);
-                }
+                Ok((message, raw)) => self.live(message, Some(raw), out),
                 Err(e) => self.malformed(frame.offset, &e, out),
             }
         }
     }
 
-    fn malformed(&self, offset: u64, error: &str, out: &mut Vec<SourceItem>) {
-        out.push(SourceItem::Malformed {
+    /// A message of the live stream: delivered unless the backfill or an earlier
+    /// connection did.
+    fn live(&mut self, message: Message, raw: Option<Value>, out: &mut VecDeque<SourceItem>) {
+        if self.resume.is_some_and(|r| message.id <= r) || self.backfilled.contains(&message.id) {
+            tracing::debug!(
+                room = self.config.room,
+                id = message.id,
+                "already delivered"
+            );
+            return;
+        }
+        self.deliver(message, raw, out);
+    }
+
+    fn malformed(&self, offset: u64, error: &str, out: &mut VecDeque<SourceItem>) {
+        out.push_back(SourceItem::Malformed {
             error: format!(
                 "Campfire room {}: malformed message skipped (at byte offset {offset}): {error}",
                 self.config.room
@@ -881,16 +969,23 @@ impl Session {
         });
     }
 
-    fn deliver(&mut self, message: Message, raw: Value, out: &mut Vec<SourceItem>) {
+    fn deliver(&mut self, message: Message, raw: Option<Value>, out: &mut VecDeque<SourceItem>) {
         let id = message.id;
         let last = self.last.map_or(id, |l| l.max(id));
         self.last = Some(last);
         let c = &self.config;
-        let event = to_event(&c.source, c.room, &message, c.keep_raw.then_some(raw));
+        let user = message.user_id;
+        let mut event = into_event(&c.source, c.room, message, raw.filter(|_| c.keep_raw));
+        if let (true, Some(user)) = (self.resolving(), user) {
+            if let Some(name) = c.names.get(&user) {
+                event.author.name.clone_from(name);
+            }
+        }
         let cursor = CampfireCursor {
             last_message_id: last,
         };
-        out.push(SourceItem::Event {
+        self.alive = true;
+        out.push_back(SourceItem::Event {
             event,
             cursor: Some(cursor.to_cursor()),
         });
@@ -1226,7 +1321,9 @@ mod tests {
             json!({"id": "x"}),
             serde_json::from_str(&line(12, "TextMessage", "b")).unwrap(),
         ];
-        s.backfill(backfill, &mut out);
+        let mut backfilled = VecDeque::new();
+        s.backfill(backfill, &mut backfilled);
+        out.extend(backfilled);
         let live = format!(
             "{}\r{}\r{}\r",
             line(10, "TextMessage", "old"),
@@ -1278,11 +1375,116 @@ mod tests {
         assert_eq!(ids(&out), vec![5]);
     }
 
+    /// A wire object as a frame: known fields in every shape (and left out), unknown
+    /// fields, unicode and escapes, the odd duplicate key, now and then not an object.
+    fn wire_object() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let text = prop::sample::select(vec![
+            "\"hello\"",
+            "\"h\\u00e9 \\\"q\\\" \\n\"",
+            "\"日本語 ü\"",
+            "\"\"",
+            "null",
+            "5",
+            "true",
+            "[1]",
+            "{\"a\":1}",
+        ]);
+        let id = prop::sample::select(vec![
+            "1", "42", "\"7\"", "\" 9 \"", "-1", "null", "1.5", "\"x\"",
+        ]);
+        let user = id.clone();
+        let kind = prop::sample::select(vec![
+            "\"TextMessage\"",
+            "\"TweetMessage\"",
+            "\"SoundMessage\"",
+            "\"UploadMessage\"",
+            "\"IdleMessage\"",
+            "\"HologramMessage\"",
+            "\"TimestampMessage\"",
+            "7",
+            "null",
+        ]);
+        let at = prop::sample::select(vec![
+            "\"2009-12-01 23:44:40\"",
+            "\"2009/12/01 23:44:40 +0000\"",
+            "\"2009-12-01T23:44:40Z\"",
+            "\"2009-13-01 23:44:40\"",
+            "\"2009-12-01 23:44:60\"",
+            "\"soon\"",
+            "0",
+        ]);
+        let starred = prop::sample::select(vec![
+            "\"true\"",
+            "\"false\"",
+            "true",
+            "null",
+            "\"maybe\"",
+            "1",
+        ]);
+        let extra = prop::sample::select(vec![
+            "\"url\":\"http://x\"",
+            "\"full_url\":null",
+            "\"byte_size\":12",
+            "\"zzz\":{\"deep\":[1,2.5,\"é\"]}",
+            "\"tweet\":{\"id\":9,\"message\":\"tw\",\"author_username\":\"a\"}",
+            "\"tweet\":[\"1\",\"m\"]",
+            "\"tweet\":{\"message\":3}",
+            "\"id\":77",
+            "\"body\":\"again\"",
+        ]);
+        (
+            prop::option::of(id),
+            prop::option::of(kind),
+            prop::option::of(at),
+            prop::option::of(text),
+            prop::option::of(starred),
+            prop::option::of(user),
+            prop::collection::vec(extra, 0..3),
+            0u8..12,
+        )
+            .prop_map(|(id, kind, at, body, starred, user, extras, shape)| {
+                let mut fields: Vec<String> = Vec::new();
+                for (k, v) in [("id", id), ("type", kind), ("created_at", at), ("body", body), ("starred", starred), ("user_id", user)] {
+                    if let Some(v) = v {
+                        fields.push(format!("\"{k}\":{v}"));
+                    }
+                }
+                fields.extend(extras.iter().map(|e| (*e).to_owned()));
+                match shape {
+                    0 => format!("[{}]", fields.len()),
+                    1 => format!("{{{}}} {{\"id\":3,\"type\":\"TextMessage\",\"created_at\":\"2009-12-01 23:44:40\"}}", fields.join(",")),
+                    _ => format!("{{{}}}", fields.join(",")),
+                }
+            })
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
 
         proptest! {
+            /// The typed read (without `raw`) yields exactly what reading a JSON tree first
+            /// yields: the same events (but `raw`) and the same reports, whatever the fields.
+            #[test]
+            fn typed_frames_read_as_the_json_tree_reads_them(
+                frames in proptest::collection::vec(wire_object(), 1..6),
+            ) {
+                let body: String = frames.iter().map(|f| format!("{f}\r")).collect();
+                let run = |keep_raw: bool| {
+                    let mut s = Session::new(config(Limits::default(), keep_raw), None);
+                    let mut out = Vec::new();
+                    s.feed(body.as_bytes(), &mut out);
+                    for item in &mut out {
+                        if let SourceItem::Event { event, .. } = item {
+                            event.raw = None;
+                        }
+                    }
+                    (out, s.cursor())
+                };
+                prop_assert_eq!(run(false), run(true));
+            }
+
             #[test]
             fn arbitrary_bytes_never_panic_and_every_item_is_accounted_for(
                 chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),

@@ -134,8 +134,27 @@ impl Serialize for MessageType {
 
 impl<'de> Deserialize<'de> for MessageType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Ok(MessageType::parse(&name))
+        d.deserialize_str(StrVisitor(MessageType::parse))
+    }
+}
+
+/// Reads a string without copying it (when the input lends it) and maps it with `.0`; any
+/// other JSON type is refused as `String`'s own deserializer refuses it.
+struct StrVisitor<F>(F);
+
+impl<T, F: FnOnce(&str) -> T> Visitor<'_> for StrVisitor<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(v))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<T, E> {
+        match std::str::from_utf8(v) {
+            Ok(s) => Ok((self.0)(s)),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Bytes(v), &self)),
+        }
     }
 }
 
@@ -222,6 +241,11 @@ impl<'de> Deserialize<'de> for RecentMessages {
 /// zone; the streaming API), `2009/12/01 23:44:40 +0000` (the REST API), or RFC 3339.
 pub fn parse_created_at(text: &str) -> Option<Timestamp> {
     let text = text.trim();
+    parse_common_time(text.as_bytes()).or_else(|| parse_any_time(text))
+}
+
+/// [`parse_created_at`] with chrono's format parsers only.
+fn parse_any_time(text: &str) -> Option<Timestamp> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }
@@ -245,6 +269,38 @@ pub fn parse_created_at(text: &str) -> Option<Timestamp> {
     parse_created_at(zulu)
 }
 
+/// The two shapes Campfire sends, read without chrono's format parser:
+/// `2009-12-01 23:44:40` (UTC) and `2009/12/01 23:44:40 +0000`. `None` for anything else
+/// (then the general parser decides), including a leap second or an impossible date.
+fn parse_common_time(b: &[u8]) -> Option<Timestamp> {
+    let (date_sep, rest) = match b.len() {
+        19 => (b'-', &b[19..]),
+        25 => (b'/', &b[19..]),
+        _ => return None,
+    };
+    if rest != b"" && rest != b" +0000" {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let shape =
+        b[4] == date_sep && b[7] == date_sep && b[10] == b' ' && b[13] == b':' && b[16] == b':';
+    if !shape {
+        return None;
+    }
+    let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (h, mi, s) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if s > 59 {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, mo, d)?;
+    let time = chrono::NaiveTime::from_hms_opt(h, mi, s)?;
+    Some(Utc.from_utc_datetime(&date.and_time(time)))
+}
+
 /// Formats a time the way the streaming API sends it: `2009-12-01 23:44:40`.
 pub fn format_stream_time(t: &Timestamp) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
@@ -263,12 +319,13 @@ mod created_at {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_created_at(&text).ok_or_else(|| {
-            de::Error::custom(format!(
-                "created_at {text:?} is not a time like \"2009-12-01 23:44:40\""
-            ))
-        })
+        d.deserialize_str(StrVisitor(|text: &str| {
+            parse_created_at(text).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "created_at {text:?} is not a time like \"2009-12-01 23:44:40\""
+                ))
+            })
+        }))?
     }
 }
 
@@ -498,6 +555,18 @@ mod tests {
             fn any_type_name_is_accepted(name in "[A-Za-z]{1,24}") {
                 let t = MessageType::parse(&name);
                 prop_assert_eq!(t.as_str(), name.as_str());
+            }
+
+            /// The quick reading of the two common shapes agrees with chrono's, valid or not.
+            #[test]
+            fn the_quick_time_reader_agrees_with_chrono(
+                y in 0u32..10000, mo in 0u32..14, d in 0u32..33, h in 0u32..26, mi in 0u32..62,
+                s in 0u32..62, rest in proptest::sample::select(vec!["", " +0000", " +0100", "Z", " UTC"]),
+                slash in any::<bool>(),
+            ) {
+                let sep = if slash { '/' } else { '-' };
+                let text = format!("{y:04}{sep}{mo:02}{sep}{d:02} {h:02}:{mi:02}:{s:02}{rest}");
+                prop_assert_eq!(parse_created_at(&text), parse_any_time(&text), "{}", text);
             }
 
             #[test]

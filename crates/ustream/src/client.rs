@@ -143,6 +143,12 @@ impl Client {
                 content_type: header(&resp, reqwest::header::CONTENT_TYPE),
                 body: Vec::new(),
             };
+            if out.status == 200 {
+                // One allocation for a body of a known size (the limit is checked as read).
+                let known = resp.content_length().unwrap_or(0);
+                let cap = usize::try_from(known).unwrap_or(usize::MAX);
+                out.body.reserve(cap.min(config.max_response_bytes));
+            }
             while out.status == 200 {
                 let Some(chunk) = resp
                     .chunk()

@@ -158,19 +158,24 @@ pub struct Context {
     pub source: String,
     /// The channel id.
     pub channel: String,
+    /// Keep the wire JSON in `Event::raw`.
+    pub keep_raw: bool,
 }
 
 impl Context {
     fn event(&self, kind: Kind, id: String, at: Timestamp, raw: &Value) -> Event {
-        Event::new(
+        let mut e = Event::new(
             self.source.clone(),
             Service::Ustream,
             kind,
             id,
             self.channel.clone(),
             at,
-        )
-        .with_raw(raw.clone())
+        );
+        if self.keep_raw {
+            e.raw = Some(raw.clone());
+        }
+        e
     }
 
     /// A message as a [`Kind::Message`] event; `clean` removes the generated suffix.
@@ -326,15 +331,32 @@ pub struct Ordered {
 /// Puts a newest-first payload into time order: reversed, then stably sorted by `createdAt`;
 /// items without a time keep their place after the item before them.
 pub fn order_payload(payload: &[Value], fallback_at: i64) -> Vec<Ordered> {
+    order_owned_payload(payload.to_vec(), fallback_at)
+}
+
+/// [`order_payload`] of a payload that is not needed afterwards (its items move, uncopied).
+pub(crate) fn order_owned_payload(payload: Vec<Value>, fallback_at: i64) -> Vec<Ordered> {
+    let items = payload.into_iter().map(|raw| {
+        let item = Item::from_json(&raw).map_err(|e| e.to_string());
+        (item, created_at_of(&raw), raw)
+    });
+    order_items(items.collect(), fallback_at)
+}
+
+/// [`order_payload`] of items read already: `(item, createdAt, wire JSON)`, newest first.
+pub(crate) fn order_items(
+    payload: Vec<(Result<Item, String>, Option<i64>, Value)>,
+    fallback_at: i64,
+) -> Vec<Ordered> {
     let mut out: Vec<Ordered> = Vec::with_capacity(payload.len());
     let mut last: Option<i64> = None;
-    for (position, raw) in payload.iter().enumerate().rev() {
-        let at = created_at_of(raw).or(last);
+    for (position, (item, at, raw)) in payload.into_iter().enumerate().rev() {
+        let at = at.or(last);
         last = at.or(last);
         out.push(Ordered {
-            item: Item::from_json(raw).map_err(|e| e.to_string()),
+            item,
             at: at.unwrap_or(i64::MIN),
-            raw: raw.clone(),
+            raw,
             position,
         });
     }
@@ -476,6 +498,7 @@ mod tests {
         Context {
             source: "us".into(),
             channel: "42".into(),
+            keep_raw: true,
         }
     }
 

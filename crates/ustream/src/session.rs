@@ -6,7 +6,7 @@
 //! and does no IO; [`Client`](crate::Client) is the async loop around it. See [`Session`]
 //! for the plan.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,8 +14,8 @@ use chat_model::{Cursor, SourceItem, lock_ignoring_poison, redact_url};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::map::{Context, accounts_of, message_id, order_payload};
-use crate::wire::{Envelope, Item, NetworkAccount};
+use crate::map::{Context, accounts_of, message_id, order_items, order_owned_payload};
+use crate::wire::{Envelope, Item, NetworkAccount, typed};
 
 /// The default window cap: a widened timeslice never spans more than this many seconds.
 pub const DEFAULT_MAX_WINDOW: u64 = 3600;
@@ -47,6 +47,8 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// The refresh interval assumed before the server names one, seconds.
     pub initial_interval: u64,
+    /// Keep each payload item's wire JSON in `Event::raw`.
+    pub keep_raw: bool,
 }
 
 impl Config {
@@ -60,6 +62,7 @@ impl Config {
             max_window: DEFAULT_MAX_WINDOW,
             max_response_bytes: 8 * 1024 * 1024,
             initial_interval: 10,
+            keep_raw: true,
         }
     }
 
@@ -277,6 +280,7 @@ impl Session {
             ctx: Context {
                 source: config.source.clone(),
                 channel: config.channel.clone(),
+                keep_raw: config.keep_raw,
             },
             base,
             switched_host: resume.host.clone(),
@@ -452,7 +456,7 @@ impl Session {
     }
 
     /// The envelope of a response, or why there is none.
-    fn read(&self, r: Response, url: &str, wall_ms: i64) -> Result<Envelope, Error> {
+    fn read(&self, r: Response, url: &str, wall_ms: i64) -> Result<Read, Error> {
         let channel = self.config.channel.clone();
         if r.status != 200 {
             let wall =
@@ -474,6 +478,11 @@ impl Session {
                 limit: self.config.max_response_bytes,
             });
         }
+        if !self.config.keep_raw {
+            if let Some(read) = read_typed(&r.body) {
+                return Ok(read);
+            }
+        }
         let envelope: Envelope = serde_json::from_slice(&r.body).map_err(|e| Error::Protocol {
             channel: channel.clone(),
             url: url.to_owned(),
@@ -490,7 +499,12 @@ impl Session {
                     .unwrap_or_else(|| "(the server gave no message)".to_owned()),
             });
         }
-        Ok(envelope)
+        Ok(Read {
+            range: envelope.range,
+            refresh_interval: envelope.refresh_interval,
+            clean: envelope.is_suffix_cleaning_needed,
+            payload: Payload::Json(envelope.payload),
+        })
     }
 
     fn remember(&mut self, id: String) -> bool {
@@ -558,7 +572,7 @@ impl Session {
         &mut self,
         kind: RequestKind,
         sent_at: Instant,
-        resp: Envelope,
+        resp: Read,
         url: &str,
     ) -> Result<(), Error> {
         let channel = self.config.channel.clone();
@@ -592,10 +606,13 @@ impl Session {
             self.announced = Some(stall);
             self.queue.push_back(SourceItem::StallTimeout(stall));
         }
-        let clean = resp.is_suffix_cleaning_needed;
+        let clean = resp.clean;
         let mut new_host: Option<String> = None;
         let mut occurrences: HashMap<String, usize> = HashMap::new();
-        let ordered = order_payload(&resp.payload, range[1]);
+        let ordered = match resp.payload {
+            Payload::Json(payload) => order_owned_payload(payload, range[1]),
+            Payload::Typed(items) => order_items(items, range[1]),
+        };
         // A `/default` answers the recent history, which repeats what a session delivered
         // before (after a host switch, or a restart that must begin with `/default`). The
         // payload is one stretch of the timeline, so everything up to the last message
@@ -630,16 +647,24 @@ impl Session {
             // window is fetched again, widened) and their occurrence in it, counted per
             // event they make (so two `unIgnUser` of one user that differ in other fields,
             // e.g. `createdAt`, do not share an id).
+            // (Messages and `ignMsg` items have ids of their own: no stamp, and their keys,
+            // JSON objects with a uid, could not collide with the others'.)
             let key = match &item {
                 Item::IgnUser { network } | Item::UnIgnUser { network } => {
-                    format!("{}:{network:?}", item.kind())
+                    Some(format!("{}:{network:?}", item.kind()))
                 }
-                Item::Host { host } => format!("host:{host}"),
-                _ => o.raw.to_string(),
+                Item::Host { host } => Some(format!("host:{host}")),
+                Item::Msg(_) | Item::IgnMsg { .. } => None,
+                _ => Some(o.raw.to_string()),
             };
-            let n = occurrences.entry(key).or_default();
-            *n += 1;
-            let stamp = format!("{}.{}", range[0], n);
+            let stamp = match key {
+                Some(key) => {
+                    let n = occurrences.entry(key).or_default();
+                    *n += 1;
+                    format!("{}.{}", range[0], n)
+                }
+                None => String::new(),
+            };
             match &item {
                 Item::Msg(m) => {
                     let accounts = accounts_of(m);
@@ -730,6 +755,44 @@ impl Session {
         self.queue.push_back(SourceItem::KeepAlive);
         Ok(())
     }
+}
+
+/// A successful response, read.
+struct Read {
+    range: Option<[i64; 2]>,
+    refresh_interval: Option<u64>,
+    clean: bool,
+    payload: Payload,
+}
+
+/// The payload of a [`Read`].
+enum Payload {
+    /// As JSON trees (kept as `raw`).
+    Json(Vec<serde_json::Value>),
+    /// Read straight from the body: `(item, createdAt, raw = null)`, newest first.
+    Typed(Vec<(Result<Item, String>, Option<i64>, serde_json::Value)>),
+}
+
+/// The typed reading of a successful response (see [`crate::wire::typed`]); `None` when it
+/// does not cover the body, which is then read as an [`Envelope`] (that reading reports
+/// whatever is wrong with it).
+fn read_typed(body: &[u8]) -> Option<Read> {
+    let envelope: typed::Envelope<'_> = serde_json::from_slice(body).ok()?;
+    if !envelope.success {
+        return None;
+    }
+    let payload = envelope.payload.unwrap_or_default();
+    let mut items = Vec::with_capacity(payload.len());
+    for typed::Obj(fields) in payload {
+        let (item, at) = typed::item(fields)?;
+        items.push((item.map_err(|e| e.to_string()), at, serde_json::Value::Null));
+    }
+    Some(Read {
+        range: envelope.range,
+        refresh_interval: envelope.refresh_interval,
+        clean: envelope.is_suffix_cleaning_needed,
+        payload: Payload::Typed(items),
+    })
 }
 
 fn check_base_url(base: &str) -> Result<(), Error> {
@@ -998,6 +1061,7 @@ struct Remembered {
 #[derive(Debug, Default)]
 struct User {
     messages: VecDeque<Remembered>,
+    /// Its last activity tick (its key in `MemoryInner::by_activity`).
     last_seq: u64,
 }
 
@@ -1006,6 +1070,10 @@ struct MemoryInner {
     users: HashMap<NetworkAccount, User>,
     /// The accounts each remembered uid is filed under.
     by_uid: HashMap<String, Vec<NetworkAccount>>,
+    /// Every user by its `last_seq`: the least recently active one first.
+    by_activity: BTreeMap<u64, NetworkAccount>,
+    /// Counts the activity of users (one tick per account a message is filed under).
+    activity: u64,
     seq: u64,
 }
 
@@ -1042,14 +1110,29 @@ impl MessageMemory {
         let inner = &mut *g;
         inner.seq += 1;
         let seq = inner.seq;
-        let mut filed = Vec::new();
+        let mut filed: Vec<NetworkAccount> = Vec::with_capacity(accounts.len());
         for a in accounts {
             if filed.contains(a) {
                 continue;
             }
             filed.push(a.clone());
-            let user = inner.users.entry(a.clone()).or_default();
-            user.last_seq = seq;
+            inner.activity += 1;
+            let tick = inner.activity;
+            let user = match inner.users.get_mut(a) {
+                Some(user) => {
+                    // Moved to the most recently active end, without a copy of the account.
+                    let account = inner.by_activity.remove(&user.last_seq);
+                    inner
+                        .by_activity
+                        .insert(tick, account.unwrap_or_else(|| a.clone()));
+                    user
+                }
+                None => {
+                    inner.by_activity.insert(tick, a.clone());
+                    inner.users.entry(a.clone()).or_default()
+                }
+            };
+            user.last_seq = tick;
             user.messages.push_back(Remembered {
                 seq,
                 uid: uid.to_owned(),
@@ -1067,12 +1150,7 @@ impl MessageMemory {
             .or_default()
             .extend(filed);
         while inner.users.len() > MAX_USERS {
-            let Some(oldest) = inner
-                .users
-                .iter()
-                .min_by_key(|(_, u)| u.last_seq)
-                .map(|(a, _)| a.clone())
-            else {
+            let Some((_, oldest)) = inner.by_activity.pop_first() else {
                 break;
             };
             if let Some(user) = inner.users.remove(&oldest) {
@@ -1146,7 +1224,9 @@ fn forget_locked(inner: &mut MemoryInner, uid: &str) {
             None => false,
         };
         if empty {
-            inner.users.remove(&a);
+            if let Some(user) = inner.users.remove(&a) {
+                inner.by_activity.remove(&user.last_seq);
+            }
         }
     }
 }

@@ -319,6 +319,280 @@ fn de_networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NetworkAccount>, D
     })
 }
 
+/// The typed reading of a response: the envelope and its payload items read straight from
+/// the body, without a JSON tree per item. It covers the common shapes only; anything else
+/// (a compound value where a scalar belongs, a duplicate field, an item of an unknown type,
+/// which keeps its wire JSON) is refused, and the caller reads the body as [`Envelope`] then.
+pub(crate) mod typed {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde_json::Value;
+
+    use super::{Item, ItemError, Message, NetworkAccount, value_to_i64};
+
+    /// A scalar field as the wire has it.
+    #[derive(Debug, Default)]
+    pub(crate) enum Leaf<'a> {
+        /// Not in the item.
+        #[default]
+        Absent,
+        Null,
+        Str(Cow<'a, str>),
+        /// A number or a boolean.
+        Other(Value),
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Leaf<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Leaf<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a scalar")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Str(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Str(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Str(Cow::Owned(v)))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Null)
+                }
+                fn visit_none<E: de::Error>(self) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Null)
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Other(Value::Bool(v)))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Other(Value::from(v)))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Other(Value::from(v)))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Leaf<'a>, E> {
+                    Ok(Leaf::Other(Value::from(v)))
+                }
+            }
+            d.deserialize_any(V(std::marker::PhantomData))
+        }
+    }
+
+    impl Leaf<'_> {
+        /// As `de_string` reads it.
+        fn string(self) -> String {
+            match self {
+                Leaf::Absent | Leaf::Null => String::new(),
+                Leaf::Str(s) => s.into_owned(),
+                Leaf::Other(v) => v.to_string(),
+            }
+        }
+        /// As `de_opt_string` reads it.
+        fn opt_string(self) -> Option<String> {
+            match self {
+                Leaf::Absent | Leaf::Null => None,
+                Leaf::Str(s) => Some(s.into_owned()),
+                Leaf::Other(v) => Some(v.to_string()),
+            }
+        }
+        /// As `value_to_i64` reads it.
+        fn i64(&self) -> Option<i64> {
+            match self {
+                Leaf::Absent | Leaf::Null => None,
+                Leaf::Str(s) => {
+                    let s = s.trim();
+                    s.parse::<i64>()
+                        .ok()
+                        .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+                }
+                Leaf::Other(v) => value_to_i64(v),
+            }
+        }
+        /// As `de_bool` reads it.
+        fn bool(&self) -> bool {
+            match self {
+                Leaf::Absent | Leaf::Null => false,
+                Leaf::Str(s) => matches!(s.trim(), "1" | "true" | "yes"),
+                Leaf::Other(Value::Bool(b)) => *b,
+                Leaf::Other(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+                Leaf::Other(_) => false,
+            }
+        }
+    }
+
+    /// Reads `T` only from a JSON object (a derived struct would take an array too).
+    pub(crate) struct Obj<T>(pub(crate) T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = Obj<T>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                    T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
+                }
+            }
+            d.deserialize_map(V(std::marker::PhantomData))
+        }
+    }
+
+    /// One `network[]` entry.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct Account<'a> {
+        #[serde(borrow, default)]
+        provider: Leaf<'a>,
+        #[serde(borrow, default)]
+        display_name: Leaf<'a>,
+    }
+
+    /// A payload item's fields, whatever its type.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct Fields<'a> {
+        #[serde(borrow, default, rename = "type")]
+        kind: Leaf<'a>,
+        #[serde(borrow, default)]
+        uid: Leaf<'a>,
+        #[serde(borrow, default)]
+        created_at: Leaf<'a>,
+        #[serde(borrow, default)]
+        is_owner: Leaf<'a>,
+        #[serde(borrow, default)]
+        profile_picture_url: Leaf<'a>,
+        #[serde(borrow, default)]
+        profile_network: Leaf<'a>,
+        #[serde(borrow, default)]
+        profile_user_name: Leaf<'a>,
+        #[serde(borrow, default)]
+        display_name: Leaf<'a>,
+        #[serde(borrow, default)]
+        text: Leaf<'a>,
+        #[serde(borrow, default)]
+        host: Leaf<'a>,
+        #[serde(borrow)]
+        network: Option<Vec<Obj<Account<'a>>>>,
+    }
+
+    /// The envelope, its payload read as [`Fields`].
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct Envelope<'a> {
+        #[serde(default = "super::yes", deserialize_with = "super::de_bool")]
+        pub(crate) success: bool,
+        #[serde(default, deserialize_with = "super::de_opt_u64")]
+        pub(crate) refresh_interval: Option<u64>,
+        #[serde(default, deserialize_with = "super::de_range")]
+        pub(crate) range: Option<[i64; 2]>,
+        #[serde(borrow)]
+        pub(crate) payload: Option<Vec<Obj<Fields<'a>>>>,
+        #[serde(default, deserialize_with = "super::de_bool")]
+        pub(crate) is_suffix_cleaning_needed: bool,
+        // Read (not used: a failure is read as an [`Envelope`]) so that a body the typed
+        // reading takes is one the [`Envelope`] reading takes too.
+        #[serde(default)]
+        #[allow(dead_code)]
+        message: Option<String>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        status_update: Option<IgnoredAny>,
+    }
+
+    /// What [`Item::from_json`] makes of an item with these fields, with its `createdAt`;
+    /// `None` for an item of a type this reading does not cover.
+    pub(crate) fn item(f: Fields<'_>) -> Option<(Result<Item, ItemError>, Option<i64>)> {
+        let at = f.created_at.i64();
+        let kind = match f.kind {
+            Leaf::Absent | Leaf::Null => "msg".to_owned(),
+            Leaf::Str(s) if s.is_empty() => "msg".to_owned(),
+            Leaf::Str(s) => s.into_owned(),
+            Leaf::Other(v) => v.to_string(),
+        };
+        let err = |source: serde_json::Error| ItemError {
+            kind: kind.clone(),
+            source,
+        };
+        let invalid = |what: &str| err(<serde_json::Error as de::Error>::custom(what));
+        let missing =
+            |field: &'static str| err(<serde_json::Error as de::Error>::missing_field(field));
+        let non_empty = |s: String, what: &str| {
+            if s.trim().is_empty() {
+                Err(invalid(what))
+            } else {
+                Ok(s)
+            }
+        };
+        let network = || -> Vec<NetworkAccount> {
+            f.network
+                .into_iter()
+                .flatten()
+                .map(|Obj(a)| NetworkAccount {
+                    provider: a.provider.string(),
+                    display_name: a.display_name.string(),
+                })
+                .collect()
+        };
+        let result = match kind.as_str() {
+            "msg" => match f.uid {
+                Leaf::Absent => Err(missing("uid")),
+                uid => {
+                    let m = Message {
+                        uid: uid.string(),
+                        created_at: at,
+                        is_owner: f.is_owner.bool(),
+                        profile_picture_url: f.profile_picture_url.opt_string(),
+                        profile_network: f.profile_network.opt_string(),
+                        profile_user_name: f.profile_user_name.opt_string(),
+                        display_name: f.display_name.opt_string(),
+                        text: f.text.string(),
+                        network: network(),
+                        flag: None,
+                        time_elapsed: None,
+                    };
+                    if m.uid.trim().is_empty() {
+                        Err(invalid("uid is empty"))
+                    } else {
+                        Ok(Item::Msg(Box::new(m)))
+                    }
+                }
+            },
+            "host" => match f.host {
+                Leaf::Absent => Err(missing("host")),
+                h => non_empty(h.string(), "host is empty").map(|host| Item::Host { host }),
+            },
+            "ignMsg" => match f.uid {
+                Leaf::Absent => Err(missing("uid")),
+                u => non_empty(u.string(), "uid is empty").map(|uid| Item::IgnMsg { uid }),
+            },
+            "ignUser" | "unIgnUser" => {
+                let mut accounts = network();
+                accounts.retain(|a| !a.provider.trim().is_empty() && !a.display_name.is_empty());
+                if accounts.is_empty() {
+                    Err(invalid(
+                        "names no account (network entries need provider and displayName)",
+                    ))
+                } else if kind == "ignUser" {
+                    Ok(Item::IgnUser { network: accounts })
+                } else {
+                    Ok(Item::UnIgnUser { network: accounts })
+                }
+            }
+            _ => return None,
+        };
+        Some((result, at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,3 +79,64 @@ fn any_json() -> impl Strategy<Value = Value> {
         .prop_map(|m| Value::Object(m.into_iter().collect()))
     })
 }
+
+/// A payload item as the service sends them, or an odd one.
+fn wire_item() -> impl Strategy<Value = Value> {
+    let user = prop::sample::select(&["Gyula", "Ann", "日本", "é \"q\""][..]);
+    prop_oneof![
+        10 => (0u32..50, 0i64..20, user.clone(), any::<bool>()).prop_map(|(uid, t, name, b)| if b {
+            json!({"uid": uid.to_string(), "createdAt": (1000 + t).to_string(), "isOwner": 1,
+                "profileNetwork": "twitter", "profileUserName": name.to_lowercase(),
+                "displayName": name, "text": format!("hi {name} (live at http://ustre.am/ab)"),
+                "network": [{"provider": "twitter", "displayName": name}], "zzz": [1, {"a": null}]})
+        } else {
+            json!({"type": "msg", "uid": uid, "createdAt": 1000 + t, "text": "x",
+                "network": [{"provider": "facebook", "displayName": name}], "flag": 0})
+        }),
+        2 => (0u32..50).prop_map(|uid| json!({"type": "ignMsg", "uid": uid.to_string()})),
+        3 => (user.clone(), any::<bool>()).prop_map(|(name, ign)| json!({
+            "type": if ign { "ignUser" } else { "unIgnUser" },
+            "network": [{"provider": "twitter", "displayName": name}]})),
+        1 => (0u8..3).prop_map(|n| json!({"type": "poll", "n": n, "text": "vote"})),
+        1 => Just(json!({"type": "host", "host": "h9:81"})),
+        1 => any_json(),
+    ]
+}
+
+proptest! {
+    /// Keeping `raw` or not changes nothing but `raw`: the same events, ids, order, reports.
+    #[test]
+    fn raw_or_not_the_same_events(
+        responses in prop::collection::vec(prop::collection::vec(wire_item(), 0..12), 1..5),
+    ) {
+        use std::time::{Duration, Instant};
+        use ustream::{Config, Response, Session};
+        let run = |keep_raw: bool| {
+            let mut config = Config::new("http://h", "42");
+            config.keep_raw = keep_raw;
+            let t = Instant::now();
+            let mut s = Session::new(config, None, t, 1_700_000_000_000).unwrap();
+            let mut items = Vec::new();
+            for (i, payload) in responses.iter().enumerate() {
+                let now = t + Duration::from_secs(10 * i as u64);
+                s.handle_timeout(now);
+                if s.poll_request().is_none() {
+                    break;
+                }
+                let body = json!({"success": true, "refreshInterval": 10,
+                    "range": [1000 + 10 * i as i64, 1010 + 10 * i as i64], "payload": payload});
+                s.handle_response(Response::ok(serde_json::to_vec(&body).unwrap()), now, 1_700_000_000_000);
+                while let Some(mut item) = s.poll_item() {
+                    if let chat_model::SourceItem::Event { event, .. } = &mut item {
+                        prop_assert_eq!(event.raw.is_some(), keep_raw);
+                        event.raw = None;
+                    }
+                    items.push(item);
+                }
+            }
+            Ok((items, s.cursor()))
+        };
+        let kept = run(true)?;
+        prop_assert_eq!(run(false)?, kept);
+    }
+}

@@ -62,7 +62,8 @@ pub fn build(
     c.join = cfg.join;
     // Liveness is the supervisor's watchdog (stall_timeout), not the client's.
     c.idle_timeout = None;
-    c.keep_raw = true;
+    // `Event.raw` only when asked for (`--raw`): building it costs a JSON tree per event.
+    c.keep_raw = common.keep_raw;
     let http = super::http_client(name, common, tls)?;
     let client = Client::with_http_client(c, http).map_err(|e| format!("source `{name}`: {e}"))?;
     Ok(CampfireSource {

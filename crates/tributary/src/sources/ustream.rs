@@ -57,6 +57,8 @@ pub fn build(
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
     let mut config = Config::new(url, cfg.channel.to_string());
     config.source = name.to_owned();
+    // `Event.raw` only when asked for (`--raw`): a copy of the JSON tree per event.
+    config.keep_raw = common.keep_raw;
     let http = super::http_client(name, common, tls)?;
     // Check the URL and channel now, so a bad config fails before anything runs.
     Client::with_http_client(config.clone(), http.clone(), None)
