@@ -56,9 +56,9 @@ impl<W: Write> Printer<W> {
         }
     }
 
-    /// Flushes the writer.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+    /// The writer (for a printer into memory: what was printed so far).
+    pub fn buffer(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 

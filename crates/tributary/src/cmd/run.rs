@@ -228,11 +228,8 @@ pub async fn run_config(
         Format::Json => Box::new(std::io::stdout()),
         Format::Pretty => Box::new(anstream::stdout()),
     };
-    let mut printer = Printer::new(
-        std::io::BufWriter::with_capacity(OUTPUT_BUFFER, out),
-        opts.format,
-        opts.raw,
-    );
+    let mut printer = Printer::new(Vec::with_capacity(OUTPUT_BUFFER), opts.format, opts.raw);
+    let mut output = Output { out: Some(out) };
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut end = opts.end.clone();
@@ -245,9 +242,8 @@ pub async fn run_config(
                 Some(event) => {
                     // Everything already queued is written in one go, then flushed once and
                     // acked: a cursor is saved only after its event reached stdout.
-                    let written = write_batch(event, &mut stream, &mut printer, opts, relays.as_ref())
-                        .and_then(|()| printer.flush());
-                    if written.is_err() {
+                    write_batch(event, &mut stream, &mut printer, opts, relays.as_ref());
+                    if output.write(printer.buffer()).await.is_err() {
                         break Ending::OutputClosed;
                     }
                     stream.ack();
@@ -256,7 +252,7 @@ pub async fn run_config(
             },
         }
     };
-    let _ = printer.flush();
+    let _ = output.write(printer.buffer()).await;
     let report = handle.shutdown().await;
     if let Some(e) = &report.state_error {
         eprintln!("tributary: warning: could not save the state file: {e}");
@@ -279,26 +275,27 @@ pub async fn run_config(
     })
 }
 
-/// The output buffer: a flush writes at most this much at once.
-const OUTPUT_BUFFER: usize = 64 * 1024;
+/// The output buffer's usual size: a batch stops growing once it holds this much.
+const OUTPUT_BUFFER: usize = 256 * 1024;
 
-/// The most events written between two flushes (so a stop signal is seen between batches).
-const MAX_UNFLUSHED: usize = 4096;
+/// The most events in one batch (so a stop signal is seen between batches).
+const MAX_BATCH: usize = 4096;
 
-/// Writes `first` and every event already queued behind it (up to [`MAX_UNFLUSHED`]) without
-/// flushing, offering each to the relays and the tap.
-fn write_batch<W: Write>(
+/// Prints `first` and every event already queued behind it (up to [`MAX_BATCH`] or
+/// [`OUTPUT_BUFFER`] bytes) into the printer's buffer, offering each to the relays and the tap.
+fn write_batch(
     first: Event,
     stream: &mut supervisor::EventStream,
-    printer: &mut Printer<W>,
+    printer: &mut Printer<Vec<u8>>,
     opts: &RunOptions,
     relays: Option<&Relays>,
-) -> std::io::Result<()> {
+) {
     let mut next = Some(first);
     let mut taken = 0;
     while let Some(mut event) = next.take() {
         if wanted(&event, opts.lifecycle) {
-            printer.print(&mut event)?;
+            // Writing into memory cannot fail.
+            let _ = printer.print(&mut event);
             if let Some(r) = relays {
                 r.offer(&event);
             }
@@ -307,11 +304,41 @@ fn write_batch<W: Write>(
             }
         }
         taken += 1;
-        if taken < MAX_UNFLUSHED {
+        if taken < MAX_BATCH && printer.buffer().len() < OUTPUT_BUFFER {
             next = stream.try_recv();
         }
     }
-    Ok(())
+}
+
+/// Stdout, written on a blocking thread: a reader that is slow or has stopped holds up only
+/// the output (and so, through the bounded channel, the sources' reading), never the runtime
+/// that keeps timers, metrics and signals going.
+struct Output {
+    /// `None` once a write failed or panicked.
+    out: Option<Box<dyn Write + Send>>,
+}
+
+impl Output {
+    /// Writes and flushes all of `buf`, then empties it (keeping its allocation).
+    async fn write(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout is closed");
+        let mut out = self.out.take().ok_or_else(closed)?;
+        let data = std::mem::take(buf);
+        let (out, mut data, written) = tokio::task::spawn_blocking(move || {
+            let written = out.write_all(&data).and_then(|()| out.flush());
+            (out, data, written)
+        })
+        .await
+        .map_err(|_| closed())?;
+        written?;
+        self.out = Some(out);
+        data.clear();
+        *buf = data;
+        Ok(())
+    }
 }
 
 fn wanted(event: &Event, lifecycle: bool) -> bool {
